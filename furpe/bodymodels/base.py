@@ -1,0 +1,196 @@
+"""One interface over parametric body models (Anny, SMPL-X).
+
+Every model exposes its parameters as named *blocks* (:class:`ParamBlock`), a batched,
+differentiable :meth:`BodyModel.forward` that returns vertices and joints **in the camera
+frame** (metres; x right, y down, z forward), named keypoints in the experts' landmark
+conventions (:meth:`BodyModel.keypoints`), the vertex sets of each part and the kinematic tree.
+
+Conventions shared by all models:
+
+* ``global_orient`` (B, 3) axis-angle and ``transl`` (B, 3) place the model in the camera
+  frame. With ``global_orient = 0`` the person stands upright (head towards -y) and faces the
+  camera (their front towards -z), whatever the model's native axes are.
+* Rotation blocks are axis-angle, shape (B, N, 3); linear blocks (B, N); bounded blocks (B, N)
+  with values in [lower, upper].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from furpe.errors import FurpeError
+
+BlockKind = Literal["rotation", "linear", "bounded"]
+
+
+@dataclass(frozen=True)
+class ParamBlock:
+    """Description of one parameter block of a body model.
+
+    Attributes:
+        name: key in the parameter dict.
+        kind: ``"rotation"`` (N axis-angle rotations), ``"linear"`` (unbounded coefficients,
+            prior centred at 0) or ``"bounded"`` (coefficients in [lower, upper]).
+        size: N, the number of rotations or coefficients.
+        part: the part it drives: ``"global"``, ``"body"``, ``"left_hand"``, ``"right_hand"``,
+            ``"face"`` or ``"shape"``.
+        labels: a name for each of the N entries (bone or coefficient names).
+        default: the neutral value of each entry (bounded and linear blocks).
+        lower, upper: the bounds of a bounded block.
+    """
+
+    name: str
+    kind: BlockKind
+    size: int
+    part: str
+    labels: tuple[str, ...]
+    default: tuple[float, ...] | None = None
+    lower: float = 0.0
+    upper: float = 1.0
+
+    def shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.size, 3) if self.kind == "rotation" else (batch, self.size)
+
+    def neutral(self, batch: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        if self.kind == "rotation":
+            return torch.zeros(self.shape(batch), dtype=dtype, device=device)
+        if self.default is None:
+            return torch.zeros(self.shape(batch), dtype=dtype, device=device)
+        d = torch.tensor(self.default, dtype=dtype, device=device)
+        return d.expand(batch, -1).clone()
+
+
+@dataclass
+class BodyOutput:
+    """Result of a forward pass, in the camera frame (metres).
+
+    Attributes:
+        vertices: (B, V, 3).
+        joints: (B, J, 3), ordered as :attr:`BodyModel.joint_names`.
+    """
+
+    vertices: torch.Tensor
+    joints: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Regressor:
+    """Sparse linear map from the model's points to named keypoints.
+
+    The point set is the vertices followed by the joints: ``torch.cat([vertices, joints], 1)``.
+    ``indices`` and ``weights`` are (K, n); keypoint k is ``sum_j weights[k, j] *
+    points[indices[k, j]]``. ``names`` has K entries.
+    """
+
+    names: tuple[str, ...]
+    indices: np.ndarray
+    weights: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.indices.shape != self.weights.shape or self.indices.ndim != 2:
+            raise ValueError("indices and weights must both be (K, n)")
+        if len(self.names) != self.indices.shape[0]:
+            raise ValueError("one name per keypoint row is needed")
+
+
+def apply_regressor(reg: Regressor, points: torch.Tensor) -> torch.Tensor:
+    """Apply ``reg`` to (B, P, 3) points; returns (B, K, 3)."""
+    idx = torch.as_tensor(reg.indices, dtype=torch.long, device=points.device)
+    w = torch.as_tensor(reg.weights, dtype=points.dtype, device=points.device)
+    gathered = points[:, idx.reshape(-1)].reshape(points.shape[0], *idx.shape, 3)
+    return (gathered * w[None, :, :, None]).sum(2)
+
+
+class BodyModel(torch.nn.Module):
+    """Abstract body model. Subclasses fill in the attributes and :meth:`_forward`."""
+
+    name: str = "abstract"
+    #: The parameter blocks, in a stable order.
+    blocks: dict[str, ParamBlock]
+    #: (F, 3) triangle indices.
+    faces: np.ndarray
+    #: Joint names and parents (-1 for the root): the kinematic tree.
+    joint_names: tuple[str, ...]
+    joint_parents: tuple[int, ...]
+    #: Vertex indices of each part: "left_hand", "right_hand", "face", "body" (the rest).
+    part_vertices: dict[str, np.ndarray]
+    #: Keypoint regressors by landmark convention ("mediapipe_pose", ...).
+    regressors: dict[str, Regressor]
+    #: Rotation from the model's native frame to the canonical camera-facing frame.
+    canonical_rotation: np.ndarray
+
+    @property
+    def num_vertices(self) -> int:
+        raise NotImplementedError
+
+    def neutral_params(self, batch: int = 1, device=None) -> dict[str, torch.Tensor]:
+        """Neutral parameters: rest pose, default shape and expression, at the origin."""
+        return {
+            name: blk.neutral(batch, dtype=torch.float32, device=device)
+            for name, blk in self.blocks.items()
+        }
+
+    def check_params(self, params: dict[str, torch.Tensor]) -> int:
+        """Validate block names and shapes; return the batch size."""
+        unknown = set(params) - set(self.blocks)
+        if unknown:
+            raise FurpeError(
+                f"unknown parameter block(s) {sorted(unknown)} for body model "
+                f"'{self.name}'; expected {list(self.blocks)}"
+            )
+        batch = None
+        for name, value in params.items():
+            b = value.shape[0]
+            batch = b if batch is None else batch
+            if tuple(value.shape) != self.blocks[name].shape(batch):
+                raise FurpeError(
+                    f"parameter '{name}' has shape {tuple(value.shape)}, expected "
+                    f"{self.blocks[name].shape(batch)}"
+                )
+        if batch is None:
+            raise FurpeError("no parameters given")
+        return batch
+
+    def complete(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fill missing blocks with their neutral values."""
+        batch = self.check_params(params)
+        device = next(iter(params.values())).device
+        full = self.neutral_params(batch, device=device)
+        full.update(params)
+        return full
+
+    def forward(self, params: dict[str, torch.Tensor]) -> BodyOutput:  # type: ignore[override]
+        """Posed vertices and joints in the camera frame for a batch of parameters."""
+        params = self.complete(params)
+        verts, joints = self._forward(params)
+        rot = _rotvec_to_rotmat(params["global_orient"].to(verts.dtype))
+        canon = torch.as_tensor(self.canonical_rotation, dtype=verts.dtype, device=verts.device)
+        full = rot @ canon
+        t = params["transl"].to(verts.dtype)[:, None]
+        verts = verts @ full.transpose(1, 2) + t
+        joints = joints @ full.transpose(1, 2) + t
+        return BodyOutput(vertices=verts, joints=joints)
+
+    def _forward(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vertices and joints in the model's native frame, before global placement."""
+        raise NotImplementedError
+
+    def keypoints(self, output: BodyOutput, convention: str) -> torch.Tensor:
+        """Named keypoints of ``convention`` (B, K, 3) from a forward output."""
+        if convention not in self.regressors:
+            raise FurpeError(
+                f"body model '{self.name}' has no correspondences for '{convention}'; "
+                f"available: {sorted(self.regressors)}"
+            )
+        points = torch.cat([output.vertices, output.joints], 1)
+        return apply_regressor(self.regressors[convention], points)
+
+
+def _rotvec_to_rotmat(rotvec: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (..., 3) to rotation matrices (..., 3, 3), differentiable at zero."""
+    import roma
+
+    return roma.rotvec_to_rotmat(rotvec)

@@ -1,0 +1,14 @@
+"""Errors that the command line reports as one clear message (no traceback)."""
+from __future__ import annotations
+
+
+class FurpeError(Exception):
+    """A user-facing error: bad input, missing file, unknown option, no person found."""
+
+
+class InputError(FurpeError):
+    """An input file is missing, unreadable or not decodable."""
+
+
+class NoPersonError(FurpeError):
+    """The experts found no person in an image."""
