@@ -7,7 +7,7 @@ conventions (:meth:`BodyModel.keypoints`), the vertex sets of each part and the 
 
 Conventions shared by all models:
 
-* ``global_orient`` (B, 3) axis-angle and ``transl`` (B, 3) place the model in the camera
+* ``global_orient`` (B, 1, 3) axis-angle and ``transl`` (B, 3) place the model in the camera
   frame. With ``global_orient = 0`` the person stands upright (head towards -y) and faces the
   camera (their front towards -z), whatever the model's native axes are.
 * Rotation blocks are axis-angle, shape (B, N, 3); linear blocks (B, N); bounded blocks (B, N)
@@ -166,7 +166,7 @@ class BodyModel(torch.nn.Module):
         """Posed vertices and joints in the camera frame for a batch of parameters."""
         params = self.complete(params)
         verts, joints = self._forward(params)
-        rot = _rotvec_to_rotmat(params["global_orient"].to(verts.dtype))
+        rot = _rotvec_to_rotmat(params["global_orient"][:, 0].to(verts.dtype))
         canon = torch.as_tensor(self.canonical_rotation, dtype=verts.dtype, device=verts.device)
         full = rot @ canon
         t = params["transl"].to(verts.dtype)[:, None]

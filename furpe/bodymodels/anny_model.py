@@ -1,0 +1,191 @@
+"""Anny (Apache-2.0 code, CC0 assets) behind the :class:`BodyModel` interface.
+
+Anny's native frame is z up, the body faces -y and its left side is +x (metres, the root bone
+at the pelvis). Its default rig has 104 bones; the jaw is not a bone but a facial action.
+
+Parameter blocks:
+
+* ``global_orient`` (rotation, 1) and ``transl`` (3): placement in the camera frame; ``transl``
+  is the pelvis position.
+* ``body_pose`` (rotation): local rotations of the body bones (spine, neck, head, legs, arms,
+  wrists). Toe bones are kept at rest: no expert observes them.
+* ``left_hand_pose`` / ``right_hand_pose`` (rotation, 19 each): the bones below each wrist
+  (metacarpals and finger phalanges).
+* ``eye_pose`` (rotation, 2): the eye bones.
+* ``facial_actions`` (bounded [0, 1], 52): ARKit-style facial actions (``jawOpen`` etc.).
+* ``phenotype`` (bounded [0, 1], 6): gender, age, muscle, weight, height, proportions.
+
+Rotations are in Anny's ``local-ref`` parameterization: zero is the rest pose.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from furpe.bodymodels.base import BodyModel, ParamBlock
+
+#: Native (z up, facing -y) to camera-facing frame (y down, facing -z).
+ANNY_CANONICAL_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+_EXCLUDED_PREFIXES = ("toe", "eye.", "root")
+
+
+def default_cache_dir() -> Path:
+    """Where Anny's one-off cache lives: ``$ANNY_CACHE_DIR``, else ``$XDG_CACHE_HOME/furpe/anny``."""
+    if os.environ.get("ANNY_CACHE_DIR"):
+        return Path(os.environ["ANNY_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "furpe" / "anny"
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_anny(cache_dir: Path):
+    import anny
+    import anny.paths
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _LOAD_LOCK:
+        anny.paths.set_anny_cache_path(cache_dir)
+        model = anny.Anny(facial_actions="all", skinning_method="lbs")
+    return model.to(torch.float32)
+
+
+def _descendants(parents: list[int], root: int) -> list[int]:
+    out, frontier = [], [root]
+    while frontier:
+        nxt = [i for i, p in enumerate(parents) if p in frontier]
+        out.extend(nxt)
+        frontier = nxt
+    return sorted(out)
+
+
+class AnnyBodyModel(BodyModel):
+    """The Anny body model (default topology, float32, linear blend skinning)."""
+
+    name = "anny"
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        super().__init__()
+        self.anny = _load_anny(Path(cache_dir) if cache_dir else default_cache_dir())
+        labels: list[str] = list(self.anny.bone_labels)
+        parents: list[int] = [int(p) for p in self.anny.bone_parents]
+        self.joint_names = tuple(labels)
+        self.joint_parents = tuple(parents)
+        self.canonical_rotation = ANNY_CANONICAL_ROTATION
+
+        hands = {
+            side: _descendants(parents, labels.index(f"wrist.{s}"))
+            for side, s in (("left_hand", "L"), ("right_hand", "R"))
+        }
+        in_hand = set(hands["left_hand"]) | set(hands["right_hand"])
+        body = [
+            i for i, n in enumerate(labels)
+            if i not in in_hand and not n.startswith(_EXCLUDED_PREFIXES)
+        ]
+        eyes = [labels.index("eye.L"), labels.index("eye.R")]
+        self._bone_index = {
+            "body_pose": body, "left_hand_pose": hands["left_hand"],
+            "right_hand_pose": hands["right_hand"], "eye_pose": eyes,
+        }
+        facial = tuple(self.anny.facial_action_labels)
+        pheno = tuple(self.anny.phenotype_labels)
+        self.blocks = {
+            "global_orient": ParamBlock("global_orient", "rotation", 1, "global", ("root",)),
+            "transl": ParamBlock("transl", "linear", 3, "global", ("x", "y", "z")),
+            "body_pose": ParamBlock("body_pose", "rotation", len(body), "body",
+                                    tuple(labels[i] for i in body)),
+            "left_hand_pose": ParamBlock("left_hand_pose", "rotation", len(hands["left_hand"]),
+                                         "left_hand", tuple(labels[i] for i in hands["left_hand"])),
+            "right_hand_pose": ParamBlock("right_hand_pose", "rotation",
+                                          len(hands["right_hand"]), "right_hand",
+                                          tuple(labels[i] for i in hands["right_hand"])),
+            "eye_pose": ParamBlock("eye_pose", "rotation", 2, "face", ("eye.L", "eye.R")),
+            "facial_actions": ParamBlock("facial_actions", "bounded", len(facial), "face", facial,
+                                         default=tuple(0.0 for _ in facial)),
+            "phenotype": ParamBlock("phenotype", "bounded", len(pheno), "shape", pheno,
+                                    default=tuple(0.5 for _ in pheno)),
+        }
+        self.faces = self.anny.get_triangular_faces().cpu().numpy().astype(np.int64)
+        self.part_vertices = self._make_part_vertices(labels)
+        from furpe.correspondences import load_regressors
+
+        self.regressors = load_regressors(self)
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.anny.template_vertices.shape[0])
+
+    def _forward(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        import roma
+
+        batch = params["transl"].shape[0]
+        device = params["transl"].device
+        nbones = len(self.joint_names)
+        rotvecs = torch.zeros(batch, nbones, 3, dtype=torch.float32, device=device)
+        for block, idx in self._bone_index.items():
+            rotvecs = rotvecs.index_copy(
+                1, torch.as_tensor(idx, device=device), params[block].to(torch.float32)
+            )
+        pose = torch.eye(4, dtype=torch.float32, device=device).repeat(batch, nbones, 1, 1)
+        pose[:, :, :3, :3] = roma.rotvec_to_rotmat(rotvecs)
+        out = self.anny(
+            pose_parameters=pose,
+            phenotype_kwargs=params["phenotype"].to(torch.float32),
+            facial_actions=params["facial_actions"].to(torch.float32),
+        )
+        joints = out["bone_poses"][:, :, :3, 3]
+        return out["vertices"], joints
+
+    def _make_part_vertices(self, labels: list[str]) -> dict[str, np.ndarray]:
+        """Hands from Anny's segmentation labels, the face as the front of the head surface.
+
+        The face is the vertices of Anny's ``head`` and ``eye_front`` segments that lie in front
+        of the head bone (native -y) and above its head (the neck top). Everything else (back
+        of the head, inner eyes and mouth, torso, limbs) is ``body``; the four sets partition
+        the vertices.
+        """
+        from anny.face_segmentation import get_face_segmentation_mask
+
+        faces = self.anny.faces.cpu().numpy()
+        nv = self.num_vertices
+
+        def verts_of(seg_labels: list[str]) -> np.ndarray:
+            mask = get_face_segmentation_mask(self.anny, seg_labels)
+            mask = np.asarray(mask)
+            sel = np.zeros(nv, dtype=bool)
+            sel[np.unique(faces[mask].reshape(-1))] = True
+            return sel
+
+        left = verts_of(["hand.L"])
+        right = verts_of(["hand.R"]) & ~left
+        with torch.no_grad():
+            out = self.anny(pose_parameters=None)
+        rest = out["vertices"][0].cpu().numpy()
+        head_pos = out["bone_poses"][0, labels.index("head"), :3, 3].cpu().numpy()
+        head = verts_of(["head", "eye_front.L", "eye_front.R"]) & ~left & ~right
+        front = (rest[:, 1] < head_pos[1]) & (rest[:, 2] > head_pos[2])
+        face = head & front
+        body = ~(left | right | face)
+        return {
+            "left_hand": np.flatnonzero(left),
+            "right_hand": np.flatnonzero(right),
+            "face": np.flatnonzero(face),
+            "body": np.flatnonzero(body),
+        }
+
+
+_CACHE: dict[str, AnnyBodyModel] = {}
+
+
+def load_anny(cache_dir: Path | None = None) -> AnnyBodyModel:
+    """A process-wide shared :class:`AnnyBodyModel` (loading it once per process)."""
+    key = str(cache_dir or default_cache_dir())
+    if key not in _CACHE:
+        _CACHE[key] = AnnyBodyModel(cache_dir)
+    return _CACHE[key]

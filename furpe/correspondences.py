@@ -1,0 +1,107 @@
+"""Keypoint correspondences: where each expert's landmarks sit on a body model.
+
+Correspondences are :class:`~furpe.bodymodels.base.Regressor` objects (sparse weights over the
+model's vertices followed by its joints). They ship as ``furpe/data/correspondences/
+<model>.npz`` files made by ``scripts/make_correspondences.py``; each convention is stored as
+three arrays ``<convention>/names``, ``<convention>/indices``, ``<convention>/weights`` plus
+``num_vertices`` and ``num_joints`` to check that the file matches the model it is loaded for.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from furpe.bodymodels.base import Regressor
+from furpe.errors import FurpeError
+
+if TYPE_CHECKING:
+    from furpe.bodymodels.base import BodyModel
+
+
+def data_path(model_name: str) -> Path:
+    """The shipped correspondence file of a body model."""
+    return Path(str(resources.files("furpe") / "data" / "correspondences" / f"{model_name}.npz"))
+
+
+def pack_rows(names: list[str], rows: list[dict[int, float]], width: int | None = None) -> Regressor:
+    """Pack per-keypoint ``{point index: weight}`` dicts into a :class:`Regressor`.
+
+    Rows keep their ``width`` largest weights (all when None) and are renormalised to sum to 1.
+    """
+    width = width or max(len(r) for r in rows)
+    idx = np.zeros((len(rows), width), dtype=np.int64)
+    w = np.zeros((len(rows), width), dtype=np.float64)
+    for k, row in enumerate(rows):
+        items = sorted(row.items(), key=lambda kv: -kv[1])[:width]
+        total = sum(v for _, v in items)
+        for j, (i, wt) in enumerate(items):
+            idx[k, j], w[k, j] = i, wt / total
+    return Regressor(tuple(names), idx, w)
+
+
+def identity_regressor(names: list[str], offset: int) -> Regressor:
+    """One row per point ``offset + k`` with weight 1 (e.g. the joints themselves)."""
+    n = len(names)
+    return Regressor(tuple(names), (offset + np.arange(n))[:, None], np.ones((n, 1)))
+
+
+def save(path: Path, regressors: dict[str, Regressor], num_vertices: int, num_joints: int) -> None:
+    """Write regressors to ``path`` atomically."""
+    arrays: dict[str, np.ndarray] = {
+        "num_vertices": np.array(num_vertices), "num_joints": np.array(num_joints)
+    }
+    for conv, reg in regressors.items():
+        arrays[f"{conv}/names"] = np.array(reg.names)
+        arrays[f"{conv}/indices"] = reg.indices.astype(np.int32)
+        arrays[f"{conv}/weights"] = reg.weights.astype(np.float32)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load(path: Path, num_vertices: int, num_joints: int) -> dict[str, Regressor]:
+    """Read a correspondence file and check it matches a model's vertex and joint counts."""
+    with np.load(path) as data:
+        if int(data["num_vertices"]) != num_vertices or int(data["num_joints"]) != num_joints:
+            raise FurpeError(
+                f"correspondence file {path} is for a model with {int(data['num_vertices'])} "
+                f"vertices and {int(data['num_joints'])} joints, not {num_vertices} and "
+                f"{num_joints}; regenerate it with scripts/make_correspondences.py"
+            )
+        convs = sorted({k.split("/")[0] for k in data.files if "/" in k})
+        return {
+            c: Regressor(
+                tuple(str(n) for n in data[f"{c}/names"]),
+                data[f"{c}/indices"].astype(np.int64),
+                data[f"{c}/weights"].astype(np.float64),
+            )
+            for c in convs
+        }
+
+
+def load_regressors(model: "BodyModel") -> dict[str, Regressor]:
+    """Built-in regressors of ``model`` plus its shipped correspondence file, if any."""
+    nv, nj = model.num_vertices, len(model.joint_names)
+    regs = {f"{model.name}_joints": identity_regressor(list(model.joint_names), nv)}
+    if model.name == "anny":
+        regs["coco"] = _anny_coco(model)
+    path = data_path(model.name)
+    if path.exists():
+        regs.update(load(path, nv, nj))
+    return regs
+
+
+def _anny_coco(model) -> Regressor:
+    """Anny's own COCO(-WholeBody feet) keypoint regressor, made sparse."""
+    import anny
+
+    kr = anny.KeypointsRegressor.coco(model.anny)
+    dense = kr.regression_weights.detach().cpu().numpy()
+    rows = []
+    for k in range(dense.shape[0]):
+        nz = np.flatnonzero(dense[k] > 1e-6)
+        rows.append({int(i): float(dense[k, i]) for i in nz})
+    return pack_rows(list(kr.labels), rows)

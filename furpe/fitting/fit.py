@@ -1,0 +1,382 @@
+"""Whole-body fit: one body model instance per person, fitted to all part observations.
+
+The fit is batched over the people of an image. Its energy is
+
+* a robust (Geman-McClure), confidence-weighted 2D reprojection term per part, with residuals
+  measured as a fraction of the part's observed size so that body, hands and face weigh
+  alike whatever the image resolution;
+* a 3D term per part for experts that give metric 3D landmarks (compared after centring, since
+  they are known up to a translation);
+* priors: squared rotation magnitude per pose block (rest pose = most plausible), a bound
+  penalty for large joint rotations, shape towards the mean, sparsity of facial actions, and
+  in videos closeness to the previous frame.
+
+It runs in stages: (1) global orientation and translation from the torso, (2) the body pose
+and shape, (3) hands, face and body together.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from furpe.bodymodels.base import BodyModel, BodyOutput
+from furpe.errors import FurpeError
+from furpe.experts.base import PARTS, PersonObservation
+from furpe.fitting.camera import project
+
+#: Landmark names of the torso in the MediaPipe pose convention (used for initialisation).
+TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+
+
+@dataclass
+class FitConfig:
+    """Optimisation settings (iterations per stage, learning rate, loss weights)."""
+
+    iters_global: int = 40
+    iters_body: int = 80
+    iters_parts: int = 80
+    lr: float = 0.03
+    sigma: dict[str, float] = field(
+        default_factory=lambda: {"body": 0.05, "left_hand": 0.1, "right_hand": 0.1, "face": 0.05}
+    )
+    w2d: dict[str, float] = field(
+        default_factory=lambda: {"body": 1.0, "left_hand": 1.0, "right_hand": 1.0, "face": 1.0}
+    )
+    w3d: dict[str, float] = field(
+        default_factory=lambda: {"body": 0.3, "left_hand": 0.3, "right_hand": 0.3, "face": 0.0}
+    )
+    w_pose: dict[str, float] = field(
+        default_factory=lambda: {"body_pose": 2e-4, "left_hand_pose": 2e-4,
+                                 "right_hand_pose": 2e-4, "eye_pose": 1e-3}
+    )
+    #: Rotation magnitude (radians) above which a joint is penalised steeply.
+    max_angle: float = 2.2
+    w_limit: float = 1e-1
+    w_shape: float = 1e-3
+    w_face_sparsity: float = 1e-4
+    w_temporal: float = 0.0
+    #: Learning-rate multiplier of global/body/shape blocks in the last stage.
+    body_lr_final: float = 0.2
+
+
+@dataclass
+class PartTargets:
+    """Observations of one part for a batch of people (zero confidence where absent)."""
+
+    regressor: str
+    kp2d: torch.Tensor  # (B, K, 2)
+    conf: torch.Tensor  # (B, K)
+    kp3d: torch.Tensor  # (B, K, 3)
+    has3d: torch.Tensor  # (B,)
+    scale: torch.Tensor  # (B,) size of the observed part in pixels
+    present: torch.Tensor  # (B,) bool
+
+
+@dataclass
+class FitOutput:
+    """Result of a fit for a batch of people."""
+
+    params: dict[str, torch.Tensor]
+    output: BodyOutput
+    targets: dict[str, PartTargets]
+    projected: dict[str, torch.Tensor]  # part -> (B, K, 2) fitted keypoints in pixels
+    residual: dict[str, torch.Tensor]  # part -> (B,) median normalised 2D error
+    plausibility: dict[str, torch.Tensor]  # part -> (B,) in [0, 1]
+
+
+def regressor_key(model: BodyModel, part: str, convention: str) -> str:
+    """The model regressor that serves ``convention`` for ``part``.
+
+    Hand conventions may have one regressor per side (``<convention>_left``/``_right``).
+    """
+    side = {"left_hand": "_left", "right_hand": "_right"}.get(part, "")
+    if side and convention + side in model.regressors:
+        return convention + side
+    if convention in model.regressors:
+        return convention
+    raise FurpeError(
+        f"body model '{model.name}' has no correspondences for the {part} landmarks of "
+        f"convention '{convention}'"
+    )
+
+
+def build_targets(
+    model: BodyModel, people: list[PersonObservation], device: torch.device | str = "cpu"
+) -> dict[str, PartTargets]:
+    """Stack the people's observations part by part."""
+    targets: dict[str, PartTargets] = {}
+    B = len(people)
+    for part in PARTS:
+        obs = [p.get(part) for p in people]
+        convs = {o.convention for o in obs if o is not None}
+        if not convs:
+            continue
+        if len(convs) > 1:
+            raise FurpeError(f"people of one batch use different {part} conventions: {convs}")
+        key = regressor_key(model, part, convs.pop())
+        K = len(model.regressors[key].names)
+        kp2d = np.zeros((B, K, 2))
+        conf = np.zeros((B, K))
+        kp3d = np.zeros((B, K, 3))
+        has3d = np.zeros(B, dtype=bool)
+        scale = np.ones(B)
+        present = np.zeros(B, dtype=bool)
+        for b, o in enumerate(obs):
+            if o is None:
+                continue
+            if o.keypoints_2d.shape[0] != K:
+                raise FurpeError(
+                    f"{o.expert or 'expert'} gave {o.keypoints_2d.shape[0]} {part} landmarks, "
+                    f"the correspondences '{key}' have {K}"
+                )
+            kp2d[b], conf[b] = o.keypoints_2d, np.clip(o.confidence, 0, 1)
+            valid = conf[b] > 0.1
+            if valid.sum() >= 2:
+                pts = o.keypoints_2d[valid]
+                scale[b] = max(float(np.linalg.norm(pts.max(0) - pts.min(0))), 1.0)
+                present[b] = True
+            if o.keypoints_3d is not None:
+                kp3d[b], has3d[b] = o.keypoints_3d, True
+        t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        targets[part] = PartTargets(key, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
+                                    t(scale), t(present, torch.bool))
+    return targets
+
+
+def gmof(sq: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Geman-McClure robust penalty of squared residuals (quadratic near 0, saturates at sigma^2)."""
+    s2 = sigma * sigma
+    return s2 * sq / (sq + s2)
+
+
+def _kabsch(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Rotation R minimising sum w |R src - dst|^2 for centred point sets."""
+    H = (src * w[:, None]).T @ dst
+    U, _, Vt = np.linalg.svd(H)
+    d = np.sign(np.linalg.det(Vt.T @ U.T))
+    D = np.diag([1.0, 1.0, d])
+    return Vt.T @ D @ U.T
+
+
+def _rotmat_to_rotvec(R: np.ndarray) -> np.ndarray:
+    import roma
+
+    return roma.rotmat_to_rotvec(torch.as_tensor(R, dtype=torch.float64)).numpy()
+
+
+def initial_placement(
+    model: BodyModel, targets: dict[str, PartTargets], K: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Global orientation (B, 3) and translation (B, 3) from the body observation.
+
+    Orientation: Kabsch between the model's rest keypoints and the expert's 3D landmarks when
+    available, else facing or back to the camera according to the image order of the
+    shoulders. Depth: the ratio of the rest torso size in metres to its size in pixels.
+    """
+    body = targets.get("body")
+    if body is None:
+        raise FurpeError("the whole-body fit needs a body observation")
+    B = body.kp2d.shape[0]
+    with torch.no_grad():
+        rest = model.keypoints(model(model.neutral_params(1)), body.regressor)[0].cpu().numpy()
+    names = list(model.regressors[body.regressor].names)
+    torso = [names.index(n) for n in TORSO if n in names]
+    if len(torso) < 3:
+        torso = list(range(len(names)))
+    f = float(K[0, 0])
+    orient = np.zeros((B, 3))
+    transl = np.zeros((B, 3))
+    for b in range(B):
+        conf = body.conf[b].cpu().numpy()
+        kp = body.kp2d[b].cpu().numpy()
+        R = np.eye(3)
+        if bool(body.has3d[b]):
+            obs3 = body.kp3d[b].cpu().numpy()
+            w = conf * (conf > 0.3)
+            if w.sum() > 0 and (w > 0).sum() >= 4:
+                src = rest - (rest * w[:, None]).sum(0) / w.sum()
+                dst = obs3 - (obs3 * w[:, None]).sum(0) / w.sum()
+                R = _kabsch(src, dst, w)
+        elif len(torso) >= 2 and "left_shoulder" in names and "right_shoulder" in names:
+            ls, rs = names.index("left_shoulder"), names.index("right_shoulder")
+            if kp[ls, 0] < kp[rs, 0]:  # the left shoulder appears on the left: back view
+                R = np.diag([-1.0, 1.0, -1.0])
+        orient[b] = _rotmat_to_rotvec(R)
+        sel = [i for i in torso if conf[i] > 0.3] or [i for i in range(len(conf)) if conf[i] > 0.3]
+        if len(sel) < 2:
+            sel = list(range(len(conf)))
+        p3 = rest[sel] @ R.T
+        c3 = p3.mean(0)
+        size3 = np.linalg.norm(p3[:, :2] - c3[:2], axis=1).mean()
+        c2 = kp[sel].mean(0)
+        size2 = np.linalg.norm(kp[sel] - c2, axis=1).mean()
+        z = f * size3 / max(size2, 1.0)
+        z = float(np.clip(z, 0.3, 100.0))
+        ray = np.array([(c2[0] - K[0, 2]) / f, (c2[1] - K[1, 2]) / K[1, 1], 1.0])
+        transl[b] = ray * (z + c3[2]) - c3
+    return orient, transl
+
+
+class Fitter:
+    """Staged, batched whole-body fitting of a :class:`BodyModel` to part observations."""
+
+    def __init__(self, model: BodyModel, config: FitConfig | None = None) -> None:
+        self.model = model
+        self.config = config or FitConfig()
+
+    def fit(
+        self,
+        people: list[PersonObservation],
+        K: np.ndarray,
+        init: dict[str, torch.Tensor] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> FitOutput:
+        """Fit one model instance per person; ``init`` (batched params) warm-starts the fit."""
+        cfg = self.config
+        model = self.model
+        targets = build_targets(model, people, device)
+        B = len(people)
+        Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
+        params = model.neutral_params(B, device=device)
+        warm = init is not None
+        if warm:
+            for k, v in init.items():
+                params[k] = v.detach().clone().to(device)
+        else:
+            orient, transl = initial_placement(model, targets, K)
+            params["global_orient"] = torch.as_tensor(orient, dtype=torch.float32,
+                                                      device=device)[:, None]
+            params["transl"] = torch.as_tensor(transl, dtype=torch.float32, device=device)
+        prev = {k: v.detach().clone() for k, v in params.items()} if warm else None
+        for p in params.values():
+            p.requires_grad_(True)
+
+        body_blocks = [n for n, b in model.blocks.items() if b.part in ("body", "shape")]
+        part_blocks = [n for n, b in model.blocks.items()
+                       if b.part in ("left_hand", "right_hand", "face")]
+        stages = [
+            (cfg.iters_global if not warm else 0, ["global_orient", "transl"], ("body",)),
+            (cfg.iters_body if not warm else cfg.iters_body // 2,
+             ["global_orient", "transl", *body_blocks], ("body",)),
+            (cfg.iters_parts if not warm else cfg.iters_parts // 2,
+             ["global_orient", "transl", *body_blocks, *part_blocks], PARTS),
+        ]
+        for stage, (iters, names, parts) in enumerate(stages):
+            if iters <= 0:
+                continue
+            final_stage = stage == len(stages) - 1
+            groups = [
+                {"params": [params[n]], "lr": cfg.lr * self._lr_scale(n, final_stage)}
+                for n in names
+            ]
+            opt = torch.optim.Adam(groups, lr=cfg.lr)
+            warmup = max(1, iters // 8)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / iters)))
+            )
+            for _ in range(iters):
+                opt.zero_grad(set_to_none=True)
+                loss = self.energy(params, targets, Kt, parts, prev)
+                loss.backward()
+                opt.step()
+                sched.step()
+                self._project_bounds(params)
+
+        with torch.no_grad():
+            out = model(params)
+            projected, residual = {}, {}
+            for part, tg in targets.items():
+                kp3 = model.keypoints(out, tg.regressor)
+                projected[part] = project(kp3, Kt)
+                err = (projected[part] - tg.kp2d).norm(dim=-1) / tg.scale[:, None]
+                residual[part] = _weighted_median(err, tg.conf)
+            plaus = self.plausibility(params)
+        final = {k: v.detach() for k, v in params.items()}
+        return FitOutput(final, out, targets, projected, residual, plaus)
+
+    def _lr_scale(self, name: str, final_stage: bool) -> float:
+        """Learning-rate multiplier of a block: gentler on the body once hands and face join."""
+        part = self.model.blocks[name].part
+        if part in ("global", "body", "shape"):
+            return self.config.body_lr_final if final_stage else 1.0
+        return 1.0
+
+    # -- energy ---------------------------------------------------------------------------
+    def energy(self, params, targets, Kt, parts, prev=None) -> torch.Tensor:
+        cfg, model = self.config, self.model
+        out = model(params)
+        total = out.vertices.new_zeros(())
+        for part in parts:
+            tg = targets.get(part)
+            if tg is None:
+                continue
+            kp3 = model.keypoints(out, tg.regressor)
+            kp2 = project(kp3, Kt)
+            res = ((kp2 - tg.kp2d) / tg.scale[:, None, None]).pow(2).sum(-1)
+            w = tg.conf
+            e2d = (gmof(res, cfg.sigma[part]) * w).sum(1) / w.sum(1).clamp(min=1e-6)
+            total = total + cfg.w2d[part] * e2d.sum()
+            if cfg.w3d.get(part, 0) > 0 and bool(tg.has3d.any()):
+                m3 = w * tg.has3d[:, None]
+                a = kp3 - (kp3 * m3[..., None]).sum(1, keepdim=True) / m3.sum(1).clamp(min=1e-6)[:, None, None]
+                o = tg.kp3d - (tg.kp3d * m3[..., None]).sum(1, keepdim=True) / m3.sum(1).clamp(min=1e-6)[:, None, None]
+                size = (o.norm(dim=-1) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
+                r3 = ((a - o).pow(2).sum(-1) / size.clamp(min=1e-3)[:, None].pow(2))
+                e3d = (gmof(r3, cfg.sigma[part]) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
+                total = total + cfg.w3d[part] * e3d.sum()
+        total = total + self.prior(params, prev)
+        return total
+
+    def prior(self, params, prev=None) -> torch.Tensor:
+        cfg, model = self.config, self.model
+        total = params["transl"].new_zeros(())
+        for name, blk in model.blocks.items():
+            x = params[name]
+            if blk.kind == "rotation" and name in cfg.w_pose:
+                ang2 = x.pow(2).sum(-1)
+                total = total + cfg.w_pose[name] * ang2.mean(1).sum()
+                over = (ang2.clamp(min=1e-12).sqrt() - cfg.max_angle).clamp(min=0)
+                total = total + cfg.w_limit * over.pow(2).sum()
+            elif blk.part == "shape":
+                d = torch.as_tensor(blk.default or [0.0] * blk.size, dtype=x.dtype, device=x.device)
+                total = total + cfg.w_shape * (x - d).pow(2).sum()
+            elif blk.part == "face" and blk.kind == "bounded":
+                total = total + cfg.w_face_sparsity * x.abs().sum()
+            elif blk.part == "face" and blk.kind == "linear":
+                total = total + cfg.w_face_sparsity * x.pow(2).sum()
+        if prev is not None and cfg.w_temporal > 0:
+            for name in params:
+                if name == "transl":
+                    continue
+                total = total + cfg.w_temporal * (params[name] - prev[name]).pow(2).sum()
+        return total
+
+    def plausibility(self, params) -> dict[str, torch.Tensor]:
+        """Per part, 1 when every rotation is within the prior's range, falling towards 0."""
+        out: dict[str, torch.Tensor] = {}
+        for name, blk in self.model.blocks.items():
+            if blk.kind != "rotation" or blk.part not in PARTS:
+                continue
+            ang = params[name].detach().norm(dim=-1).max(1).values
+            p = torch.exp(-((ang - self.config.max_angle).clamp(min=0) / 0.3) ** 2)
+            out[blk.part] = torch.minimum(out[blk.part], p) if blk.part in out else p
+        return out
+
+    def _project_bounds(self, params) -> None:
+        with torch.no_grad():
+            for name, blk in self.model.blocks.items():
+                if blk.kind == "bounded":
+                    params[name].clamp_(blk.lower, blk.upper)
+
+
+def _weighted_median(err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """Median of ``err`` over entries with confidence > 0.1, per row (inf when none)."""
+    out = torch.full((err.shape[0],), math.inf, dtype=err.dtype, device=err.device)
+    for b in range(err.shape[0]):
+        sel = err[b][conf[b] > 0.1]
+        if sel.numel():
+            out[b] = sel.median()
+    return out
