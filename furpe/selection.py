@@ -1,0 +1,69 @@
+"""Pseudo ground-truth selection: score every part estimate and accept or reject it.
+
+Each observed part gets three scores after the whole-body fit:
+
+* ``detector``: the expert's own confidence (0..1);
+* ``residual``: the median 2D distance between the observed landmarks and the fitted model's
+  projected landmarks, as a fraction of the part's observed size (0 = perfect agreement);
+* ``plausibility``: 1 when every joint rotation of the part is inside the pose prior's range,
+  falling towards 0 beyond it.
+
+A part is accepted when ``detector >= min_detector``, ``residual <= max_residual`` and
+``plausibility >= min_plausibility`` (thresholds per part, below). The combined ``score`` is
+``detector * plausibility * max(0, 1 - residual / max_residual)``, in [0, 1]. A rejected hand or
+face is reset to its neutral pose (open hand; neutral expression, eyes straight) and flagged;
+a rejected body flags the whole person as unreliable but keeps its fit, since every other part
+hangs on it. The same scheme selects pseudo labels for training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from furpe.results import PartResult
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Acceptance thresholds of one part."""
+
+    min_detector: float
+    max_residual: float
+    min_plausibility: float = 0.5
+
+
+#: The documented default thresholds. Residuals are fractions of the part's observed size
+#: (body height in the image, hand or face landmark extent).
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
+    "body": Thresholds(min_detector=0.5, max_residual=0.05),
+    "left_hand": Thresholds(min_detector=0.5, max_residual=0.12),
+    "right_hand": Thresholds(min_detector=0.5, max_residual=0.12),
+    "face": Thresholds(min_detector=0.5, max_residual=0.06),
+}
+
+
+@dataclass
+class SelectionScheme:
+    """Scores part estimates and decides which are kept."""
+
+    thresholds: dict[str, Thresholds] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+
+    def judge(
+        self, part: str, observed: bool, detector: float, residual: float, plausibility: float
+    ) -> PartResult:
+        """The verdict on one part estimate."""
+        if not observed:
+            return PartResult(part, observed=False, accepted=False, scores={},
+                              reason="not observed")
+        th = self.thresholds[part]
+        score = detector * plausibility * max(0.0, 1.0 - residual / th.max_residual)
+        scores = {"detector": float(detector), "residual": float(residual),
+                  "plausibility": float(plausibility), "score": float(score)}
+        reasons = []
+        if detector < th.min_detector:
+            reasons.append(f"detector confidence {detector:.2f} < {th.min_detector}")
+        if not residual <= th.max_residual:
+            reasons.append(f"reprojection residual {residual:.3f} > {th.max_residual}")
+        if plausibility < th.min_plausibility:
+            reasons.append(f"implausible pose ({plausibility:.2f} < {th.min_plausibility})")
+        return PartResult(part, observed=True, accepted=not reasons, scores=scores,
+                          reason="; ".join(reasons))
