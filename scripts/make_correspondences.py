@@ -1,0 +1,221 @@
+"""Regenerate the MediaPipe landmark correspondences of a body model.
+
+    python scripts/make_correspondences.py [--poses 16] [--out furpe/data/correspondences/anny.npz]
+
+Method (reproducible, seeded):
+
+1. Pose the body model in ``--poses`` natural standing poses (``furpe.synthetic``), neutral
+   expression, varied shape.
+2. Render each pose from several viewing angles (the person turned from -30 to +30 degrees):
+   the whole body for MediaPipe Pose, and zoomed views (a longer focal length centred on the
+   part) of each hand for MediaPipe Hands and of the head for Face Mesh (refined, 478 points).
+3. Triangulate each landmark per pose from the views that detected it (linear DLT), in the
+   model's native frame.
+4. Express each landmark as a convex combination of nearby model points (its 16 nearest
+   vertices and 3 nearest joints), with weights fitted by non-negative least squares over all
+   poses, so the landmark follows the mesh as it moves.
+
+The result is written with :func:`furpe.correspondences.save`. Only the Anny model is
+supported out of the box (its synthetic sampler knows the Anny rig).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from furpe import correspondences  # noqa: E402
+from furpe.bodymodels import load_body_model  # noqa: E402
+from furpe.experts.conventions import CONVENTIONS  # noqa: E402
+from furpe.fitting.camera import intrinsics  # noqa: E402
+from furpe.render import Mesh, render  # noqa: E402
+from furpe.synthetic import SKIN_TONES, sample_params, vertex_colors  # noqa: E402
+
+YAWS = (-40, -25, -10, 0, 10, 25, 40)
+
+
+def _mp():
+    import mediapipe as mp
+
+    return mp.solutions
+
+
+def _zoom_camera(points: np.ndarray, K: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """Intrinsics of a virtual camera (same centre) zoomed on ``points`` (camera frame)."""
+    uv = points[:, :2] / points[:, 2:3]
+    lo, hi = uv.min(0), uv.max(0)
+    extent = max(hi - lo) * margin
+    f = size / extent
+    centre = (lo + hi) / 2
+    return np.array([[f, 0, (size - 1) / 2 - f * centre[0]],
+                     [0, f, (size - 1) / 2 - f * centre[1]], [0, 0, 1.0]])
+
+
+def triangulate(projs: list[np.ndarray], uvs: list[np.ndarray], max_err: float = 6.0) -> np.ndarray | None:
+    """DLT triangulation that drops the worst view while its reprojection error (px) is large."""
+    projs, uvs = list(projs), list(uvs)
+    while len(projs) >= 2:
+        X = _dlt(projs, uvs)
+        errs = []
+        for P, uv in zip(projs, uvs):
+            x = P @ np.append(X, 1.0)
+            errs.append(np.linalg.norm(x[:2] / x[2] - uv))
+        worst = int(np.argmax(errs))
+        if errs[worst] <= max_err:
+            return X
+        del projs[worst], uvs[worst]
+    return None
+
+
+def _dlt(projs: list[np.ndarray], uvs: list[np.ndarray]) -> np.ndarray:
+    rows = []
+    for P, (u, v) in zip(projs, uvs):
+        rows.append(u * P[2] - P[0])
+        rows.append(v * P[2] - P[1])
+    _, _, vt = np.linalg.svd(np.stack(rows))
+    X = vt[-1]
+    return X[:3] / X[3]
+
+
+def observe_pose(model, params, graphs, size: int = 720):
+    """Detections of every landmark in every view of one pose: conv -> list of (P, uv, ok)."""
+    with torch.no_grad():
+        native_v, native_j = model._forward(model.complete(params))
+    native_v, native_j = native_v[0].numpy(), native_j[0].numpy()
+    skin = SKIN_TONES[1]
+    colors = vertex_colors(model, skin)
+    obs: dict[str, list] = {c: [] for c in ("mediapipe_pose", "mediapipe_hand_left",
+                                            "mediapipe_hand_right", "mediapipe_face")}
+    base_yaw = float(params["global_orient"][0, 0, 1])
+    for yaw in YAWS:
+        p = {k: v.clone() for k, v in params.items()}
+        p["global_orient"][0, 0] = torch.tensor([0.0, base_yaw + math.radians(yaw), 0.0])
+        import roma
+
+        R = roma.rotvec_to_rotmat(p["global_orient"][0, 0].double()).numpy() @ model.canonical_rotation
+        t = p["transl"][0].double().numpy()
+        verts = native_v @ R.T + t
+        Rt = np.concatenate([R, t[:, None]], 1)
+        K = intrinsics(size, size)
+        views = {"mediapipe_pose": K}
+        for conv, part in (("mediapipe_hand_left", "left_hand"),
+                           ("mediapipe_hand_right", "right_hand"), ("mediapipe_face", "face")):
+            views[conv] = _zoom_camera(verts[model.part_vertices[part]], K, 384 if part == "face" else 320,
+                                       2.0 if part == "face" else 2.2)
+        for conv, Kv in views.items():
+            s = size if conv == "mediapipe_pose" else (384 if conv == "mediapipe_face" else 320)
+            img = render([Mesh(verts, model.faces, vertex_colors=colors)], Kv, s, s,
+                         background=np.full((s, s, 3), 120, np.uint8)).color
+            uv = _detect(graphs, conv, img)
+            obs[conv].append((Kv @ Rt, uv))
+    return obs, native_v, native_j
+
+
+def _detect(graphs, conv: str, img: np.ndarray) -> np.ndarray | None:
+    h, w = img.shape[:2]
+    if conv == "mediapipe_pose":
+        r = graphs["pose"].process(img)
+        if not r.pose_landmarks:
+            return None
+        lm = r.pose_landmarks.landmark
+        uv = np.array([[p.x * w, p.y * h, p.visibility] for p in lm])
+    elif conv.startswith("mediapipe_hand"):
+        r = graphs["hands"].process(img)
+        if not r.multi_hand_landmarks:
+            return None
+        # The zoomed view is centred on the wanted hand; the other hand may be in view too.
+        hands = [np.array([[p.x * w, p.y * h, 1.0] for p in hl.landmark])
+                 for hl in r.multi_hand_landmarks]
+        uv = min(hands, key=lambda a: np.linalg.norm(a[:, :2].mean(0) - [w / 2, h / 2]))
+    else:
+        r = graphs["face"].process(img)
+        if not r.multi_face_landmarks:
+            return None
+        uv = np.array([[p.x * w, p.y * h, 1.0] for p in r.multi_face_landmarks[0].landmark])
+    uv[:, :2] -= 0.5  # MediaPipe's normalised coordinates have pixel centres at +0.5
+    return uv
+
+
+def fit_weights(targets: np.ndarray, points: np.ndarray, k_vert: int = 16, k_joint: int = 3,
+                num_vertices: int = 0) -> dict[int, float]:
+    """Convex weights over nearby points reproducing ``targets`` (P, 3) from ``points``
+    (P, N, 3) in every pose."""
+    d = np.linalg.norm(points[0] - targets[0], axis=1)
+    cand = np.concatenate([np.argsort(d[:num_vertices])[:k_vert],
+                           num_vertices + np.argsort(d[num_vertices:])[:k_joint]])
+    A = points[:, cand].transpose(0, 2, 1).reshape(-1, len(cand))
+    b = targets.reshape(-1)
+    lam = 10.0
+    A = np.vstack([A, lam * np.ones((1, len(cand)))])
+    b = np.concatenate([b, [lam]])
+    w, _ = nnls(A, b)
+    w = w / w.sum()
+    return {int(i): float(x) for i, x in zip(cand, w) if x > 1e-4}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--poses", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=correspondences.data_path("anny"))
+    args = ap.parse_args(argv)
+    sol = _mp()
+    graphs = {
+        "pose": sol.pose.Pose(static_image_mode=True, model_complexity=1),
+        "hands": sol.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=1),
+        "face": sol.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True),
+    }
+    model = load_body_model("anny")
+    rng = np.random.default_rng(args.seed)
+    per_conv_targets: dict[str, list] = {}
+    all_points = []
+    for i in range(args.poses):
+        params = sample_params(model, rng, distance=2.6, expression=False)
+        if i == 0:
+            params["phenotype"][:] = 0.5
+        for hand in ("left_hand_pose", "right_hand_pose"):
+            params[hand] *= 0.5  # relaxed, well-detectable hands
+        obs, nv, nj = observe_pose(model, params, graphs)
+        all_points.append(np.concatenate([nv, nj]))
+        for conv, views in obs.items():
+            K = {"mediapipe_pose": 33, "mediapipe_face": 478}.get(conv, 21)
+            X = np.full((K, 3), np.nan)
+            for k in range(K):
+                projs = [P for P, uv in views if uv is not None and uv[k, 2] > 0.5]
+                uvs = [uv[k, :2] for P, uv in views if uv is not None and uv[k, 2] > 0.5]
+                Xk = triangulate(projs, uvs)
+                if Xk is not None:
+                    X[k] = Xk
+            per_conv_targets.setdefault(conv, []).append(X)
+        print(f"pose {i + 1}/{args.poses}: " + ", ".join(
+            f"{c} {int(np.isfinite(per_conv_targets[c][-1][:, 0]).sum())}" for c in obs), flush=True)
+    points = np.stack(all_points)
+    regs = {}
+    for conv, Xs in per_conv_targets.items():
+        Xs = np.stack(Xs)  # (P, K, 3)
+        names = CONVENTIONS["mediapipe_hand" if conv.startswith("mediapipe_hand") else conv]
+        rows = []
+        for k in range(Xs.shape[1]):
+            ok = np.isfinite(Xs[:, k, 0])
+            if ok.sum() < 2:
+                raise SystemExit(f"{conv} landmark {names[k]} was triangulated in fewer than 2 poses")
+            rows.append(fit_weights(Xs[ok, k], points[ok], num_vertices=model.num_vertices))
+        regs[conv] = correspondences.pack_rows(list(names), rows)
+        resid = np.nanmedian(np.linalg.norm(
+            np.einsum("kn,pknd->pkd", regs[conv].weights, points[:, regs[conv].indices]) - Xs, axis=-1))
+        print(f"{conv}: median fit residual {resid * 1000:.1f} mm over {Xs.shape[0]} poses")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    correspondences.save(args.out, regs, model.num_vertices, len(model.joint_names))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
