@@ -1,0 +1,453 @@
+"""Batch processing: images and videos in, result files out, one clear line per failure.
+
+Output layout (relative to the output folder; ``NAME`` is the input's ``out_name``, see
+:mod:`furpe.io.inputs`; details in ``docs/output-format.md``)::
+
+    NAME.json                  image: the reconstruction (written last: its presence means
+                               the image's other files are complete)
+    NAME_overlay.png           image: the meshes drawn over the image      (unless --no-overlay)
+    NAME_person<k>.ply         image: mesh of person k, k = 0, 1, ...      (unless --no-mesh)
+    NAME/frame_<i>.json        video: one per decoded frame i (6 digits, from 0), also for
+                               frames with nobody in them (status "no_person")
+    NAME/frame_<i>_person<k>.ply   video: per-frame meshes                 (unless --no-mesh)
+    NAME/video.json            video: summary (fps, frames, frames with nobody, failures),
+                               written last
+    NAME_overlay.mp4           video: the overlay video, same fps           (unless --no-overlay)
+
+Overlay PNGs are not written per video frame (the MP4 holds them).
+
+Resume (``resume=True``): an image whose ``NAME.json`` exists and is valid is skipped. A
+video whose ``video.json`` says ``complete`` (and whose overlay MP4 exists when overlays are
+on) is skipped; otherwise it is decoded again, frames whose JSON (and meshes, if requested)
+exist are loaded instead of reconstructed (they still warm-start the next frame), and the
+overlay MP4 is rebuilt from all frames.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+import furpe
+from furpe.errors import FurpeError, InputError, NoPersonError
+from furpe.io.inputs import InputItem, media_kind, read_image
+from furpe.io.outputs import (SCHEMA_VERSION, frame_from_dict, no_person_dict, read_json,
+                              read_ply, write_frame_outputs, write_json, render_overlay)
+from furpe.io.video import VideoWriter, open_video
+from furpe.results import FrameResult
+
+__all__ = ["RunSummary", "SetupError", "run", "format_error"]
+
+ReconstructorFactory = Callable[[], Any]
+
+
+class SetupError(FurpeError):
+    """The reconstructor could not be built (bad configuration, model files missing)."""
+
+
+@dataclass
+class RunSummary:
+    """Counts of a batch run.
+
+    ``frames`` counts the video frames processed or already done; ``people`` counts the
+    people of each image plus, for each video, the largest number in one frame.
+    """
+
+    out_dir: Path
+    images_ok: int = 0
+    images_failed: int = 0
+    images_skipped: int = 0
+    videos_ok: int = 0
+    videos_failed: int = 0
+    videos_skipped: int = 0
+    frames: int = 0
+    people: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def images(self) -> int:
+        return self.images_ok + self.images_failed + self.images_skipped
+
+    @property
+    def videos(self) -> int:
+        return self.videos_ok + self.videos_failed + self.videos_skipped
+
+    @property
+    def ok(self) -> int:
+        return self.images_ok + self.videos_ok
+
+    @property
+    def failed(self) -> int:
+        return self.images_failed + self.videos_failed
+
+    @property
+    def skipped(self) -> int:
+        return self.images_skipped + self.videos_skipped
+
+    @property
+    def exit_code(self) -> int:
+        """130 if interrupted, 1 if some input failed, else 0."""
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+    def line(self) -> str:
+        """One-line summary, e.g. ``furpe: 3 images, 1 video (120 frames): 2 ok, 2 failed;
+        4 people; results in out``."""
+        def plural(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        what = []
+        if self.images or not self.videos:
+            what.append(plural(self.images, "image"))
+        if self.videos:
+            what.append(f"{plural(self.videos, 'video')} ({plural(self.frames, 'frame')})")
+        status = [f"{self.ok} ok"]
+        if self.skipped:
+            status.append(f"{self.skipped} skipped (already done)")
+        status.append(f"{self.failed} failed")
+        head = "furpe: interrupted; " if self.interrupted else "furpe: "
+        return (f"{head}{', '.join(what)}: {', '.join(status)}; "
+                f"{plural(self.people, 'person') if self.people == 1 else f'{self.people} people'}; "
+                f"results in {self.out_dir}")
+
+    def _count(self, kind: str, outcome: str) -> None:
+        attr = f"{kind}s_{outcome}"
+        setattr(self, attr, getattr(self, attr) + 1)
+
+
+def format_error(path: str, message: str) -> str:
+    """``furpe: error: <path>: <message>``, without repeating a path the message names."""
+    if path and path in message:
+        return f"furpe: error: {message}"
+    return f"furpe: error: {path}: {message}"
+
+
+def _internal(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"internal error: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class _Context:
+    """Shared state of one run: options, the lazily built reconstructor, the summary."""
+
+    def __init__(self, factory: ReconstructorFactory, out_dir: Path, overlay: bool, mesh: bool,
+                 resume: bool, progress: bool, debug: bool, summary: RunSummary) -> None:
+        self.factory = factory
+        self.out_dir = out_dir
+        self.overlay = overlay
+        self.mesh = mesh
+        self.resume = resume
+        self.progress = progress
+        self.debug = debug
+        self.summary = summary
+        self._reconstructor: Any = None
+
+    def reconstructor(self) -> Any:
+        """Build the reconstructor on first use; a failure raises :class:`SetupError`."""
+        if self._reconstructor is None:
+            try:
+                self._reconstructor = self.factory()
+            except SetupError:
+                raise
+            except FurpeError as exc:
+                raise SetupError(str(exc)) from exc
+            except Exception as exc:
+                if self.debug:
+                    raise
+                raise SetupError(f"cannot build the reconstructor: {_internal(exc)}") from exc
+        return self._reconstructor
+
+    def fail(self, path: str, message: str) -> None:
+        self.summary.failures.append((path, message))
+        _say(format_error(path, message))
+
+
+def _say(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
+def _bar(progress: bool, **kwargs: Any):
+    from tqdm import tqdm
+
+    enabled = progress and getattr(sys.stderr, "isatty", lambda: False)()
+    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+def _split(out_name: str) -> tuple[str, str]:
+    p = PurePosixPath(out_name)
+    return str(p.parent) if str(p.parent) != "." else "", p.name
+
+
+# ---------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------
+
+def _valid_frame_doc(doc: Any) -> bool:
+    return (isinstance(doc, dict) and doc.get("schema_version") == SCHEMA_VERSION
+            and doc.get("status") in ("ok", "no_person") and isinstance(doc.get("people"), list))
+
+
+def _process_image(item: InputItem, ctx: _Context) -> None:
+    sub, stem = _split(item.out_name)
+    out_dir = ctx.out_dir / sub
+    if ctx.resume:
+        doc = read_json(out_dir / f"{stem}.json")
+        if _valid_frame_doc(doc) and doc["status"] == "ok":
+            ctx.summary.images_skipped += 1
+            ctx.summary.people += len(doc["people"])
+            return
+    image = read_image(item.path)
+    result = ctx.reconstructor().reconstruct_image(image)
+    write_frame_outputs(result, image, out_dir, stem, overlay=ctx.overlay, mesh=ctx.mesh,
+                        source=str(item.path))
+    ctx.summary.images_ok += 1
+    ctx.summary.people += len(result.people)
+
+
+# ---------------------------------------------------------------------------------------
+# Videos
+# ---------------------------------------------------------------------------------------
+
+def _vertices_from_params(body_model: Any, params: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Re-pose the body model from saved parameters (for overlays of resumed frames)."""
+    try:
+        import torch
+
+        tensors = {k: torch.as_tensor(np.nan_to_num(v), dtype=torch.float32)[None]
+                   for k, v in params.items()}
+        with torch.no_grad():
+            out = body_model(tensors)
+        return out.vertices[0].detach().cpu().numpy()
+    except Exception:  # noqa: BLE001 - the frame is then reconstructed again
+        return None
+
+
+def _load_done_frame(frames_dir: Path, stem: str, ctx: _Context) -> tuple[dict, FrameResult | None] | None:
+    """A frame finished by an earlier run: its document and result, or None to redo it."""
+    doc = read_json(frames_dir / f"{stem}.json")
+    if not _valid_frame_doc(doc):
+        return None
+    if doc["status"] == "no_person":
+        return doc, None
+    meshes: list[np.ndarray | None] = []
+    faces = None
+    for person in doc["people"]:
+        name = person.get("mesh")
+        verts = None
+        if name and (frames_dir / name).is_file():
+            try:
+                verts, faces = read_ply(frames_dir / name)
+            except (OSError, ValueError):
+                verts = None
+        if verts is None and ctx.mesh:
+            return None  # a mesh file is missing: redo the frame
+        meshes.append(verts)
+    try:
+        result = frame_from_dict(doc, meshes, faces)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if ctx.overlay and any(m is None for m in meshes):
+        model = getattr(ctx.reconstructor(), "body_model", None)
+        if model is None:
+            return None
+        for person in result.people:
+            verts = _vertices_from_params(model, person.params)
+            if verts is None:
+                return None
+            person.vertices = verts
+        result.faces = np.asarray(model.faces)
+    return doc, result
+
+
+def _fit_frame(writer_size: tuple[int, int] | None, rgb: np.ndarray) -> np.ndarray:
+    if writer_size is None or (rgb.shape[1], rgb.shape[0]) == writer_size:
+        return rgb
+    import cv2
+
+    return cv2.resize(rgb, writer_size, interpolation=cv2.INTER_AREA)
+
+
+def _process_video(item: InputItem, ctx: _Context) -> None:
+    frames_dir = ctx.out_dir / item.out_name
+    mp4_name = f"{PurePosixPath(item.out_name).name}_overlay.mp4"
+    mp4_path = frames_dir.parent / mp4_name
+    summary_path = frames_dir / "video.json"
+
+    if ctx.resume:
+        old = read_json(summary_path)
+        if (isinstance(old, dict) and old.get("complete") is True
+                and old.get("schema_version") == SCHEMA_VERSION
+                and (not ctx.overlay or mp4_path.is_file())):
+            ctx.summary.videos_skipped += 1
+            ctx.summary.frames += int(old.get("frame_count") or 0)
+            ctx.summary.people += int(old.get("max_people") or 0)
+            return
+
+    start = time.perf_counter()
+    reader = open_video(item.path)
+    frames: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    writer: VideoWriter | None = None
+    error: str | None = None
+    max_people = 0
+    size: tuple[int, int] | None = None
+    previous: FrameResult | None = None
+    bar = _bar(ctx.progress, total=reader.frame_count, desc=item.path.name, unit="frame",
+               leave=False)
+
+    def document(complete: bool) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "furpe_version": furpe.__version__,
+            "source": str(item.path),
+            "fps": float(reader.fps),
+            "fps_fraction": f"{reader.fps.numerator}/{reader.fps.denominator}",
+            "frame_count": len(frames),
+            "size": None if size is None else {"width": size[0], "height": size[1]},
+            "complete": complete,
+            "error": error,
+            "overlay_video": f"../{mp4_name}" if ctx.overlay and complete else None,
+            "max_people": max_people,
+            "no_person_frames": [f["index"] for f in frames if f["status"] == "no_person"],
+            "failed_frames": failed,
+            "frames": frames,
+            "timings": {"total": round(time.perf_counter() - start, 3)},
+        }
+
+    try:
+        with reader:
+            for index, timestamp, rgb in reader.timed_frames():
+                if size is None:
+                    size = (rgb.shape[1], rgb.shape[0])
+                stem = f"frame_{index:06d}"
+                entry: dict[str, Any] = {
+                    "index": index,
+                    "timestamp": None if timestamp is None else round(timestamp, 6),
+                    "file": f"{stem}.json",
+                }
+                shown = rgb
+                done = _load_done_frame(frames_dir, stem, ctx) if ctx.resume else None
+                if done is not None:
+                    doc, result = done
+                    entry.update(status=doc["status"], people=len(doc["people"]))
+                    if result is not None and ctx.overlay:
+                        shown = render_overlay(result, rgb)
+                    previous = result
+                else:
+                    rec = ctx.reconstructor()
+                    try:
+                        result = rec.reconstruct_image(rgb, previous=previous)
+                    except NoPersonError as exc:
+                        write_json(frames_dir / f"{stem}.json",
+                                   no_person_dict(str(item.path), size, index,
+                                                  message=str(exc) or "no person found",
+                                                  timestamp=timestamp))
+                        entry.update(status="no_person", people=0)
+                        previous = None
+                    except FurpeError as exc:
+                        entry.update(status="failed", people=0, file=None, message=str(exc))
+                        failed.append({"index": index, "message": str(exc)})
+                        previous = None
+                    else:
+                        outs = write_frame_outputs(
+                            result, rgb, frames_dir, stem, overlay=ctx.overlay, mesh=ctx.mesh,
+                            source=str(item.path), frame_index=index, timestamp=timestamp,
+                            overlay_png=False)
+                        if outs.overlay is not None:
+                            shown = outs.overlay
+                        entry.update(status="ok", people=len(result.people))
+                        previous = result
+                max_people = max(max_people, entry["people"])
+                frames.append(entry)
+                if ctx.overlay:
+                    if writer is None:
+                        writer = VideoWriter(mp4_path, reader.fps, size)
+                    writer.write(_fit_frame(size, shown))
+                bar.update(1)
+    except InputError as exc:
+        # The file stopped decoding part-way: keep what was decoded, report the video failed.
+        error = str(exc)
+    except BaseException:
+        bar.close()
+        if writer is not None:
+            writer.abort()
+        if frames:
+            error = "interrupted"
+            try:
+                write_json(summary_path, document(complete=False))
+            except Exception:  # noqa: BLE001 - the original exception matters more
+                pass
+        raise
+    bar.close()
+    if writer is not None:
+        writer.close()
+    write_json(summary_path, document(complete=error is None))
+    ctx.summary.frames += len(frames)
+    ctx.summary.people += max_people
+    if error is not None:
+        raise InputError(error)
+    if failed:
+        first = failed[0]
+        raise FurpeError(f"{len(failed)} of {len(frames)} frames failed (first: frame "
+                         f"{first['index']}: {first['message']}); see {summary_path}")
+    ctx.summary.videos_ok += 1
+
+
+# ---------------------------------------------------------------------------------------
+# The batch
+# ---------------------------------------------------------------------------------------
+
+def run(reconstructor_factory: ReconstructorFactory, items: Sequence[InputItem],
+        out_dir: str | Path, *, overlay: bool = True, mesh: bool = True, resume: bool = False,
+        progress: bool = True, debug: bool = False,
+        input_errors: Sequence[tuple[str, str]] = ()) -> RunSummary:
+    """Reconstruct every item and write its results under ``out_dir``.
+
+    ``reconstructor_factory()`` is called once, when the first item actually needs it (an
+    input that cannot be read never loads the model). A :class:`FurpeError` on one item is
+    printed as one line ``furpe: error: <path>: <message>`` on stderr and the batch goes
+    on; so is an unexpected exception (as ``internal error: <Type>: <message>``) unless
+    ``debug``, which re-raises it. ``input_errors`` are problems found while collecting the
+    inputs, as ``(path, message)``: printed first and counted as failures. Ctrl-C stops the
+    batch cleanly (files already written are complete) and sets ``interrupted``. A failure to
+    build the reconstructor raises :class:`SetupError`.
+    """
+    out = Path(out_dir)
+    summary = RunSummary(out_dir=out)
+    ctx = _Context(reconstructor_factory, out, overlay, mesh, resume, progress, debug, summary)
+    for path, message in input_errors:
+        summary._count("video" if media_kind(path) == "video" else "image", "failed")
+        ctx.fail(path, message)
+    images_bar = _bar(progress and len(items) > 1, total=len(items), desc="furpe", unit="input")
+    try:
+        for item in items:
+            images_bar.set_postfix_str(item.path.name, refresh=False)
+            try:
+                if item.kind == "video":
+                    _process_video(item, ctx)
+                else:
+                    _process_image(item, ctx)
+            except SetupError:
+                raise
+            except FurpeError as exc:
+                summary._count(item.kind, "failed")
+                ctx.fail(str(item.path), str(exc) or type(exc).__name__)
+            except Exception as exc:
+                if debug:
+                    raise
+                summary._count(item.kind, "failed")
+                ctx.fail(str(item.path), _internal(exc))
+            images_bar.update(1)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        images_bar.close()
+    return summary
