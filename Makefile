@@ -1,0 +1,36 @@
+# furpe: `make demo` sets up and runs the bundled example; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+MEDIAPIPE_VERSION := 0.10.21
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch goes first and pinned (a plain `torch` requirement would pull a CUDA build);
+# mediapipe 0.10.21 goes in with --no-deps (it declares numpy<2, jax, opencv-contrib), its
+# real needs come with the package's own dependencies.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q --no-deps mediapipe==$(MEDIAPIPE_VERSION)
+	$(PIP) install -q -e ".[test]"
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/furpe reconstruct examples/astronaut.jpg -o out/demo
+	@echo "Results are in out/demo/ (astronaut.json, astronaut_overlay.png, astronaut_person0.ply)"
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_reconstruct.py --n 50
+
+clean:
+	rm -rf out .pytest_cache
