@@ -1,0 +1,191 @@
+"""Landmark conventions: names, index groups and left/right flip permutations.
+
+Every :class:`~furpe.experts.base.PartObservation` names its ``convention``; the tuples here
+give the landmark names of each convention, in the order the expert returns them, so that
+correspondence tables can be written by name.
+
+Facts from MediaPipe's documentation and its bundled legacy solutions (0.10.21):
+
+* ``mediapipe_pose``: BlazePose's 33 landmarks, ``left``/``right`` meaning the *subject's*
+  side (a person facing the camera has ``left_shoulder`` on the image's right).
+* ``mediapipe_hand``: 21 landmarks per hand, the same for either hand.
+* ``mediapipe_face``: the face mesh's 468 landmarks, plus 10 iris landmarks (468-477) when
+  iris refinement is on (:class:`~furpe.experts.mediapipe_experts.MediaPipeFaceExpert` always
+  turns it on, so it always returns 478). ``LEFT``/``RIGHT`` groups are the subject's side,
+  as in MediaPipe's ``face_mesh_connections`` (index 33 is the outer corner of the subject's
+  right eye, 263 of the left one).
+
+The face index groups below are the landmark sets of MediaPipe's ``FACEMESH_*`` connection
+lists (the test suite checks them against the installed package).
+"""
+from __future__ import annotations
+
+MEDIAPIPE_POSE: tuple[str, ...] = (
+    "nose",
+    "left_eye_inner", "left_eye", "left_eye_outer",
+    "right_eye_inner", "right_eye", "right_eye_outer",
+    "left_ear", "right_ear",
+    "mouth_left", "mouth_right",
+    "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist",
+    "left_pinky", "right_pinky",
+    "left_index", "right_index",
+    "left_thumb", "right_thumb",
+    "left_hip", "right_hip",
+    "left_knee", "right_knee",
+    "left_ankle", "right_ankle",
+    "left_heel", "right_heel",
+    "left_foot_index", "right_foot_index",
+)
+
+MEDIAPIPE_HAND: tuple[str, ...] = (
+    "wrist",
+    "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
+    "index_finger_mcp", "index_finger_pip", "index_finger_dip", "index_finger_tip",
+    "middle_finger_mcp", "middle_finger_pip", "middle_finger_dip", "middle_finger_tip",
+    "ring_finger_mcp", "ring_finger_pip", "ring_finger_dip", "ring_finger_tip",
+    "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
+)
+
+FACE_MESH_SIZE = 468
+"""Number of face-mesh landmarks without iris refinement."""
+FACE_MESH_REFINED_SIZE = 478
+"""Number of face-mesh landmarks with iris refinement (468 + 2 x 5 iris landmarks)."""
+
+MEDIAPIPE_FACE: tuple[str, ...] = tuple(f"face_{i:03d}" for i in range(FACE_MESH_REFINED_SIZE))
+
+CONVENTIONS: dict[str, tuple[str, ...]] = {
+    "mediapipe_pose": MEDIAPIPE_POSE,
+    "mediapipe_hand": MEDIAPIPE_HAND,
+    "mediapipe_face": MEDIAPIPE_FACE,
+}
+
+
+def landmark_index(convention: str, name: str) -> int:
+    """Index of landmark ``name`` in ``convention`` (``KeyError`` if unknown)."""
+    try:
+        return CONVENTIONS[convention].index(name)
+    except ValueError:
+        raise KeyError(f"{name!r} is not a landmark of {convention!r}") from None
+
+
+# --- pose index groups -------------------------------------------------------------------
+
+POSE = {name: i for i, name in enumerate(MEDIAPIPE_POSE)}
+"""Name -> index for ``mediapipe_pose``."""
+
+POSE_FACE: tuple[int, ...] = tuple(range(11))
+"""Nose, eyes, ears and mouth corners: the pose landmarks that locate the head."""
+POSE_TORSO: tuple[int, ...] = (11, 12, 23, 24)
+"""Shoulders and hips."""
+POSE_LEFT_HAND: tuple[int, ...] = (15, 17, 19, 21)
+"""Left wrist, pinky, index and thumb (BlazePose's rough hand points)."""
+POSE_RIGHT_HAND: tuple[int, ...] = (16, 18, 20, 22)
+"""Right wrist, pinky, index and thumb."""
+POSE_FEET: tuple[int, ...] = tuple(range(27, 33))
+"""Ankles, heels and foot indices."""
+
+
+def _swap_sides(names: tuple[str, ...]) -> tuple[int, ...]:
+    """The permutation that swaps every ``left*`` name with its ``right*`` twin."""
+    index = {n: i for i, n in enumerate(names)}
+
+    def twin(n: str) -> str:
+        if n.startswith("left"):
+            return "right" + n[4:]
+        if n.startswith("right"):
+            return "left" + n[5:]
+        if n.endswith("_left"):
+            return n[:-5] + "_right"
+        if n.endswith("_right"):
+            return n[:-6] + "_left"
+        return n
+
+    return tuple(index[twin(n)] for n in names)
+
+
+POSE_FLIP: tuple[int, ...] = _swap_sides(MEDIAPIPE_POSE)
+"""Left/right permutation for ``mediapipe_pose``: after flipping an image horizontally,
+``kp_flipped[i]`` corresponds to ``kp[POSE_FLIP[i]]`` (with x mirrored)."""
+
+HAND_FLIP: tuple[int, ...] = tuple(range(len(MEDIAPIPE_HAND)))
+"""Identity: a mirrored hand keeps its landmark order; it is the hand's *side* that swaps."""
+
+# --- face index groups (subject's left/right) ----------------------------------------------
+
+FACE_OVAL: tuple[int, ...] = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)
+"""Face outline as a closed contour starting at the top of the forehead (index 10)."""
+FACE_LIPS: tuple[int, ...] = (
+    0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185,
+    191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409,
+    415,
+)
+"""Outer and inner lip contours."""
+FACE_LEFT_EYE: tuple[int, ...] = (
+    249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466,
+)
+FACE_RIGHT_EYE: tuple[int, ...] = (
+    7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246,
+)
+FACE_LEFT_EYEBROW: tuple[int, ...] = (276, 282, 283, 285, 293, 295, 296, 300, 334, 336)
+FACE_RIGHT_EYEBROW: tuple[int, ...] = (46, 52, 53, 55, 63, 65, 66, 70, 105, 107)
+FACE_NOSE: tuple[int, ...] = (
+    1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326,
+    327, 344, 440,
+)
+FACE_LEFT_IRIS: tuple[int, ...] = (473, 474, 475, 476, 477)
+"""Left iris: centre (473) then 4 boundary points; only with iris refinement."""
+FACE_RIGHT_IRIS: tuple[int, ...] = (468, 469, 470, 471, 472)
+"""Right iris: centre (468) then 4 boundary points; only with iris refinement."""
+
+FACE_NOSE_TIP = 1
+FACE_MOUTH_LEFT = 291
+"""Left mouth corner (subject's left)."""
+FACE_MOUTH_RIGHT = 61
+FACE_LEFT_EYE_OUTER = 263
+FACE_LEFT_EYE_INNER = 362
+FACE_RIGHT_EYE_OUTER = 33
+FACE_RIGHT_EYE_INNER = 133
+FACE_CHIN = 152
+FACE_FOREHEAD = 10
+
+
+FACE_FLIP: tuple[int, ...] = (
+    0, 1, 2, 248, 4, 5, 6, 249, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 250, 251, 252,
+    253, 254, 255, 256, 257, 258, 259, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 270,
+    271, 272, 273, 274, 275, 276, 277, 278, 279, 280, 281, 282, 283, 284, 285, 286, 287, 288,
+    289, 290, 291, 292, 293, 294, 295, 296, 297, 298, 299, 300, 301, 302, 303, 304, 305, 306,
+    307, 308, 309, 310, 311, 312, 313, 314, 315, 316, 317, 318, 319, 320, 321, 322, 323, 94,
+    324, 325, 326, 327, 328, 329, 330, 331, 332, 333, 334, 335, 336, 337, 338, 339, 340, 341,
+    342, 343, 344, 345, 346, 347, 348, 349, 350, 351, 352, 353, 354, 355, 356, 357, 358, 359,
+    360, 361, 362, 363, 364, 365, 366, 367, 368, 369, 370, 371, 372, 373, 374, 375, 376, 377,
+    378, 379, 151, 152, 380, 381, 382, 383, 384, 385, 386, 387, 388, 389, 390, 164, 391, 392,
+    393, 168, 394, 395, 396, 397, 398, 399, 175, 400, 401, 402, 403, 404, 405, 406, 407, 408,
+    409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 195, 419, 197, 420, 199, 200, 421, 422,
+    423, 424, 425, 426, 427, 428, 429, 430, 431, 432, 433, 434, 435, 436, 437, 438, 439, 440,
+    441, 442, 443, 444, 445, 446, 447, 448, 449, 450, 451, 452, 453, 454, 455, 456, 457, 458,
+    459, 460, 461, 462, 463, 464, 465, 466, 467, 3, 7, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52,
+    53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75,
+    76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 95, 96, 97, 98, 99,
+    100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110, 111, 112, 113, 114, 115, 116, 117,
+    118, 119, 120, 121, 122, 123, 124, 125, 126, 127, 128, 129, 130, 131, 132, 133, 134, 135,
+    136, 137, 138, 139, 140, 141, 142, 143, 144, 145, 146, 147, 148, 149, 150, 153, 154, 155,
+    156, 157, 158, 159, 160, 161, 162, 163, 165, 166, 167, 169, 170, 171, 172, 173, 174, 176,
+    177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194,
+    196, 198, 201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211, 212, 213, 214, 215, 216,
+    217, 218, 219, 220, 221, 222, 223, 224, 225, 226, 227, 228, 229, 230, 231, 232, 233, 234,
+    235, 236, 237, 238, 239, 240, 241, 242, 243, 244, 245, 246, 247, 473, 476, 475, 474, 477,
+    468, 471, 470, 469, 472
+)
+"""Left/right permutation for ``mediapipe_face`` (478 entries; the first 468 permute the mesh
+landmarks among themselves, so ``FACE_FLIP[:468]`` serves unrefined meshes too), an
+involution: after flipping an image horizontally,
+``kp_flipped[i]`` corresponds to ``kp[FACE_FLIP[i]]``. Found by matching the mesh of a face
+with the mirrored mesh of its mirrored image; it maps MediaPipe's eye, eyebrow and iris
+groups onto their twins, lips, nose and oval onto themselves, and the face tesselation onto
+itself except for 6 quads that MediaPipe triangulates asymmetrically."""

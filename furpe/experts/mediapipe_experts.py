@@ -1,0 +1,736 @@
+"""The built-in part experts, on MediaPipe's bundled legacy solutions (``mp.solutions``).
+
+* :class:`MediaPipeBodyExpert` (BlazePose, 33 landmarks) finds the people;
+* :class:`MediaPipeHandExpert` (MediaPipe Hands, 21 landmarks) and
+  :class:`MediaPipeFaceExpert` (Face Mesh with iris refinement, 478 landmarks) look at crops
+  placed from each person's body landmarks, and fill in that person's hand and face parts.
+
+All models ship inside the ``mediapipe`` wheel: nothing is downloaded. MediaPipe is imported
+lazily, when an expert first needs its graph; each expert builds its graphs once and keeps
+them until :meth:`close`. Experts are not thread-safe (one graph, one caller at a time).
+
+Coordinate facts (checked against mediapipe 0.10.21, see ``tests/test_experts.py`` and the
+module notes below):
+
+* 2D landmarks are MediaPipe's normalised coordinates times the image (or crop) size, mapped
+  back to full-image pixels: x right, y down, ``(0, 0)`` the top-left corner of the image.
+* ``pose_world_landmarks`` and ``multi_hand_world_landmarks`` are in metres, already x right,
+  y down (image-aligned) and z *away* from the camera (the nose of a person facing the camera
+  has a negative z relative to the hips). They are returned unchanged: pose ones centred at
+  the hip midpoint, hand ones at the hand's centre.
+* MediaPipe Hands labels handedness as if the image were mirrored (a selfie): on an ordinary
+  photo, ``"Left"`` means the subject's *right* hand. Checked on renders of a right hand
+  (``"Left"`` in 13 of 14 views, and ``"Right"`` on the mirrored renders).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from furpe.experts import conventions as C
+from furpe.experts.base import Part, PartObservation, PersonObservation
+
+Box = tuple[float, float, float, float]
+
+MIN_IMAGE_SIDE = 16
+"""Images whose width or height is smaller than this give no observation."""
+
+# The 13 major pose joints (nose, shoulders, elbows, wrists, hips, knees, ankles) whose
+# visibilities make the body detection score.
+_MAJOR_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers (no MediaPipe): image checks, boxes, crops.
+# --------------------------------------------------------------------------------------------
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray | None:
+    """Return ``image`` as a C-contiguous (H, W, 3) uint8 RGB array, or None if it is too small.
+
+    Greyscale (H, W) / (H, W, 1) images are replicated to three channels and an alpha channel
+    is dropped. Raises ``TypeError`` for a non-uint8 array and ``ValueError`` for a shape that
+    is no image.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    if min(image.shape[0], image.shape[1]) < MIN_IMAGE_SIDE:
+        return None
+    return np.ascontiguousarray(image)
+
+
+def box_area(box: Box) -> float:
+    """Area of a box (x0, y0, x1, y1); 0 for an empty one."""
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def box_intersection(a: Box, b: Box) -> float:
+    """Area of the intersection of two boxes."""
+    return box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes."""
+    inter = box_intersection(a, b)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def expand_box(box: Box, margin: float) -> Box:
+    """Grow a box by ``margin`` times its width/height on each side."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return (box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h)
+
+
+def landmark_box(
+    points: np.ndarray,
+    confidence: np.ndarray | None = None,
+    min_confidence: float = 0.5,
+    image_size: tuple[int, int] | None = None,
+) -> Box | None:
+    """Bounding box of the landmarks whose confidence is at least ``min_confidence``.
+
+    Falls back to all landmarks when fewer than two pass. With ``image_size = (W, H)`` the box
+    is clipped to the image. Returns None when there is nothing (or an empty box) left.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if confidence is not None:
+        keep = np.asarray(confidence).reshape(-1) >= min_confidence
+        if keep.sum() >= 2:
+            points = points[keep]
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points) == 0:
+        return None
+    x0, y0 = points.min(axis=0)
+    x1, y1 = points.max(axis=0)
+    if image_size is not None:
+        w, h = image_size
+        x0, x1 = float(np.clip(x0, 0, w)), float(np.clip(x1, 0, w))
+        y0, y1 = float(np.clip(y0, 0, h)), float(np.clip(y1, 0, h))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (float(x0), float(y0), float(x1), float(y1))
+
+
+def square_box(cx: float, cy: float, side: float) -> Box:
+    """The square box of side ``side`` centred on (cx, cy)."""
+    half = side / 2.0
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def hand_crop_box(
+    wrist: np.ndarray,
+    elbow: np.ndarray | None = None,
+    knuckles: np.ndarray | None = None,
+    shoulder_width: float | None = None,
+    scale: float = 1.0,
+    min_side: float = 16.0,
+) -> Box | None:
+    """Square crop box (x0, y0, x1, y1) for one hand, placed from body landmarks.
+
+    The hand length ``L`` is estimated as the largest of the available cues (the largest,
+    because foreshortening only ever shrinks them): 0.8 x forearm length (wrist-elbow),
+    2.2 x the wrist-to-knuckles distance (``knuckles``: e.g. the mean of BlazePose's index and
+    pinky points), 0.55 x ``shoulder_width``. The box has side ``2 * scale * L`` and is centred
+    ``L / 2`` beyond the wrist, towards the knuckles when they are far enough from the wrist
+    to give a direction, else along the forearm. The box may extend beyond the image.
+
+    Returns None when no cue gives a positive length.
+    """
+    wrist = np.asarray(wrist, dtype=np.float64).reshape(2)
+    cues: list[float] = []
+    forearm_dir: np.ndarray | None = None
+    knuckle_dir: np.ndarray | None = None
+    if elbow is not None:
+        v = wrist - np.asarray(elbow, dtype=np.float64).reshape(2)
+        n = float(np.linalg.norm(v))
+        if n > 1e-6:
+            cues.append(0.8 * n)
+            forearm_dir = v / n
+    knuckle_len = 0.0
+    if knuckles is not None:
+        v = np.asarray(knuckles, dtype=np.float64).reshape(2) - wrist
+        knuckle_len = float(np.linalg.norm(v))
+        if knuckle_len > 1e-6:
+            cues.append(2.2 * knuckle_len)
+            knuckle_dir = v / knuckle_len
+    if shoulder_width is not None and shoulder_width > 0:
+        cues.append(0.55 * float(shoulder_width))
+    if not cues or not all(math.isfinite(c) for c in cues) or not np.isfinite(wrist).all():
+        return None
+    length = max(cues)
+    if knuckle_dir is not None and knuckle_len >= 0.2 * length:
+        direction = knuckle_dir
+    elif forearm_dir is not None:
+        direction = forearm_dir
+    else:
+        direction = np.zeros(2)
+    centre = wrist + 0.5 * length * direction
+    side = max(2.0 * scale * length, min_side)
+    return square_box(float(centre[0]), float(centre[1]), side)
+
+
+def face_crop_box(points: np.ndarray, scale: float = 2.2, min_side: float = 16.0) -> Box | None:
+    """Square crop box around head landmarks (e.g. BlazePose's nose, eyes, ears, mouth).
+
+    The box is centred on the landmarks' bounding box, with side ``scale`` times its larger
+    dimension (at least ``min_side``). Returns None for fewer than two finite points.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points) < 2:
+        return None
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    extent = float((hi - lo).max())
+    if extent <= 0:
+        return None
+    centre = (lo + hi) / 2.0
+    return square_box(float(centre[0]), float(centre[1]), max(scale * extent, min_side))
+
+
+def crop_square(image: np.ndarray, box: Box, size: int) -> tuple[np.ndarray, Box]:
+    """Cut a square ``box`` out of ``image`` (zero-padded outside it) and resize it to ``size``.
+
+    The box is first rounded to whole pixels (same side in x and y); that rounded box, the one
+    actually cut, is returned with the (size, size, 3) crop. A crop point (u, v) in crop pixels
+    maps back to ``(x0 + u * side / size, y0 + v * side / size)``.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    side = max(1, int(round(box[2] - box[0])))
+    x0 = int(round((box[0] + box[2]) / 2.0 - side / 2.0))
+    y0 = int(round((box[1] + box[3]) / 2.0 - side / 2.0))
+    x1, y1 = x0 + side, y0 + side
+    region = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if sx1 > sx0 and sy1 > sy0:
+        region[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    crop = cv2.resize(region, (size, size), interpolation=interp)
+    return np.ascontiguousarray(crop), (float(x0), float(y0), float(x1), float(y1))
+
+
+def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Which (K, 2) points lie inside a width x height image."""
+    x, y = points[:, 0], points[:, 1]
+    return (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+
+
+def _mp_solutions() -> Any:
+    """``mediapipe.solutions``, imported on first use."""
+    import mediapipe as mp
+
+    return mp.solutions
+
+
+class _GraphOwner:
+    """Holds MediaPipe solution graphs, built lazily, and closes them."""
+
+    def __init__(self) -> None:
+        self._graphs: dict[Any, Any] = {}
+
+    def _graph(self, key: Any) -> Any:
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._graphs[key] = self._make_graph(key)
+        return g
+
+    def _make_graph(self, key: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget any tracking state (video mode); graphs are kept."""
+        for g in self._graphs.values():
+            g.reset()
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs; the expert rebuilds them if used again."""
+        graphs, self._graphs = self._graphs, {}
+        for g in graphs.values():
+            g.close()
+
+    def __enter__(self) -> "_GraphOwner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Body
+# --------------------------------------------------------------------------------------------
+
+
+class MediaPipeBodyExpert(_GraphOwner):
+    """BlazePose body expert (``mp.solutions.pose``, ``model_complexity=1``, the bundled model).
+
+    Returns one ``"body"`` :class:`PartObservation` per person, convention ``mediapipe_pose``:
+
+    * ``keypoints_2d``: the 33 landmarks in full-image pixels (out-of-image ones included, as
+      BlazePose predicts them);
+    * ``confidence``: BlazePose's per-landmark *visibility* (likelihood of being in the image
+      and not occluded). BlazePose also estimates a *presence* (in the image at all), but the
+      legacy ``Pose.process`` clears that field, so it is not used;
+    * ``keypoints_3d``: ``pose_world_landmarks`` unchanged (metres, hip-midpoint origin, x
+      right, y down, z away from the camera);
+    * ``box``: the bounding box of the landmarks with visibility >= 0.5 (all landmarks if
+      fewer than two), clipped to the image: the person's visible extent, not a crop;
+    * ``score``: the mean of the 6 highest visibilities among the 13 major joints (nose,
+      shoulders, elbows, wrists, hips, knees, ankles), i.e. how surely at least half of the
+      major joints are seen. Detections below ``min_score`` are dropped.
+
+    **Several people.** The legacy Pose solution finds only the most prominent person. This
+    expert runs it repeatedly: after each detection it paints that person's box (grown by
+    ``mask_margin``) with the image's mean colour and runs again, up to ``max_people`` times,
+    stopping at the first run that finds nobody or finds again someone already found (box IoU
+    above ``dedupe_iou``, or most of the new box inside an earlier person's painted box).
+    Limits: people overlapping someone found earlier are partly painted over, so they are
+    missed or found with fewer landmarks; people too small for BlazePose's detector (roughly
+    under a tenth of the image height) are missed; each extra person costs a full Pose run,
+    plus one final empty run.
+
+    **Video.** With ``video=True`` the graphs run in tracking mode (``static_image_mode=False``,
+    landmark smoothing on): feed consecutive frames of one video, and call :meth:`reset`
+    between videos. Person slot ``k`` keeps its own Pose graph, fed the frame with slots
+    ``0..k-1`` painted out, so each slot keeps tracking one person; identities are not
+    guaranteed across frames (match people by box downstream).
+    """
+
+    name = "mediapipe_pose"
+    parts: Sequence[Part] = ("body",)
+
+    def __init__(
+        self,
+        max_people: int = 4,
+        video: bool = False,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        min_score: float = 0.4,
+        dedupe_iou: float = 0.5,
+        mask_margin: float = 0.15,
+    ) -> None:
+        super().__init__()
+        if max_people < 1:
+            raise ValueError("max_people must be >= 1")
+        self.max_people = max_people
+        self.video = video
+        self.min_detection_confidence = min_detection_confidence
+        self.min_tracking_confidence = min_tracking_confidence
+        self.min_score = min_score
+        self.dedupe_iou = dedupe_iou
+        self.mask_margin = mask_margin
+
+    def _make_graph(self, key: Any) -> Any:
+        return _mp_solutions().pose.Pose(
+            static_image_mode=not self.video,
+            model_complexity=1,
+            smooth_landmarks=True,
+            enable_segmentation=False,
+            min_detection_confidence=self.min_detection_confidence,
+            min_tracking_confidence=self.min_tracking_confidence,
+        )
+
+    def observe(
+        self, image: np.ndarray, people: list[PersonObservation]
+    ) -> list[PersonObservation]:
+        """Append one :class:`PersonObservation` (with a ``"body"`` part) per person found."""
+        people.extend(PersonObservation(parts={"body": obs}) for obs in self.detect(image))
+        return people
+
+    def detect(self, image: np.ndarray) -> list[PartObservation]:
+        """The ``"body"`` observations of every person found, most prominent first."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return []
+        height, width = img.shape[:2]
+        work = img
+        found: list[PartObservation] = []
+        painted: list[Box] = []
+        fill = img.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        for slot in range(self.max_people):
+            graph = self._graph(slot if self.video else 0)
+            obs = self._to_observation(graph.process(work), width, height)
+            if obs is None or obs.box is None or self._is_duplicate(obs.box, found, painted):
+                break
+            found.append(obs)
+            mask_box = expand_box(obs.box, self.mask_margin)
+            painted.append(mask_box)
+            if slot + 1 < self.max_people:
+                if work is img:
+                    work = img.copy()
+                x0, y0 = max(int(math.floor(mask_box[0])), 0), max(int(math.floor(mask_box[1])), 0)
+                x1 = min(int(math.ceil(mask_box[2])), width)
+                y1 = min(int(math.ceil(mask_box[3])), height)
+                work[y0:y1, x0:x1] = fill
+        return found
+
+    def _is_duplicate(self, box: Box, found: list[PartObservation], painted: list[Box]) -> bool:
+        for obs, mask_box in zip(found, painted):
+            if obs.box is not None and box_iou(box, obs.box) > self.dedupe_iou:
+                return True
+            if box_intersection(box, mask_box) > 0.7 * box_area(box):
+                return True
+        return False
+
+    def _to_observation(self, result: Any, width: int, height: int) -> PartObservation | None:
+        if result.pose_landmarks is None:
+            return None
+        lms = result.pose_landmarks.landmark
+        # MediaPipe's normalised coordinates put pixel centres at i + 0.5; ours at i.
+        kp2d = np.array([[lm.x * width - 0.5, lm.y * height - 0.5] for lm in lms], dtype=np.float64)
+        vis = np.clip(np.array([lm.visibility for lm in lms], dtype=np.float64), 0.0, 1.0)
+        kp3d = None
+        if result.pose_world_landmarks is not None:
+            kp3d = np.array(
+                [[lm.x, lm.y, lm.z] for lm in result.pose_world_landmarks.landmark],
+                dtype=np.float64,
+            )
+        score = float(np.sort(vis[list(_MAJOR_JOINTS)])[-6:].mean())
+        box = landmark_box(kp2d, vis, 0.5, (width, height))
+        if score < self.min_score or box is None:
+            return None
+        return PartObservation(
+            part="body",
+            convention="mediapipe_pose",
+            keypoints_2d=kp2d,
+            confidence=vis,
+            keypoints_3d=kp3d,
+            box=box,
+            score=score,
+            expert=self.name,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Hands
+# --------------------------------------------------------------------------------------------
+
+_HAND_POSE_INDICES = {
+    # side: (wrist, elbow, pinky, index, shoulder)
+    "left": (15, 13, 17, 19, 11),
+    "right": (16, 14, 18, 20, 12),
+}
+
+
+def body_hand_crop_box(body: PartObservation, side: str, scale: float = 1.0) -> Box | None:
+    """:func:`hand_crop_box` for the ``side`` ("left"/"right") hand of a ``mediapipe_pose``
+    observation."""
+    if body.convention != "mediapipe_pose":
+        raise ValueError(f"need a mediapipe_pose body observation, got {body.convention!r}")
+    wrist, elbow, pinky, index, _ = _HAND_POSE_INDICES[side]
+    kp = body.keypoints_2d
+    shoulder_width = float(np.linalg.norm(kp[11] - kp[12]))
+    return hand_crop_box(
+        kp[wrist],
+        elbow=kp[elbow],
+        knuckles=(kp[pinky] + kp[index]) / 2.0,
+        shoulder_width=shoulder_width,
+        scale=scale,
+    )
+
+
+class MediaPipeHandExpert(_GraphOwner):
+    """MediaPipe Hands expert on crops placed around each person's wrists.
+
+    For every person with a ``mediapipe_pose`` body observation and each wrist whose
+    visibility is at least ``min_wrist_visibility``, a square crop is placed with
+    :func:`body_hand_crop_box` (zero-padded outside the image), resized to ``crop_size`` and
+    given to ``mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2,
+    model_complexity=1)``. Of the hands found, the one whose wrist is nearest the body's wrist
+    is kept, unless it is further than ``max_wrist_distance`` hand lengths from it; if none is
+    kept, the crop is tried once more ``retry_scale`` times larger.
+
+    Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
+
+    * the side is the body's (which wrist the crop was placed at). MediaPipe's handedness
+      label (which is for a mirrored image: ``"Left"`` = the subject's right hand on an
+      ordinary photo) is only a consistency check: ``score`` is the handedness score when
+      it agrees with the body's side, and half of it when it disagrees;
+    * ``confidence``: MediaPipe Hands gives no per-landmark confidence, so every landmark gets
+      ``score``, except landmarks outside the image, which get 0;
+    * ``keypoints_3d``: ``multi_hand_world_landmarks`` unchanged (metres, origin at the hand's
+      centre, x right, y down, z away from the camera);
+    * ``box``: the crop box that was used, in full-image pixels (may extend past the image).
+
+    Existing hand parts of a person (from another expert) are left alone.
+    """
+
+    name = "mediapipe_hands"
+    parts: Sequence[Part] = ("left_hand", "right_hand")
+
+    def __init__(
+        self,
+        crop_size: int = 256,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        min_wrist_visibility: float = 0.1,
+        max_wrist_distance: float = 1.0,
+        retry_scale: float = 1.6,
+    ) -> None:
+        super().__init__()
+        self.crop_size = crop_size
+        self.min_detection_confidence = min_detection_confidence
+        self.min_tracking_confidence = min_tracking_confidence
+        self.min_wrist_visibility = min_wrist_visibility
+        self.max_wrist_distance = max_wrist_distance
+        self.retry_scale = retry_scale
+
+    def _make_graph(self, key: Any) -> Any:
+        return _mp_solutions().hands.Hands(
+            static_image_mode=True,
+            max_num_hands=2,
+            model_complexity=1,
+            min_detection_confidence=self.min_detection_confidence,
+            min_tracking_confidence=self.min_tracking_confidence,
+        )
+
+    def observe(
+        self, image: np.ndarray, people: list[PersonObservation]
+    ) -> list[PersonObservation]:
+        """Fill in the hands of ``people`` that have a ``mediapipe_pose`` body."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return people
+        for person in people:
+            body = person.get("body")
+            if body is None or body.convention != "mediapipe_pose":
+                continue
+            for side in ("left", "right"):
+                part = f"{side}_hand"
+                if part in person.parts:
+                    continue
+                obs = self.observe_hand(img, body, side)
+                if obs is not None:
+                    person.parts[part] = obs
+        return people
+
+    def observe_hand(
+        self, image: np.ndarray, body: PartObservation, side: str
+    ) -> PartObservation | None:
+        """The ``side`` ("left"/"right") hand of the person seen as ``body``, or None."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return None
+        wrist_idx = _HAND_POSE_INDICES[side][0]
+        if body.confidence[wrist_idx] < self.min_wrist_visibility:
+            return None
+        wrist = body.keypoints_2d[wrist_idx]
+        for scale in (1.0, self.retry_scale):
+            box = body_hand_crop_box(body, side, scale)
+            if box is None:
+                return None
+            # Hand length the box was built from (side = 2 * scale * L).
+            hand_length = (box[2] - box[0]) / (2.0 * scale)
+            obs = self._detect_in_crop(img, box, wrist, hand_length, side)
+            if obs is not None:
+                return obs
+        return None
+
+    def _detect_in_crop(
+        self, img: np.ndarray, box: Box, wrist: np.ndarray, hand_length: float, side: str
+    ) -> PartObservation | None:
+        height, width = img.shape[:2]
+        # Skip crops that barely touch the image.
+        if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
+            return None
+        crop, used = crop_square(img, box, self.crop_size)
+        result = self._graph("hands").process(crop)
+        if not result.multi_hand_landmarks:
+            return None
+        side_px = used[2] - used[0]
+        best: tuple[float, int, np.ndarray] | None = None
+        for i, lms in enumerate(result.multi_hand_landmarks):
+            kp = np.array(
+                [[used[0] - 0.5 + lm.x * side_px, used[1] - 0.5 + lm.y * side_px]
+                 for lm in lms.landmark]
+            )
+            dist = float(np.linalg.norm(kp[0] - wrist))
+            if best is None or dist < best[0]:
+                best = (dist, i, kp)
+        assert best is not None
+        dist, i, kp2d = best
+        if dist > self.max_wrist_distance * hand_length:
+            return None
+        score = 1.0
+        if result.multi_handedness and i < len(result.multi_handedness):
+            cls = result.multi_handedness[i].classification[0]
+            # MediaPipe assumes a mirrored image: its "Left" is the subject's right hand.
+            mp_side = "right" if cls.label == "Left" else "left"
+            score = float(cls.score) if mp_side == side else 0.5 * float(cls.score)
+        kp3d = None
+        if result.multi_hand_world_landmarks and i < len(result.multi_hand_world_landmarks):
+            kp3d = np.array(
+                [[lm.x, lm.y, lm.z] for lm in result.multi_hand_world_landmarks[i].landmark]
+            )
+        conf = np.where(_inside(kp2d, width, height), score, 0.0)
+        return PartObservation(
+            part=f"{side}_hand",  # type: ignore[arg-type]
+            convention="mediapipe_hand",
+            keypoints_2d=kp2d,
+            confidence=conf,
+            keypoints_3d=kp3d,
+            box=used,
+            score=score,
+            expert=self.name,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Face
+# --------------------------------------------------------------------------------------------
+
+# (pose landmark, face-mesh landmark) pairs that should coincide: nose tip, eye centres
+# (iris centres), mouth corners.
+_FACE_BODY_PAIRS = (
+    (0, C.FACE_NOSE_TIP),
+    (2, C.FACE_LEFT_IRIS[0]),
+    (5, C.FACE_RIGHT_IRIS[0]),
+    (9, C.FACE_MOUTH_LEFT),
+    (10, C.FACE_MOUTH_RIGHT),
+)
+
+
+def body_face_crop_box(
+    body: PartObservation, scale: float = 2.2, min_visibility: float = 0.3
+) -> Box | None:
+    """:func:`face_crop_box` around the head landmarks (0-10) of a ``mediapipe_pose``
+    observation whose visibility is at least ``min_visibility``; None if fewer than 3 are."""
+    if body.convention != "mediapipe_pose":
+        raise ValueError(f"need a mediapipe_pose body observation, got {body.convention!r}")
+    idx = np.array(C.POSE_FACE)
+    keep = idx[body.confidence[idx] >= min_visibility]
+    if len(keep) < 3:
+        return None
+    return face_crop_box(body.keypoints_2d[keep], scale=scale)
+
+
+class MediaPipeFaceExpert(_GraphOwner):
+    """MediaPipe Face Mesh expert (478 landmarks, iris refinement on) on a head crop.
+
+    For every person with a ``mediapipe_pose`` body observation showing at least three head
+    landmarks (visibility >= ``min_head_visibility``), a square crop ``crop_scale`` times the
+    head landmarks' extent (:func:`body_face_crop_box`) is resized to ``crop_size`` and given
+    to ``mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+    max_num_faces=1)``.
+
+    Returned part (``"face"``, convention ``mediapipe_face``, 478 landmarks):
+
+    * ``keypoints_3d`` is None: Face Mesh's z is a relative depth in crop-pixel units, with no
+      metric scale;
+    * ``score``: Face Mesh reports no score, so it is ``inside * agreement``: ``inside`` the
+      fraction of landmarks inside the image, ``agreement = exp(-d^2 / (2 sigma^2))`` where
+      ``d`` is the mean distance between the mesh's nose tip, iris centres and mouth corners
+      and BlazePose's nose, eyes and mouth corners (those visible), ``sigma = 0.15 *`` the
+      head extent. A mesh whose nose tip is more than half the head extent from BlazePose's
+      nose is rejected (another face in the crop);
+    * ``confidence``: ``score`` for every landmark inside the image, 0 outside;
+    * ``box``: the crop box used, in full-image pixels.
+
+    An existing ``"face"`` part of a person (from another expert) is left alone.
+    """
+
+    name = "mediapipe_face_mesh"
+    parts: Sequence[Part] = ("face",)
+
+    def __init__(
+        self,
+        crop_size: int = 256,
+        crop_scale: float = 2.2,
+        min_detection_confidence: float = 0.5,
+        min_tracking_confidence: float = 0.5,
+        min_head_visibility: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.crop_size = crop_size
+        self.crop_scale = crop_scale
+        self.min_detection_confidence = min_detection_confidence
+        self.min_tracking_confidence = min_tracking_confidence
+        self.min_head_visibility = min_head_visibility
+
+    def _make_graph(self, key: Any) -> Any:
+        return _mp_solutions().face_mesh.FaceMesh(
+            static_image_mode=True,
+            max_num_faces=1,
+            refine_landmarks=True,
+            min_detection_confidence=self.min_detection_confidence,
+            min_tracking_confidence=self.min_tracking_confidence,
+        )
+
+    def observe(
+        self, image: np.ndarray, people: list[PersonObservation]
+    ) -> list[PersonObservation]:
+        """Fill in the face of ``people`` that have a ``mediapipe_pose`` body."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return people
+        for person in people:
+            body = person.get("body")
+            if body is None or body.convention != "mediapipe_pose" or "face" in person.parts:
+                continue
+            obs = self.observe_face(img, body)
+            if obs is not None:
+                person.parts["face"] = obs
+        return people
+
+    def observe_face(self, image: np.ndarray, body: PartObservation) -> PartObservation | None:
+        """The face of the person seen as ``body``, or None."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return None
+        box = body_face_crop_box(body, self.crop_scale, self.min_head_visibility)
+        if box is None:
+            return None
+        height, width = img.shape[:2]
+        if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
+            return None
+        crop, used = crop_square(img, box, self.crop_size)
+        result = self._graph("face").process(crop)
+        if not result.multi_face_landmarks:
+            return None
+        side_px = used[2] - used[0]
+        kp2d = np.array(
+            [
+                [used[0] - 0.5 + lm.x * side_px, used[1] - 0.5 + lm.y * side_px]
+                for lm in result.multi_face_landmarks[0].landmark
+            ]
+        )
+        if len(kp2d) != C.FACE_MESH_REFINED_SIZE:
+            return None
+        head_extent = (box[2] - box[0]) / self.crop_scale
+        vis = body.confidence
+        if vis[0] >= self.min_head_visibility:
+            if np.linalg.norm(kp2d[C.FACE_NOSE_TIP] - body.keypoints_2d[0]) > 0.5 * head_extent:
+                return None
+        dists = [
+            float(np.linalg.norm(kp2d[f] - body.keypoints_2d[b]))
+            for b, f in _FACE_BODY_PAIRS
+            if vis[b] >= self.min_head_visibility
+        ]
+        inside = _inside(kp2d, width, height)
+        agreement = 1.0
+        if dists:
+            sigma = 0.15 * head_extent
+            agreement = math.exp(-0.5 * (float(np.mean(dists)) / sigma) ** 2)
+        score = float(inside.mean()) * agreement
+        return PartObservation(
+            part="face",
+            convention="mediapipe_face",
+            keypoints_2d=kp2d,
+            confidence=np.where(inside, score, 0.0),
+            keypoints_3d=None,
+            box=used,
+            score=score,
+            expert=self.name,
+        )

@@ -1,0 +1,627 @@
+"""Tests of the landmark conventions, the crop geometry and the MediaPipe experts.
+
+The MediaPipe tests run the real bundled models on scikit-image's astronaut photograph
+(public domain; Eileen Collins, upper body, face clearly visible, hands mostly hidden) and on
+synthetic images. Graphs are built once per module (fixtures) to keep the suite quick.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from furpe.experts import (
+    EXPERTS,
+    MediaPipeBodyExpert,
+    MediaPipeFaceExpert,
+    MediaPipeHandExpert,
+    PartObservation,
+    PersonObservation,
+    create_expert,
+    default_experts,
+    register_expert,
+    run_experts,
+)
+from furpe.experts import conventions as C
+from furpe.experts.mediapipe_experts import (
+    as_rgb_uint8,
+    body_face_crop_box,
+    body_hand_crop_box,
+    box_iou,
+    crop_square,
+    face_crop_box,
+    hand_crop_box,
+    landmark_box,
+)
+
+# --------------------------------------------------------------------------------------------
+# Conventions
+# --------------------------------------------------------------------------------------------
+
+
+def test_convention_sizes_and_names() -> None:
+    assert len(C.MEDIAPIPE_POSE) == 33
+    assert len(C.MEDIAPIPE_HAND) == 21
+    assert len(C.MEDIAPIPE_FACE) == 478
+    assert C.MEDIAPIPE_POSE[0] == "nose" and C.MEDIAPIPE_POSE[-1] == "right_foot_index"
+    assert C.MEDIAPIPE_POSE[15] == "left_wrist" and C.MEDIAPIPE_POSE[16] == "right_wrist"
+    assert C.MEDIAPIPE_HAND[0] == "wrist" and C.MEDIAPIPE_HAND[-1] == "pinky_tip"
+    assert C.MEDIAPIPE_FACE[0] == "face_000" and C.MEDIAPIPE_FACE[-1] == "face_477"
+    for names in C.CONVENTIONS.values():
+        assert len(set(names)) == len(names)
+    assert set(C.CONVENTIONS) == {"mediapipe_pose", "mediapipe_hand", "mediapipe_face"}
+    assert C.landmark_index("mediapipe_hand", "index_finger_tip") == 8
+    with pytest.raises(KeyError):
+        C.landmark_index("mediapipe_pose", "tail")
+
+
+def test_names_match_mediapipe_enums() -> None:
+    mp = pytest.importorskip("mediapipe")
+    assert C.MEDIAPIPE_POSE == tuple(p.name.lower() for p in mp.solutions.pose.PoseLandmark)
+    assert C.MEDIAPIPE_HAND == tuple(p.name.lower() for p in mp.solutions.hands.HandLandmark)
+
+
+def test_pose_flip() -> None:
+    flip = np.array(C.POSE_FLIP)
+    assert sorted(flip) == list(range(33))
+    assert np.all(flip[flip] == np.arange(33))
+    names = C.MEDIAPIPE_POSE
+    assert names[flip[names.index("left_wrist")]] == "right_wrist"
+    assert names[flip[names.index("mouth_left")]] == "mouth_right"
+    assert names[flip[names.index("right_foot_index")]] == "left_foot_index"
+    assert flip[0] == 0
+
+
+def _group(conns: frozenset) -> set[int]:
+    return {i for edge in conns for i in edge}
+
+
+def test_face_groups_match_mediapipe() -> None:
+    pytest.importorskip("mediapipe")
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    assert set(C.FACE_OVAL) == _group(fmc.FACEMESH_FACE_OVAL) and len(C.FACE_OVAL) == 36
+    # FACE_OVAL is a closed contour: consecutive points are connected.
+    oval_edges = {frozenset(e) for e in fmc.FACEMESH_FACE_OVAL}
+    for a, b in zip(C.FACE_OVAL, C.FACE_OVAL[1:] + C.FACE_OVAL[:1]):
+        assert frozenset((a, b)) in oval_edges
+    assert set(C.FACE_LIPS) == _group(fmc.FACEMESH_LIPS)
+    assert set(C.FACE_LEFT_EYE) == _group(fmc.FACEMESH_LEFT_EYE)
+    assert set(C.FACE_RIGHT_EYE) == _group(fmc.FACEMESH_RIGHT_EYE)
+    assert set(C.FACE_LEFT_EYEBROW) == _group(fmc.FACEMESH_LEFT_EYEBROW)
+    assert set(C.FACE_RIGHT_EYEBROW) == _group(fmc.FACEMESH_RIGHT_EYEBROW)
+    assert set(C.FACE_NOSE) == _group(fmc.FACEMESH_NOSE)
+    assert set(C.FACE_LEFT_IRIS[1:]) == _group(fmc.FACEMESH_LEFT_IRIS)
+    assert set(C.FACE_RIGHT_IRIS[1:]) == _group(fmc.FACEMESH_RIGHT_IRIS)
+
+
+def test_face_flip_is_a_mesh_symmetry() -> None:
+    pytest.importorskip("mediapipe")
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    flip = np.array(C.FACE_FLIP)
+    assert sorted(flip) == list(range(478))
+    assert sorted(flip[:468]) == list(range(468))
+    assert np.all(flip[flip] == np.arange(478))
+    for a, b in [
+        (C.FACE_LEFT_EYE, C.FACE_RIGHT_EYE),
+        (C.FACE_LEFT_EYEBROW, C.FACE_RIGHT_EYEBROW),
+        (C.FACE_LIPS, C.FACE_LIPS),
+        (C.FACE_NOSE, C.FACE_NOSE),
+        (C.FACE_OVAL, C.FACE_OVAL),
+    ]:
+        assert {int(flip[i]) for i in a} == set(b)
+    assert flip[C.FACE_LEFT_IRIS[0]] == C.FACE_RIGHT_IRIS[0]
+    assert flip[C.FACE_MOUTH_LEFT] == C.FACE_MOUTH_RIGHT
+    assert flip[C.FACE_LEFT_EYE_OUTER] == C.FACE_RIGHT_EYE_OUTER
+    for i in (C.FACE_NOSE_TIP, C.FACE_CHIN, C.FACE_FOREHEAD):
+        assert flip[i] == i
+    edges = {frozenset(e) for e in fmc.FACEMESH_TESSELATION}
+    bad = [e for e in edges if frozenset(int(flip[i]) for i in e) not in edges]
+    assert len(bad) <= 6  # quads MediaPipe triangulates asymmetrically
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def test_as_rgb_uint8() -> None:
+    grey = np.full((20, 30), 7, np.uint8)
+    out = as_rgb_uint8(grey)
+    assert out is not None and out.shape == (20, 30, 3) and out[0, 0, 2] == 7
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    assert as_rgb_uint8(rgba).shape == (20, 30, 3)  # type: ignore[union-attr]
+    assert as_rgb_uint8(np.zeros((8, 300, 3), np.uint8)) is None
+    with pytest.raises(TypeError):
+        as_rgb_uint8(np.zeros((20, 30, 3), np.float32))
+    with pytest.raises(ValueError):
+        as_rgb_uint8(np.zeros((20, 30, 2), np.uint8))
+
+
+def test_boxes() -> None:
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 1, 1), (2, 2, 3, 3)) == 0.0
+    pts = np.array([[10, 20], [30, 5], [500, 500], [-50, 8]], float)
+    conf = np.array([0.9, 0.8, 0.1, 0.2])
+    assert landmark_box(pts, conf) == (10, 5, 30, 20)
+    assert landmark_box(pts, None, image_size=(100, 100)) == (0, 5, 100, 100)
+    assert landmark_box(np.zeros((0, 2))) is None
+
+
+def test_hand_crop_box_along_forearm() -> None:
+    # Forearm pointing up the image (elbow below the wrist), 100 px long: hand length 80 px.
+    box = hand_crop_box(np.array([200.0, 300.0]), elbow=np.array([200.0, 400.0]))
+    assert box is not None
+    x0, y0, x1, y1 = box
+    assert x1 - x0 == pytest.approx(160) and y1 - y0 == pytest.approx(160)
+    assert ((x0 + x1) / 2, (y0 + y1) / 2) == pytest.approx((200, 260))  # 40 px beyond the wrist
+    # The wrist is inside the box, on its lower half.
+    assert x0 < 200 < x1 and (y0 + y1) / 2 < 300 < y1
+    big = hand_crop_box(np.array([200.0, 300.0]), elbow=np.array([200.0, 400.0]), scale=1.5)
+    assert big is not None and big[2] - big[0] == pytest.approx(240)
+
+
+def test_hand_crop_box_follows_knuckles_and_largest_cue() -> None:
+    wrist, elbow = np.array([100.0, 100.0]), np.array([100.0, 200.0])
+    # Hand bent sideways: knuckles to the right of the wrist give the direction.
+    box = hand_crop_box(wrist, elbow=elbow, knuckles=np.array([130.0, 100.0]))
+    assert box is not None
+    centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+    assert centre == pytest.approx((140, 100))  # L = max(80, 66) = 80, centre at wrist + 40
+    # Knuckles far away: their cue (2.2 x 50 = 110) wins over the forearm's (80).
+    box = hand_crop_box(wrist, elbow=elbow, knuckles=np.array([100.0, 50.0]))
+    assert box is not None and box[2] - box[0] == pytest.approx(220)
+    # Foreshortened forearm: the shoulder width keeps the box from collapsing.
+    box = hand_crop_box(wrist, elbow=np.array([100.0, 105.0]), shoulder_width=200.0)
+    assert box is not None and box[2] - box[0] == pytest.approx(2 * 0.55 * 200)
+    assert hand_crop_box(wrist) is None
+    assert hand_crop_box(wrist, elbow=wrist.copy()) is None
+
+
+def test_body_hand_crop_box_uses_the_right_side() -> None:
+    kp = np.zeros((33, 2))
+    kp[11], kp[12] = (300, 100), (100, 100)  # subject facing the camera
+    kp[15], kp[13] = (350, 300), (330, 200)  # left wrist, elbow
+    kp[16], kp[14] = (50, 300), (70, 200)  # right wrist, elbow
+    kp[[17, 19]] = kp[15] + (0, 20)
+    kp[[18, 20]] = kp[16] + (0, 20)
+    body = PartObservation("body", "mediapipe_pose", kp, np.ones(33))
+    left, right = body_hand_crop_box(body, "left"), body_hand_crop_box(body, "right")
+    assert left is not None and right is not None
+    assert left[0] < 350 < left[2] and left[1] < 300 < left[3]
+    assert right[0] < 50 < right[2] and right[1] < 300 < right[3]
+    assert (left[1] + left[3]) / 2 > 300  # the hand hangs below the wrist
+
+
+def test_face_crop_box() -> None:
+    pts = np.array([[100, 100], [140, 100], [120, 130]], float)
+    box = face_crop_box(pts, scale=2.0)
+    assert box == pytest.approx((80, 75, 160, 155))
+    assert face_crop_box(pts[:1]) is None
+    kp = np.zeros((33, 2))
+    kp[:11] = np.linspace([100, 100], [140, 130], 11)
+    conf = np.zeros(33)
+    body = PartObservation("body", "mediapipe_pose", kp, conf)
+    assert body_face_crop_box(body) is None  # head not visible
+    conf[:11] = 1.0
+    assert body_face_crop_box(body, scale=2.0) == pytest.approx((80, 75, 160, 155))
+
+
+def test_crop_square_pads_and_maps_back() -> None:
+    img = np.zeros((50, 60, 3), np.uint8)
+    img[10:20, 30:40] = 200
+    crop, used = crop_square(img, (20.0, -10.0, 60.0, 30.0), 80)  # 40 px box, 10 px above
+    assert used == (20.0, -10.0, 60.0, 30.0) and crop.shape == (80, 80, 3)
+    assert crop[5, 40].max() == 0  # padding above the image
+    # Image pixel (35, 15) -> crop ((35 - 20) * 2, (15 + 10) * 2) = (30, 50).
+    assert crop[50, 30, 0] == 200 and crop[50, 10, 0] == 0
+    crop, used = crop_square(img, (500.0, 500.0, 520.0, 520.0), 32)
+    assert crop.max() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# MediaPipe experts on real images
+# --------------------------------------------------------------------------------------------
+
+needs_mediapipe = pytest.mark.skipif(
+    importlib.util.find_spec("mediapipe") is None, reason="mediapipe is not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    skdata = pytest.importorskip("skimage.data")
+    return skdata.astronaut()
+
+
+@pytest.fixture(scope="module")
+def experts():
+    ex = default_experts()
+    yield ex
+    for e in ex:
+        e.close()
+
+
+@pytest.fixture(scope="module")
+def astronaut_people(experts, astronaut) -> list[PersonObservation]:
+    return run_experts(experts, astronaut)
+
+
+@needs_mediapipe
+def test_astronaut_body(astronaut_people: list[PersonObservation]) -> None:
+    assert len(astronaut_people) == 1
+    body = astronaut_people[0].get("body")
+    assert body is not None
+    assert body.convention == "mediapipe_pose" and body.expert == "mediapipe_pose"
+    assert body.keypoints_2d.shape == (33, 2) and body.confidence.shape == (33,)
+    kp, conf = body.keypoints_2d, body.confidence
+    # Nose on her face (the face spans roughly x 170-280, y 60-180 in the 512 x 512 photo).
+    assert 190 < kp[0, 0] < 260 and 100 < kp[0, 1] < 160
+    assert conf[0] > 0.9
+    # Subject's left is on the image's right for a person facing the camera.
+    assert kp[11, 0] > kp[12, 0] + 100 and conf[11] > 0.9 and conf[12] > 0.9
+    assert kp[2, 0] > kp[5, 0]
+    # Shoulders below the nose; hips and ankles are out of the picture (low visibility).
+    assert kp[11, 1] > kp[0, 1] + 50
+    assert conf[27] < 0.2 and conf[28] < 0.2
+    # Box: the visible landmarks, inside the image.
+    x0, y0, x1, y1 = body.box  # type: ignore[misc]
+    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    assert x0 < kp[0, 0] < x1 and y0 <= kp[0, 1] <= y1
+    assert 0.5 < body.score <= 1.0
+    # World landmarks: metres, hip-centred, x right, y down, z away from the camera.
+    w = body.keypoints_3d
+    assert w is not None and w.shape == (33, 3)
+    hips = (w[23] + w[24]) / 2
+    assert np.allclose(hips, 0, atol=0.05)
+    assert w[0, 1] < -0.4  # head about half a metre above the hips
+    assert w[11, 0] > w[12, 0]  # x right: same left/right order as the image
+    assert w[0, 2] < -0.1  # the nose is in front of the hips (towards the camera)
+    assert 0.2 < np.linalg.norm(w[11] - w[12]) < 0.5  # shoulder width, metres
+
+
+@needs_mediapipe
+def test_astronaut_face(astronaut_people: list[PersonObservation]) -> None:
+    person = astronaut_people[0]
+    body, face = person.get("body"), person.get("face")
+    assert body is not None and face is not None
+    assert face.convention == "mediapipe_face" and face.expert == "mediapipe_face_mesh"
+    assert face.keypoints_2d.shape == (478, 2)
+    assert face.keypoints_3d is None
+    nose = face.keypoints_2d[C.FACE_NOSE_TIP]
+    assert np.linalg.norm(nose - body.keypoints_2d[0]) < 15
+    # Subject's left eye on the image's right; eyes above the nose, mouth below it.
+    kp = face.keypoints_2d
+    assert kp[C.FACE_LEFT_EYE_OUTER, 0] > kp[C.FACE_RIGHT_EYE_OUTER, 0]
+    assert face.keypoints_2d[C.FACE_LEFT_IRIS[0], 1] < nose[1] < face.keypoints_2d[13, 1]
+    # Iris centres near BlazePose's eye centres.
+    assert np.linalg.norm(face.keypoints_2d[C.FACE_LEFT_IRIS[0]] - body.keypoints_2d[2]) < 15
+    assert np.linalg.norm(face.keypoints_2d[C.FACE_RIGHT_IRIS[0]] - body.keypoints_2d[5]) < 15
+    # Box: a square crop around the head, containing every landmark.
+    x0, y0, x1, y1 = face.box  # type: ignore[misc]
+    assert x1 - x0 == pytest.approx(y1 - y0)
+    assert 120 < x1 - x0 < 260
+    assert (face.keypoints_2d >= (x0, y0)).all() and (face.keypoints_2d <= (x1, y1)).all()
+    width = np.ptp(face.keypoints_2d[:, 0])
+    assert 60 < width < 130  # her face is about 90 px wide
+    assert 0.5 < face.score <= 1.0
+    assert np.all(face.confidence == pytest.approx(face.score))
+
+
+@needs_mediapipe
+def test_astronaut_hands_are_consistent(astronaut_people: list[PersonObservation]) -> None:
+    # Her hands are hidden (helmet, bottom edge); whatever is found must sit at the wrist.
+    person = astronaut_people[0]
+    body = person.get("body")
+    assert body is not None
+    for side, wrist in (("left", 15), ("right", 16)):
+        hand = person.get(f"{side}_hand")
+        if hand is None:
+            continue
+        assert hand.keypoints_2d.shape == (21, 2)
+        assert np.linalg.norm(hand.keypoints_2d[0] - body.keypoints_2d[wrist]) < 100
+
+
+@needs_mediapipe
+def test_blank_and_odd_images_give_nobody(experts) -> None:
+    rng = np.random.default_rng(0)
+    for img in (
+        np.full((240, 320, 3), 128, np.uint8),
+        np.zeros((5, 7, 3), np.uint8),
+        np.full((1, 1, 3), 255, np.uint8),
+        rng.integers(0, 256, (97, 613, 3), dtype=np.uint8),
+        np.full((64, 64), 128, np.uint8),
+    ):
+        assert run_experts(experts, img) == []
+
+
+@needs_mediapipe
+def test_two_people_and_flip_permutations(experts, astronaut) -> None:
+    """The photo next to its mirror image: two people, matching through the flip tables."""
+    pair = np.ascontiguousarray(np.hstack([astronaut, astronaut[:, ::-1]]))
+    width = pair.shape[1]
+    people = run_experts(experts, pair)
+    assert len(people) == 2
+    left, right = sorted(people, key=lambda p: p.parts["body"].box[0])  # type: ignore[index]
+    lb, rb = left.parts["body"].box, right.parts["body"].box
+    assert lb is not None and rb is not None
+    assert lb[2] <= 512 <= rb[0]  # one person per half
+    # Head landmarks of the mirrored person, mirrored back through POSE_FLIP.
+    ka = left.parts["body"].keypoints_2d
+    kb = right.parts["body"].keypoints_2d[list(C.POSE_FLIP)]
+    kb[:, 0] = width - kb[:, 0]
+    assert np.linalg.norm(ka[:11] - kb[:11], axis=1).mean() < 10
+    # The faces: 478 landmarks each, matching through FACE_FLIP to about a pixel.
+    fa, fb = left.get("face"), right.get("face")
+    assert fa is not None and fb is not None
+    mirrored = fb.keypoints_2d[list(C.FACE_FLIP)]
+    mirrored[:, 0] = width - mirrored[:, 0]
+    assert np.median(np.linalg.norm(fa.keypoints_2d - mirrored, axis=1)) < 3
+    unflipped = fb.keypoints_2d.copy()
+    unflipped[:, 0] = width - unflipped[:, 0]
+    assert np.median(np.linalg.norm(fa.keypoints_2d - unflipped, axis=1)) > 10
+
+
+@needs_mediapipe
+def test_max_people_limits_detections(astronaut) -> None:
+    pair = np.ascontiguousarray(np.hstack([astronaut, astronaut[:, ::-1]]))
+    with MediaPipeBodyExpert(max_people=1) as body:
+        assert len(body.detect(pair)) == 1
+
+
+@needs_mediapipe
+def test_video_mode_tracks(astronaut) -> None:
+    body = MediaPipeBodyExpert(video=True, max_people=1)
+    try:
+        noses = []
+        for shift in (0, 4, 8):
+            frame = np.ascontiguousarray(np.roll(astronaut, shift, axis=1))
+            obs = body.detect(frame)
+            assert len(obs) == 1
+            noses.append(obs[0].keypoints_2d[0, 0])
+        assert noses[0] < noses[2]  # follows the person as she moves right
+        body.reset()
+        assert len(body.detect(astronaut)) == 1
+    finally:
+        body.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Hand expert on a synthetic hand
+# --------------------------------------------------------------------------------------------
+
+
+def _draw_hand(img: np.ndarray, wrist: np.ndarray, s: float) -> None:
+    """Draw a flat cartoon open hand, fingers up, wrist at ``wrist`` (length about 190 s px)."""
+    import cv2
+
+    skin = (220, 175, 140)
+    cx, cy = float(wrist[0]), float(wrist[1]) - 45 * s
+
+    def p(x: float, y: float) -> tuple[int, int]:
+        return int(round(x)), int(round(y))
+
+    cv2.ellipse(img, p(cx, cy), p(42 * s, 50 * s), 0, 0, 360, skin, -1, cv2.LINE_AA)
+    cv2.rectangle(img, p(cx - 30 * s, cy + 20 * s), p(cx + 30 * s, cy + 120 * s), skin, -1)
+    for (angle, length), base in zip([(-22, 70), (-7, 80), (8, 76), (22, 62)], [-30, -10, 10, 30]):
+        a = math.radians(angle)
+        x0, y0 = cx + base * s, cy - 35 * s
+        x1, y1 = x0 + math.sin(a) * length * s, y0 - math.cos(a) * length * s
+        cv2.line(img, p(x0, y0), p(x1, y1), skin, max(1, int(17 * s)), cv2.LINE_AA)
+        cv2.circle(img, p(x1, y1), max(1, int(8.5 * s)), skin, -1, cv2.LINE_AA)
+    x0, y0 = cx + 30 * s, cy + 5 * s
+    cv2.line(img, p(x0, y0), p(x0 + 45 * s, y0 - 45 * s), skin, max(1, int(20 * s)), cv2.LINE_AA)
+
+
+def _fake_body(wrist: np.ndarray, side: str, other_wrist: np.ndarray) -> PartObservation:
+    """A ``mediapipe_pose`` observation with one forearm pointing up to ``wrist``."""
+    kp = np.full((33, 2), -1000.0)
+    conf = np.zeros(33)
+    w, e, pk, ix = (16, 14, 18, 20) if side == "right" else (15, 13, 17, 19)
+    ow, oe, opk, oix = (15, 13, 17, 19) if side == "right" else (16, 14, 18, 20)
+    for i, xy in (
+        (w, wrist), (e, wrist + (0, 110)), (ix, wrist + (-5, -55)), (pk, wrist + (10, -50)),
+        (ow, other_wrist), (oe, other_wrist + (0, 110)),
+        (oix, other_wrist + (0, -50)), (opk, other_wrist + (10, -50)),
+        (11, (330, 200)), (12, (200, 200)),
+    ):
+        kp[i], conf[i] = xy, 0.9
+    return PartObservation("body", "mediapipe_pose", kp, conf, expert="test")
+
+
+@pytest.fixture(scope="module")
+def hand_expert():
+    ex = MediaPipeHandExpert()
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def hand_image() -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    img = np.full((480, 640, 3), (60, 80, 110), np.uint8)
+    wrist = np.array([420.0, 300.0])
+    _draw_hand(img, wrist, 0.6)
+    return cv2.GaussianBlur(img, (0, 0), 1.5), wrist
+
+
+@needs_mediapipe
+def test_hand_expert_finds_hand_at_wrist(hand_expert, hand_image) -> None:
+    img, wrist = hand_image
+    body = _fake_body(wrist, "right", other_wrist=np.array([100.0, 150.0]))
+    people = hand_expert.observe(img, [PersonObservation(parts={"body": body})])
+    assert len(people) == 1
+    hand = people[0].get("right_hand")
+    assert hand is not None and people[0].get("left_hand") is None  # nothing at the other wrist
+    assert hand.part == "right_hand" and hand.convention == "mediapipe_hand"
+    assert hand.expert == "mediapipe_hands"
+    assert hand.keypoints_2d.shape == (21, 2)
+    # Mapped back to full-image pixels: wrist at the drawn wrist, fingertips above it.
+    assert np.linalg.norm(hand.keypoints_2d[0] - wrist) < 20
+    assert hand.keypoints_2d[12, 1] < wrist[1] - 50
+    x0, y0, x1, y1 = hand.box  # type: ignore[misc]
+    assert x0 < wrist[0] < x1 and y0 < wrist[1] < y1
+    assert x1 - x0 == pytest.approx(y1 - y0)
+    assert 0.25 <= hand.score <= 1.0
+    assert np.all(hand.confidence == pytest.approx(hand.score))
+    w = hand.keypoints_3d
+    assert w is not None and w.shape == (21, 3)
+    assert w[12, 1] < w[0, 1]  # y down: the fingertip is above the wrist
+    assert 0.05 < np.linalg.norm(w[12] - w[0]) < 0.3  # metres
+
+
+@needs_mediapipe
+def test_hand_side_comes_from_the_body(hand_expert, hand_image) -> None:
+    """The same crop called left or right: same landmarks, and handedness only scales the
+    score (by 1/2 for the side MediaPipe disagrees with)."""
+    img, wrist = hand_image
+    other = np.array([100.0, 150.0])
+    right = hand_expert.observe_hand(img, _fake_body(wrist, "right", other), "right")
+    left = hand_expert.observe_hand(img, _fake_body(wrist, "left", other), "left")
+    assert right is not None and left is not None
+    assert right.part == "right_hand" and left.part == "left_hand"
+    np.testing.assert_allclose(right.keypoints_2d, left.keypoints_2d)
+    hi, lo = max(right.score, left.score), min(right.score, left.score)
+    assert lo == pytest.approx(hi / 2)
+
+
+@needs_mediapipe
+def test_hand_rejected_far_from_wrist(hand_expert, hand_image) -> None:
+    img, wrist = hand_image
+    # Body wrist 130 px to the left of the drawn one, forearm 40 px: the crop still sees
+    # part of the hand, but any hand found is too far from this wrist.
+    body = _fake_body(wrist - (130, 0), "right", other_wrist=np.array([100.0, 150.0]))
+    body.keypoints_2d[14] = body.keypoints_2d[16] + (0, 40)
+    body.keypoints_2d[[18, 20]] = body.keypoints_2d[16] + (0, -10)
+    assert hand_expert.observe_hand(img, body, "right") is None
+
+
+# A 96 x 96 PNG: an orthographic, flat-shaded render of the right-hand mesh of the anny body
+# model (``anny.create_hand_model("R")``, Apache-2.0), fingers up, the back of the hand towards
+# the camera (thumb on the image's left), colours quantised. Its chirality was checked on the
+# mesh (the fingers curl towards the palm side of a right hand).
+_RIGHT_HAND_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAGAAAABgCAIAAABt+uBvAAAHZklEQVR42u1cy3XjOBDEzHMAHQKOe+RxjwxBxz0q"
+    "BIfgEByCQlAIDIEhIIQOYRtoEj8SICUSkGgT4yfbMqQRSlXVH4D688+//4lzpMffE4IToBOgE6AToBOgE6AToBOg"
+    "c8yNjzd/fa3E66UF+gng8tWdDIrH5/UiDDp0c/9sfgVAXxe5nj404PdI7HZtaMFSyvunXvr11i9Aeb0omkcEMr8q"
+    "/eOPZhCvVi8XBMhlZvRKCdRzhUEGBPwGiT3AAkcec9up/idL7JutB8Bb/YIBSWm4IwdgM48g/+Y/Xr/7wzLIykqr"
+    "Rq/22uamN9JYNDNOY4P3xNobUMP/AHD/ao8KUN8PFsQyI7AIgsx8adC0czIOfW1bUcye6gHE6DhbyesLPCjZtxL4"
+    "XBomJhay8IoA+baz5NTSi3EonE/Pa9f5mlBKHTuKNY30AFsb8SDn5ZKn6ZygAIdeVIvBChqhkIymIR5Z2Ky+2MOJ"
+    "RG0DpOKuV0cFCCZEAEgaUCMb+yhMi5IsnMSIo8cplYx0h5EYeQQs5kEwk4JPV36pUrrWzINcnMl7hRypBWPsSyRK"
+    "wF5uTfrrrn6CBy0Gel6ws/PZ3KcJMwiKX6gOziDENfTRFQasymmkyzMLlrF1JSaW67AJOqCM+0b0sYkSmPmo8Ote"
+    "pBnyGom54DSXcE/hw2xKgKpgn+ijvsQWVgxRlMNpkJcmujt7hvks6XilRuRBU+egupyrU74dOhwo/Najie5on8cw"
+    "Dmd7k1TZd5uL+3oAcYvDfKGpLecTv6j8gvnkcOBPKoMkp7d9j9u2Vv8rdjUAxrZrnmozgxv+EMT32MK1i19a7jql"
+    "apT3jmKPWCqVoL1XoBMgzeg+ll/fXRzjtG3DYGS4rdVfO4pBQIDYgLi9agsxnEsOEXNBUOuraTR6yJEAbtuqs7rF"
+    "KuSU1IzeEgU6u0L6K/2j+6XBmMUVNYBcGxc0lGpzn/9vXfoEWSD99H2V6awgyAW4NMWhc+js2ScIoUMog+ft27PH"
+    "v3XVlWCTa7wbBOeil1m5F7uQ7QWjN8DHd5fu4msaZl5OBEyirot3mcErMrhFTff4pCJwfHv+bMFo0PFrl+JjK4Mo"
+    "7mZkEsSjuXBLpDBNC2Bz9bmjTAZoK3u2XZpMj2GYIvoE/qWw36k5vQkg0oWWBMBKjG7EE0sBtJpAW3NOedZSSDPq"
+    "G/7swycC+oyFLnByEMX+lzFo2D4njFac2aDVurfdkiV0I6+JoeebDbSxMcZwjs9w6xw6OgKO4tq3MbQJoB5pwRoj"
+    "vWkql7WGOGkH4VBvyXATkQ+BDDxtmiF+ycCD/cjlezTZ1l702YFB3GroTbpBBpHikd0dDowjNBFbqbFbw8jQqfIo"
+    "PLnnQctC8+C9Wx+bARqMAHhbSqb7pG3TZNplAHO5EoAcK1IZKpHNm8TVtkEt2ql+R/rskwfxrvnYmRGrDDvEyH8G"
+    "tKqb7goZgnABQbKiyoP71rYs0znB3r2zrQDxuw0mrzfHE57qn7lsEMLWIgp/Z3kkbKP3wnDMG0frMejd9t4X25oo"
+    "8stDtKpACbkGujnU4jo5EGfADLUT0eA1IOydPFWHtsZrD4AQZfqumxkErj7HUSyRysihnQGtesqBFdZxuTrPhQo9"
+    "cF/32bMW601FYKmTJ5EvL8yUbOgsCYQ7eRVNHXyp2NgKEGve1ASDWPjVLp71xVkyQlyqBVqGCMWxNYSiEH12ruZt"
+    "MUmvmBJbxih5zg6HL5yDIyrW0ptEwjramzJoIBFA1yvWgq0krdCsAZmTGJgTHqaOakYdELQ65bZZIfrs3O5gdPiW"
+    "BhlT/pjmct8o1SPxfiV0TKDA92WQHfeus6mKboamDz5t6CDFSRRA2dPl+wA0HN4ZXyuBAmMJnq5OFujjTcP5aeB1"
+    "FN4cIPu+dl3P76p90b4BPSEuyBMKRDlx7Q0QOlNYB8d8sbqETnAfd53v/REAuo9tiX5ryYgr0eF7lDoKg7zFlTmP"
+    "AmlLOg5ArvgwwQvmbQXW82gms1yY9sZ5EKZtdZ0l4cpLLtjuuPd864/DoE7Bk6J5lhEVLkH8KOQTOSnB4j24GqDi"
+    "CBXxoGn/IWzV49MSxvA5b+UvQdwZoPsOKnvYvQ8ZxaY8ypMI14M5XtujSlYYBQHySaTCrvtujgFPsfV9GORX2Ml+"
+    "qE1rXvvBAS8BqFMQ7NWEJ6S3NDvsDkEdfZX1IB+XrfEYvTzafKujr4IAcdLIuMQqww3RDC1cx49iPkY7JnWEDned"
+    "Dg/QKn09c3a6nr6KA2SrMxVcmvJYBojooh7WzhPLMyhVwUZLXVfs64fU1JeoeQw4QyJ4hFY19VUJICbR9ApdS6JU"
+    "IwnTjPuBDHqoUk9Z0udN/ViAcBLR7EdL5YSGL37nKgHk78w8kRCxvurTR9S8FGG4mCd9GCN/TgNfRKU/lT+y/XZt"
+    "Ujte04aRrXgpApb4VIX3YhAP/mjA+DpSHNPAiWH1fS/H63x+BUADTN5Hsd2uTdqc+XCvqpz7vFJihxvnpwGfAJ0A"
+    "nQCdAJ0AnQCdAJ0AnWN2/A8Vv8SXWUlKSAAAAABJRU5ErkJggg=="
+)
+
+
+@needs_mediapipe
+def test_handedness_convention_on_a_rendered_right_hand(hand_expert) -> None:
+    """MediaPipe labels a right hand on an unmirrored image "Left"; the expert maps that to
+    the subject's right, so a crop at the body's right wrist keeps the full score and the same
+    crop at the left wrist gets half of it."""
+    import base64
+
+    import cv2
+
+    png = np.frombuffer(base64.b64decode(_RIGHT_HAND_PNG), np.uint8)
+    small = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    small = np.ascontiguousarray(small[:, :, ::-1])
+    canvas = np.empty((360, 480, 3), np.uint8)
+    canvas[:] = small[0, 0]
+    canvas[60:252, 200:392] = cv2.resize(small, (192, 192), interpolation=cv2.INTER_LINEAR)
+    wrist = np.array([291.0, 230.0])  # bottom centre of the hand
+
+    scores = {}
+    for side in ("right", "left"):
+        kp, conf = np.full((33, 2), -1000.0), np.zeros(33)
+        w, e, pinky, index = (16, 14, 18, 20) if side == "right" else (15, 13, 17, 19)
+        for i, xy in ((w, wrist), (e, wrist + (0, 180)), (index, wrist + (-5, -60)),
+                      (pinky, wrist + (10, -55))):
+            kp[i], conf[i] = xy, 0.9
+        body = PartObservation("body", "mediapipe_pose", kp, conf)
+        hand = hand_expert.observe_hand(canvas, body, side)
+        assert hand is not None
+        assert np.linalg.norm(hand.keypoints_2d[0] - wrist) < 15
+        # Thumb tip on the image's left of the little finger's tip (back of a right hand).
+        assert hand.keypoints_2d[4, 0] < hand.keypoints_2d[20, 0]
+        scores[side] = hand.score
+    assert scores["right"] > 0.7
+    assert scores["left"] == pytest.approx(scores["right"] / 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+def test_registry() -> None:
+    assert {"mediapipe_pose", "mediapipe_hands", "mediapipe_face_mesh"} <= set(EXPERTS)
+    body = create_expert("mediapipe_pose", max_people=2)
+    assert isinstance(body, MediaPipeBodyExpert) and body.max_people == 2
+    assert isinstance(create_expert("mediapipe_face_mesh"), MediaPipeFaceExpert)
+    with pytest.raises(KeyError):
+        create_expert("no_such_expert")
+    with pytest.raises(ValueError):
+        register_expert("mediapipe_pose", MediaPipeBodyExpert)
+
+    class FileFaceExpert:
+        """A stand-in for a wrapper reading another method's output files."""
+
+        name = "test_file_faces"
+        parts = ("face",)
+
+        def __init__(self, offset: float = 0.0) -> None:
+            self.offset = offset
+
+        def observe(self, image, people):
+            for person in people:
+                person.parts["face"] = PartObservation(
+                    "face", "mediapipe_face", np.full((478, 2), self.offset), np.ones(478),
+                    expert=self.name,
+                )
+            return people
+
+    class OnePerson:
+        name = "test_one_person"
+        parts = ("body",)
+
+        def observe(self, image, people):
+            kp = np.zeros((33, 2))
+            people.append(PersonObservation({"body": PartObservation(
+                "body", "mediapipe_pose", kp, np.ones(33), expert=self.name)}))
+            return people
+
+    register_expert("test_file_faces", FileFaceExpert)
+    try:
+        chain = [OnePerson(), create_expert("test_file_faces", offset=3.0)]
+        people = run_experts(chain, np.zeros((32, 32, 3), np.uint8))
+        assert len(people) == 1
+        assert people[0].parts["face"].keypoints_2d[0, 0] == 3.0
+        register_expert("test_file_faces", FileFaceExpert, replace=True)
+    finally:
+        EXPERTS.pop("test_file_faces", None)
