@@ -131,8 +131,13 @@ def _detect(graphs, conv: str, img: np.ndarray) -> np.ndarray | None:
         if not r.multi_hand_landmarks:
             return None
         # The zoomed view is centred on the wanted hand; the other hand may be in view too.
+        # MediaPipe labels handedness as if the image were mirrored: "Left" is a right hand.
+        want = "Left" if conv.endswith("right") else "Right"
         hands = [np.array([[p.x * w, p.y * h, 1.0] for p in hl.landmark])
-                 for hl in r.multi_hand_landmarks]
+                 for hl, hd in zip(r.multi_hand_landmarks, r.multi_handedness)
+                 if hd.classification[0].label == want]
+        if not hands:
+            return None
         uv = min(hands, key=lambda a: np.linalg.norm(a[:, :2].mean(0) - [w / 2, h / 2]))
     else:
         r = graphs["face"].process(img)
