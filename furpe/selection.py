@@ -17,6 +17,7 @@ hangs on it. The same scheme selects pseudo labels for training.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from furpe.results import PartResult
@@ -55,7 +56,11 @@ class SelectionScheme:
             return PartResult(part, observed=False, accepted=False, scores={},
                               reason="not observed")
         th = self.thresholds[part]
-        score = detector * plausibility * max(0.0, 1.0 - residual / th.max_residual)
+        if th.max_residual > 0:
+            ratio = residual / th.max_residual
+        else:
+            ratio = 0.0 if residual <= 0 else math.inf
+        score = detector * plausibility * max(0.0, 1.0 - ratio)
         scores = {"detector": float(detector), "residual": float(residual),
                   "plausibility": float(plausibility), "score": float(score)}
         reasons = []

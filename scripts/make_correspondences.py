@@ -151,17 +151,24 @@ def _detect(graphs, conv: str, img: np.ndarray) -> np.ndarray | None:
 def fit_weights(targets: np.ndarray, points: np.ndarray, k_vert: int = 16, k_joint: int = 3,
                 num_vertices: int = 0) -> dict[int, float]:
     """Convex weights over nearby points reproducing ``targets`` (P, 3) from ``points``
-    (P, N, 3) in every pose."""
-    d = np.linalg.norm(points[0] - targets[0], axis=1)
-    cand = np.concatenate([np.argsort(d[:num_vertices])[:k_vert],
-                           num_vertices + np.argsort(d[num_vertices:])[:k_joint]])
-    A = points[:, cand].transpose(0, 2, 1).reshape(-1, len(cand))
-    b = targets.reshape(-1)
-    lam = 10.0
-    A = np.vstack([A, lam * np.ones((1, len(cand)))])
-    b = np.concatenate([b, [lam]])
-    w, _ = nnls(A, b)
-    w = w / w.sum()
+    (P, N, 3) in every pose. Poses whose triangulation disagrees with the others (residual over
+    3x the median and over 1 cm) are dropped and the weights refitted."""
+    keep = np.ones(len(targets), dtype=bool)
+    for _ in range(3):
+        ref = np.median(targets[keep], axis=0)
+        d = np.linalg.norm(np.median(points[keep], axis=0) - ref, axis=1)
+        cand = np.concatenate([np.argsort(d[:num_vertices])[:k_vert],
+                               num_vertices + np.argsort(d[num_vertices:])[:k_joint]])
+        A = points[keep][:, cand].transpose(0, 2, 1).reshape(-1, len(cand))
+        b = targets[keep].reshape(-1)
+        lam = 10.0
+        w, _ = nnls(np.vstack([A, lam * np.ones((1, len(cand)))]), np.concatenate([b, [lam]]))
+        w = w / w.sum()
+        resid = np.linalg.norm(np.einsum("n,pnd->pd", w, points[:, cand]) - targets, axis=1)
+        bad = (resid > 3 * np.median(resid[keep])) & (resid > 0.01)
+        if not (bad & keep).any() or (keep & ~bad).sum() < 2:
+            break
+        keep &= ~bad
     return {int(i): float(x) for i, x in zip(cand, w) if x > 1e-4}
 
 

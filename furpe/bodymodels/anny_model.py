@@ -146,7 +146,7 @@ class AnnyBodyModel(BodyModel):
         """Hands from Anny's segmentation labels, the face as the front of the head surface.
 
         The face is the vertices of Anny's ``head`` and ``eye_front`` segments that lie in front
-        of the head bone (native -y) and above its head (the neck top). Everything else (back
+        of the head bone (native -y) and above a plane 6 cm below its head (the chin). Everything else (back
         of the head, inner eyes and mouth, torso, limbs) is ``body``; the four sets partition
         the vertices.
         """
@@ -169,7 +169,8 @@ class AnnyBodyModel(BodyModel):
         rest = out["vertices"][0].cpu().numpy()
         head_pos = out["bone_poses"][0, labels.index("head"), :3, 3].cpu().numpy()
         head = verts_of(["head", "eye_front.L", "eye_front.R"]) & ~left & ~right
-        front = (rest[:, 1] < head_pos[1]) & (rest[:, 2] > head_pos[2])
+        # The head bone sits at mouth height: reach 6 cm below it to include jaw and chin.
+        front = (rest[:, 1] < head_pos[1]) & (rest[:, 2] > head_pos[2] - 0.06)
         face = head & front
         body = ~(left | right | face)
         return {

@@ -1,0 +1,24 @@
+"""Shared fixtures: the Anny body model and a real reconstructor, built once per session.
+
+The first Anny build in a fresh cache takes about a minute (later loads take well under a
+second); the reconstructor loads the MediaPipe experts once.
+"""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def anny_model():
+    """The process-wide Anny body model (CPU, float32)."""
+    from furpe.bodymodels.anny_model import load_anny
+
+    return load_anny()
+
+
+@pytest.fixture(scope="session")
+def reconstructor(anny_model):
+    """A :class:`furpe.pipeline.Reconstructor` on the CPU with the default experts."""
+    from furpe.pipeline import Reconstructor
+
+    return Reconstructor(anny_model, device="cpu")
