@@ -86,9 +86,8 @@ def sample_params(model: BodyModel, rng: np.random.Generator, distance: float = 
 
 
 def vertex_colors(model: BodyModel, skin: tuple[float, float, float]) -> np.ndarray:
-    """Per-vertex colours: skin, with darker lips/eye region hints from the face part."""
-    colors = np.tile(np.asarray(skin, dtype=np.float32), (model.num_vertices, 1))
-    return colors
+    """Per-vertex colours: uniform skin tone."""
+    return np.tile(np.asarray(skin, dtype=np.float32), (model.num_vertices, 1))
 
 
 def render_person(model: BodyModel, params: dict[str, torch.Tensor], width: int, height: int,
@@ -114,7 +113,7 @@ def textured_background(rng: np.random.Generator, width: int, height: int) -> np
     c0, c1 = rng.uniform(40, 220, 3), rng.uniform(40, 220, 3)
     t = np.linspace(0, 1, height)[:, None, None]
     img = c0 * (1 - t) + c1 * t + rng.normal(0, 4, (height, width, 3))
-    return np.clip(img, 0, 255).astype(np.uint8).repeat(1, axis=1)[:, :width]
+    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def make_person(model: BodyModel, seed: int, width: int = 640, height: int = 640,

@@ -166,7 +166,7 @@ class BodyModel(torch.nn.Module):
         """Posed vertices and joints in the camera frame for a batch of parameters."""
         params = self.complete(params)
         verts, joints = self._forward(params)
-        rot = _rotvec_to_rotmat(params["global_orient"][:, 0].to(verts.dtype))
+        rot = rotvec_to_rotmat(params["global_orient"][:, 0].to(verts.dtype))
         canon = torch.as_tensor(self.canonical_rotation, dtype=verts.dtype, device=verts.device)
         full = rot @ canon
         t = params["transl"].to(verts.dtype)[:, None]
@@ -189,7 +189,7 @@ class BodyModel(torch.nn.Module):
         return apply_regressor(self.regressors[convention], points)
 
 
-def _rotvec_to_rotmat(rotvec: torch.Tensor) -> torch.Tensor:
+def rotvec_to_rotmat(rotvec: torch.Tensor) -> torch.Tensor:
     """Axis-angle (..., 3) to rotation matrices (..., 3, 3), differentiable at zero."""
     import roma
 

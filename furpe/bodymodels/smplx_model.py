@@ -82,7 +82,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import BodyModel, ParamBlock, Regressor, _rotvec_to_rotmat
+from furpe.bodymodels.base import BodyModel, ParamBlock, Regressor, rotvec_to_rotmat
 from furpe.errors import FurpeError
 
 SMPLX_JOINT_NAMES: tuple[str, ...] = (
@@ -308,7 +308,7 @@ class SMPLXBodyModel(BodyModel):
             [get("body_pose", 21), get("jaw_pose", 1), get("leye_pose", 1),
              get("reye_pose", 1), get("left_hand_pose", 15), get("right_hand_pose", 15)], 1
         )
-        rotmats = torch.cat([root, _rotvec_to_rotmat(local)], 1)
+        rotmats = torch.cat([root, rotvec_to_rotmat(local)], 1)
         coeffs = [params[n].to(dtype) for n in ("betas", "expression") if n in params]
         coeffs = torch.cat(coeffs, 1) if coeffs else torch.zeros(batch, 0, dtype=dtype,
                                                                  device=device)
