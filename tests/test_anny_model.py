@@ -1,47 +1,11 @@
-"""The Anny body model behind the BodyModel interface, and the evaluation metrics."""
+"""The Anny body model behind the BodyModel interface (metrics: tests/test_metrics.py)."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
 from furpe.errors import FurpeError
-from furpe.metrics import mpjpe, pa_error, procrustes_align
-
-
-# -- metrics ------------------------------------------------------------------------------
-
-def _rotation(axis, angle: float) -> np.ndarray:
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
-
-
-def test_procrustes_removes_similarity_transform():
-    rng = np.random.default_rng(0)
-    gt = rng.normal(size=(50, 3))
-    pred = 1.7 * gt @ _rotation([1, 2, 3], 0.9).T + np.array([0.3, -2.0, 5.0])
-    assert mpjpe(pred, gt) > 1.0
-    np.testing.assert_allclose(procrustes_align(pred, gt), gt, atol=1e-9)
-    assert pa_error(pred, gt) < 1e-9
-    assert mpjpe(gt, gt) == 0.0
-
-
-def test_procrustes_does_not_reflect():
-    rng = np.random.default_rng(1)
-    gt = rng.normal(size=(50, 3)) * np.array([1.0, 2.0, 3.0])
-    mirrored = gt * np.array([-1.0, 1.0, 1.0])
-    err = pa_error(mirrored, gt)
-    assert err > 0.3  # a reflection cannot be undone by a rotation
-    aligned = procrustes_align(mirrored, gt)
-    assert aligned.shape == gt.shape
-
-
-def test_metrics_reject_mismatched_shapes():
-    with pytest.raises(ValueError):
-        pa_error(np.zeros((4, 3)), np.zeros((5, 3)))
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -185,3 +149,69 @@ def test_unknown_block_is_an_error(anny_model):
         m(p)
     with pytest.raises(FurpeError):
         m({"transl": torch.zeros(1, 4)})
+
+
+def _anny_reference(model, params):
+    """Vertices and joints from Anny's own forward pass, placed like ``BodyModel.forward``."""
+    import roma
+
+    from furpe.bodymodels.base import rotvec_to_rotmat
+
+    nb = len(model.joint_names)
+    rv = torch.zeros(1, nb, 3)
+    for block, idx in model._bone_index.items():
+        rv[:, idx] = params[block]
+    pose = torch.eye(4).repeat(1, nb, 1, 1)
+    pose[:, :, :3, :3] = roma.rotvec_to_rotmat(rv)
+    out = model.anny(pose_parameters=pose, phenotype_kwargs=params["phenotype"],
+                     facial_actions=params["facial_actions"])
+    G = rotvec_to_rotmat(params["global_orient"][:, 0]) @ torch.as_tensor(
+        model.canonical_rotation, dtype=torch.float32)
+    place = lambda x: x @ G.transpose(1, 2) + params["transl"][:, None]  # noqa: E731
+    return place(out["vertices"]), place(out["bone_poses"][:, :, :3, 3])
+
+
+def test_forward_matches_annys_own_forward_and_subsets(anny_model):
+    """Our re-implemented forward (rest cache, vertex subsets) equals Anny's, and a vertex
+    subset gives exactly those rows of the full output."""
+    from furpe.synthetic import sample_params
+
+    m = anny_model
+    params = sample_params(m, np.random.default_rng(3))
+    with torch.no_grad():
+        ref_v, ref_j = _anny_reference(m, params)
+        out = m(params)
+        assert torch.allclose(out.vertices, ref_v, atol=1e-5)
+        assert torch.allclose(out.joints, ref_j, atol=1e-5)
+        ids = np.array([5, 17, 4000, 13000, 9])
+        sub = m(params, vertex_ids=ids)
+        assert sub.vertices.shape == (1, 5, 3)
+        assert torch.allclose(sub.vertices, out.vertices[:, ids], atol=1e-6)
+        # The cached rest skeleton follows a phenotype change.
+        params["phenotype"][0, 1] = 0.1
+        ref_v2, _ = _anny_reference(m, params)
+        assert torch.allclose(m(params).vertices, ref_v2, atol=1e-5)
+        assert (ref_v2 - ref_v).abs().max() > 0.01
+
+
+def test_keypoint_sampler_matches_full_regressors_and_has_gradients(anny_model):
+    from furpe.bodymodels.base import KeypointSampler
+    from furpe.synthetic import sample_params
+
+    m = anny_model
+    convs = ["mediapipe_pose", "mediapipe_face", "mediapipe_hand_left", "mediapipe_hand_right"]
+    sampler = KeypointSampler(m, convs)
+    assert 0 < len(sampler.vertex_ids) < m.num_vertices // 5
+    params = sample_params(m, np.random.default_rng(4))
+    with torch.no_grad():
+        out = m(params)
+    kps = sampler(params)
+    for c in convs:
+        assert torch.allclose(kps[c], m.keypoints(out, c), atol=1e-6), c
+    for v in params.values():
+        v.requires_grad_(True)
+    sum(k.sum() for k in sampler(params).values()).backward()
+    for name in ("body_pose", "phenotype", "facial_actions", "left_hand_pose"):
+        assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
+    with pytest.raises(FurpeError, match="no correspondences"):
+        KeypointSampler(m, ["openpose_body25"])

@@ -72,6 +72,8 @@ class AnnyBodyModel(BodyModel):
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         super().__init__()
+        self._subset_cache: dict[tuple[bytes, str], tuple[torch.Tensor, ...]] = {}
+        self._rest_cache: tuple[tuple[bytes, str], tuple[torch.Tensor, torch.Tensor]] | None = None
         self.anny = _load_anny(Path(cache_dir) if cache_dir else default_cache_dir())
         labels: list[str] = list(self.anny.bone_labels)
         parents: list[int] = [int(p) for p in self.anny.bone_parents]
@@ -121,9 +123,18 @@ class AnnyBodyModel(BodyModel):
     def num_vertices(self) -> int:
         return int(self.anny.template_vertices.shape[0])
 
-    def _forward(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, params: dict[str, torch.Tensor], vertex_ids: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anny's forward pass (cached rest bone orientations, dense LBS), restricted to
+        ``vertex_ids`` when given: blend shapes and skinning then touch only those vertices.
+
+        This follows ``anny.models.rigged_model.RiggedModel.forward`` step by step (checked
+        against it in the tests), so that a keypoint-only pass costs a fraction of a full one.
+        """
         import roma
 
+        a = self.anny
         batch = params["transl"].shape[0]
         device = params["transl"].device
         nbones = len(self.joint_names)
@@ -134,13 +145,81 @@ class AnnyBodyModel(BodyModel):
             )
         pose = torch.eye(4, dtype=torch.float32, device=device).repeat(batch, nbones, 1, 1)
         pose[:, :, :3, :3] = roma.rotvec_to_rotmat(rotvecs)
-        out = self.anny(
-            pose_parameters=pose,
-            phenotype_kwargs=params["phenotype"].to(torch.float32),
-            facial_actions=params["facial_actions"].to(torch.float32),
-        )
-        joints = out["bone_poses"][:, :, :3, 3]
-        return out["vertices"], joints
+
+        coeffs, rest_bone_poses = self._rest_state(
+            params["phenotype"].to(torch.float32), params["facial_actions"].to(torch.float32))
+        transforms, bone_poses = a.get_bone_transforms(pose, rest_bone_poses)
+
+        template, shapes, weights = self._vertex_data(vertex_ids)
+        rest = template[None] + torch.einsum("cpd,bc->bpd", shapes, coeffs)
+        blend = torch.einsum("nj,bjik->bnik", weights, transforms[..., :3, :])
+        verts = (blend[..., :3] * rest[..., None, :]).sum(-1) + blend[..., 3]
+        return verts, bone_poses[:, :, :3, 3]
+
+    def _rest_state(
+        self, pheno: torch.Tensor, facial: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blend-shape coefficients and rest bone poses (B, J, 4, 4).
+
+        The rest skeleton depends on the phenotype only (facial actions move no bone; checked
+        in the tests). When the phenotype needs no gradient it is computed once and reused
+        until the phenotype changes, which is what the fit's pose-only stages rely on.
+        """
+        a = self.anny
+        frozen = not (pheno.requires_grad and torch.is_grad_enabled())
+        key = (pheno.detach().cpu().numpy().tobytes(), str(pheno.device)) if frozen else None
+        if frozen and self._rest_cache is not None and self._rest_cache[0] == key:
+            shape_coeffs, rest_bone_poses = self._rest_cache[1]
+        else:
+            shape_coeffs, rest_bone_poses = self._rest_skeleton(pheno)
+            if frozen:
+                self._rest_cache = (key, (shape_coeffs.detach(), rest_bone_poses.detach()))
+        # Anny's coefficient layout: [phenotype shapes, facial actions, local changes (zero)].
+        nf, nl = len(a.facial_action_labels), 2 * len(a.local_change_labels)
+        ns = shape_coeffs.shape[1] - nf - nl
+        coeffs = torch.cat([shape_coeffs[:, :ns], facial, shape_coeffs[:, ns + nf:]], 1)
+        return coeffs, rest_bone_poses
+
+    def _rest_skeleton(self, pheno: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Phenotype blend-shape coefficients (facial part zero) and the rest bone poses."""
+        import roma
+
+        a = self.anny
+        batch, device = pheno.shape[0], pheno.device
+        coeffs = a._get_phenotype_blendshape_coefficients(
+            pheno, pheno.new_zeros(batch, len(a.local_change_labels)),
+            pheno.new_zeros(batch, len(a.facial_action_labels)))
+        # Bone heads and orientations are linear in the coefficients; the orientations are
+        # projected back onto rotations.
+        heads = a.template_bone_heads[None] + torch.einsum(
+            "ba,akd->bkd", coeffs, a.bone_heads_blendshapes)
+        M = a.bone_template_orientation_matrices[None] + torch.einsum(
+            "ba,akij->bkij", coeffs, a.bone_orientation_blendshapes)
+        orient = roma.special_procrustes(M)
+        if a.rest_orientation_refiner is not None:
+            orient = a.rest_orientation_refiner(orient, heads)
+        rest_bone_poses = roma.Rigid(linear=orient, translation=heads).to_homogeneous()
+        if a.root_identity_orientation:
+            rest_bone_poses[:, 0, :3, :3] = torch.eye(3, dtype=orient.dtype, device=device)
+        return coeffs, rest_bone_poses
+
+    def _vertex_data(self, vertex_ids: np.ndarray | None):
+        """Template, blend shapes and dense skinning weights of all or some vertices (the
+        slices are cached per vertex set and device)."""
+        a = self.anny
+        if vertex_ids is None:
+            return a.template_vertices, a.blendshapes, a.dense_vertex_bone_weights
+        ids = np.asarray(vertex_ids, dtype=np.int64)
+        key = (ids.tobytes(), str(a.template_vertices.device))
+        data = self._subset_cache.get(key)
+        if data is None:
+            t = torch.as_tensor(ids, device=a.template_vertices.device)
+            data = (a.template_vertices[t], a.blendshapes[:, t].contiguous(),
+                    a.dense_vertex_bone_weights[t])
+            if len(self._subset_cache) > 8:
+                self._subset_cache.clear()
+            self._subset_cache[key] = data
+        return data
 
     def _make_part_vertices(self, labels: list[str]) -> dict[str, np.ndarray]:
         """Hands from Anny's segmentation labels, the face as the front of the head surface.

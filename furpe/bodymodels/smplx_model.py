@@ -290,8 +290,11 @@ class SMPLXBodyModel(BodyModel):
             ))
         return {b.name: b for b in blocks}
 
-    def _forward(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Vertices and joints in the native SMPL-X frame, pelvis at the origin."""
+    def _forward(
+        self, params: dict[str, torch.Tensor], vertex_ids: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Vertices and joints in the native SMPL-X frame, pelvis at the origin (all vertices
+        are computed; ``vertex_ids`` only selects the ones returned)."""
         from smplx.lbs import lbs
 
         dtype, device = self.v_template.dtype, self.v_template.device
@@ -317,6 +320,8 @@ class SMPLXBodyModel(BodyModel):
             self.J_regressor, self.parents, self.lbs_weights, pose2rot=False,
         )
         pelvis = joints[:, :1]
+        if vertex_ids is not None:
+            verts = verts[:, torch.as_tensor(vertex_ids, device=verts.device)]
         return verts - pelvis, joints - pelvis
 
 

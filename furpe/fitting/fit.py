@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import BodyModel, BodyOutput
+from furpe.bodymodels.base import BodyModel, BodyOutput, KeypointSampler, rotvec_to_rotmat
 from furpe.errors import FurpeError
 from furpe.experts.base import PARTS, PersonObservation
 from furpe.fitting.camera import project
@@ -35,15 +35,20 @@ TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 class FitConfig:
     """Optimisation settings (iterations per stage, learning rate, loss weights)."""
 
-    iters_global: int = 40
-    iters_body: int = 80
-    iters_parts: int = 80
-    lr: float = 0.03
+    iters_global: int = 30
+    iters_body: int = 40
+    iters_parts: int = 40
+    lr: float = 0.05
     sigma: dict[str, float] = field(
         default_factory=lambda: {"body": 0.05, "left_hand": 0.1, "right_hand": 0.1, "face": 0.05}
     )
     w2d: dict[str, float] = field(
         default_factory=lambda: {"body": 1.0, "left_hand": 1.0, "right_hand": 1.0, "face": 1.0}
+    )
+    #: Robust scale of the 3D term, as a fraction of the part's size. Wide: the 3D landmarks
+    #: are what tells an arm reaching forward from one reaching back.
+    sigma3d: dict[str, float] = field(
+        default_factory=lambda: {"body": 0.3, "left_hand": 0.3, "right_hand": 0.3, "face": 0.3}
     )
     w3d: dict[str, float] = field(
         default_factory=lambda: {"body": 0.3, "left_hand": 0.3, "right_hand": 0.3, "face": 0.0}
@@ -60,6 +65,12 @@ class FitConfig:
     w_temporal: float = 0.0
     #: Learning-rate multiplier of global/body/shape blocks in the last stage.
     body_lr_final: float = 0.2
+    #: Learning-rate multiplier when warm-started (video): Adam's steps are about ``lr`` in
+    #: size even at the optimum, so a warm start that is already right takes smaller ones.
+    warm_lr_scale: float = 0.15
+    #: Keep refining the body shape while hands and face are fitted (slower: the rest
+    #: skeleton then changes every iteration).
+    shape_in_final_stage: bool = False
 
 
 @dataclass
@@ -226,6 +237,7 @@ class Fitter:
     def __init__(self, model: BodyModel, config: FitConfig | None = None) -> None:
         self.model = model
         self.config = config or FitConfig()
+        self._samplers: dict[tuple[str, ...], KeypointSampler] = {}
 
     def fit(
         self,
@@ -251,25 +263,33 @@ class Fitter:
                                                       device=device)[:, None]
             params["transl"] = torch.as_tensor(transl, dtype=torch.float32, device=device)
         prev = {k: v.detach().clone() for k, v in params.items()} if warm else None
-        for p in params.values():
-            p.requires_grad_(True)
+        sampler = self._sampler(tuple(sorted({tg.regressor for tg in targets.values()})))
 
-        body_blocks = [n for n, b in model.blocks.items() if b.part in ("body", "shape")]
+        body_blocks = [n for n, b in model.blocks.items() if b.part == "body"]
+        shape_blocks = [n for n, b in model.blocks.items() if b.part == "shape"]
         part_blocks = [n for n, b in model.blocks.items()
                        if b.part in ("left_hand", "right_hand", "face")]
+        final_shape = shape_blocks if cfg.shape_in_final_stage else []
         stages = [
             (cfg.iters_global if not warm else 0, ["global_orient", "transl"], ("body",)),
             (cfg.iters_body if not warm else cfg.iters_body // 2,
-             ["global_orient", "transl", *body_blocks], ("body",)),
+             ["global_orient", "transl", *body_blocks, *shape_blocks], ("body",)),
             (cfg.iters_parts if not warm else cfg.iters_parts // 2,
-             ["global_orient", "transl", *body_blocks, *part_blocks], PARTS),
+             ["global_orient", "transl", *body_blocks, *final_shape, *part_blocks], PARTS),
         ]
         for stage, (iters, names, parts) in enumerate(stages):
             if iters <= 0:
                 continue
             final_stage = stage == len(stages) - 1
+            for n, p in params.items():
+                p.requires_grad_(n in names)
+            # A placement-only stage moves the model rigidly: pose it once, then only rotate
+            # and translate its keypoints.
+            local = self._unplaced(sampler, params) if set(names) <= {"global_orient", "transl"} \
+                else None
             groups = [
-                {"params": [params[n]], "lr": cfg.lr * self._lr_scale(n, final_stage)}
+                {"params": [params[n]],
+                 "lr": cfg.lr * self._lr_scale(n, final_stage) * (cfg.warm_lr_scale if warm else 1.0)}
                 for n in names
             ]
             opt = torch.optim.Adam(groups, lr=cfg.lr)
@@ -279,11 +299,14 @@ class Fitter:
             )
             for _ in range(iters):
                 opt.zero_grad(set_to_none=True)
-                loss = self.energy(params, targets, Kt, parts, prev)
+                kps = sampler(params) if local is None else _place(local, params)
+                loss = self.energy(params, targets, Kt, parts, prev, keypoints=kps)
                 loss.backward()
                 opt.step()
                 sched.step()
                 self._project_bounds(params)
+        for p in params.values():
+            p.requires_grad_(False)
 
         with torch.no_grad():
             out = model(params)
@@ -297,6 +320,20 @@ class Fitter:
         final = {k: v.detach() for k, v in params.items()}
         return FitOutput(final, out, targets, projected, residual, plaus)
 
+    def _sampler(self, conventions: tuple[str, ...]) -> KeypointSampler:
+        if conventions not in self._samplers:
+            self._samplers[conventions] = KeypointSampler(self.model, conventions)
+        return self._samplers[conventions]
+
+    @staticmethod
+    def _unplaced(sampler: KeypointSampler, params) -> dict[str, torch.Tensor]:
+        """Keypoints of the current pose and shape before the global rotation and translation."""
+        with torch.no_grad():
+            zero = dict(params)
+            zero["global_orient"] = torch.zeros_like(params["global_orient"])
+            zero["transl"] = torch.zeros_like(params["transl"])
+            return sampler(zero)
+
     def _lr_scale(self, name: str, final_stage: bool) -> float:
         """Learning-rate multiplier of a block: gentler on the body once hands and face join."""
         part = self.model.blocks[name].part
@@ -305,15 +342,19 @@ class Fitter:
         return 1.0
 
     # -- energy ---------------------------------------------------------------------------
-    def energy(self, params, targets, Kt, parts, prev=None) -> torch.Tensor:
+    def energy(self, params, targets, Kt, parts, prev=None, keypoints=None) -> torch.Tensor:
+        """The fit energy; ``keypoints`` (convention -> (B, K, 3)) saves a forward pass."""
         cfg, model = self.config, self.model
-        out = model(params)
-        total = out.vertices.new_zeros(())
+        if keypoints is None:
+            out = model(params)
+            keypoints = {tg.regressor: model.keypoints(out, tg.regressor)
+                         for tg in targets.values()}
+        total = params["transl"].new_zeros(())
         for part in parts:
             tg = targets.get(part)
             if tg is None:
                 continue
-            kp3 = model.keypoints(out, tg.regressor)
+            kp3 = keypoints[tg.regressor]
             kp2 = project(kp3, Kt)
             res = ((kp2 - tg.kp2d) / tg.scale[:, None, None]).pow(2).sum(-1)
             w = tg.conf
@@ -325,7 +366,7 @@ class Fitter:
                 o = tg.kp3d - (tg.kp3d * m3[..., None]).sum(1, keepdim=True) / m3.sum(1).clamp(min=1e-6)[:, None, None]
                 size = (o.norm(dim=-1) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
                 r3 = ((a - o).pow(2).sum(-1) / size.clamp(min=1e-3)[:, None].pow(2))
-                e3d = (gmof(r3, cfg.sigma[part]) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
+                e3d = (gmof(r3, cfg.sigma3d[part]) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
                 total = total + cfg.w3d[part] * e3d.sum()
         total = total + self.prior(params, prev)
         return total
@@ -370,6 +411,13 @@ class Fitter:
             for name, blk in self.model.blocks.items():
                 if blk.kind == "bounded":
                     params[name].clamp_(blk.lower, blk.upper)
+
+
+def _place(local: dict[str, torch.Tensor], params) -> dict[str, torch.Tensor]:
+    """Rotate (about the model origin) and translate unplaced keypoints like the forward pass."""
+    R = rotvec_to_rotmat(params["global_orient"][:, 0])
+    t = params["transl"][:, None]
+    return {c: v @ R.transpose(1, 2) + t for c, v in local.items()}
 
 
 def _weighted_median(err: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
