@@ -7,7 +7,7 @@ For each of ``n`` renders (``make_person(model, seed + i, 640, 640, distance=2.6
 collects per-stage times and errors, then prints a Markdown table (median and 90th percentile).
 
 Errors (millimetres, after Procrustes alignment = similarity transform without reflection,
-``furpe.metrics.pa_error``), each on one part, aligned on that part alone:
+``furpe.evaluation.metrics.pa_mpjpe``), each on one part, aligned on that part alone:
 
 * body PA-MPJPE: Anny's COCO keypoint regressor (17 COCO body keypoints + 6 feet keypoints =
   23 points) applied to the predicted and to the ground-truth mesh;
@@ -34,11 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from furpe.bodymodels.anny_model import AnnyBodyModel, load_anny  # noqa: E402
 from furpe.bodymodels.base import apply_regressor  # noqa: E402
 from furpe.errors import NoPersonError  # noqa: E402
+from furpe.evaluation.metrics import pa_mpjpe  # noqa: E402
 from furpe.io.outputs import person_meshes  # noqa: E402
-from furpe.metrics import pa_error  # noqa: E402
 from furpe.pipeline import Reconstructor  # noqa: E402
 from furpe.render import overlay  # noqa: E402
 from furpe.synthetic import make_person  # noqa: E402
+
+
+def pa_error(pred: np.ndarray, gt: np.ndarray) -> float:
+    """PA error in metres (the metrics module returns millimetres)."""
+    return pa_mpjpe(pred, gt) / 1000.0
+
 
 HANDS = ("left_hand", "right_hand")
 

@@ -1,0 +1,211 @@
+"""Methods that ``furpe evaluate`` runs on a dataset's samples.
+
+A method turns one :class:`~furpe.datasets.base.Sample` into a
+:class:`~furpe.datasets.base.Prediction`. ``--method experts`` (:class:`ExpertMethod`) is
+furpe's reconstruction pipeline (part experts, whole-body fit, selection); another method (for
+example a network checkpoint) plugs in with :func:`register_method` and is then selectable by
+name::
+
+    class MyNet(Method):
+        name = "mynet"
+        def __init__(self, options: MethodOptions) -> None: ...
+        def predict(self, sample: Sample) -> Prediction: ...
+
+    register_method("mynet", MyNet)          # or "package.module:MyNet"
+
+A sample the method cannot handle (nobody found, an unsupported crop) raises a
+:class:`~furpe.errors.FurpeError`; the harness records it as a failed sample.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from furpe.datasets.base import Prediction, Sample
+from furpe.errors import FurpeError, NoPersonError
+
+__all__ = ["METHODS", "Method", "MethodOptions", "ExpertMethod", "PartOnlyInputError",
+           "build_method", "method_class", "register_method", "box_iou", "pick_person",
+           "prediction_from_person"]
+
+
+class PartOnlyInputError(FurpeError):
+    """A hand or head crop was given to a method that needs a whole person."""
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Options of ``furpe evaluate`` that configure the method.
+
+    Attributes:
+        body_model: parametric model name (``"anny"``, ``"smplx"``).
+        model_path: folder with the body-model files (SMPL-X).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        max_people: most people the experts look for per image.
+        checkpoint: a method's weights file (unused by ``experts``).
+        extra: method-specific ``key=value`` options.
+    """
+
+    body_model: str = "anny"
+    model_path: str | None = None
+    device: str = "auto"
+    max_people: int = 4
+    checkpoint: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """A reconstruction method under evaluation."""
+
+    #: Name on the command line (``--method NAME``).
+    name: ClassVar[str]
+
+    #: Topology of the predicted vertices (a body-model name, or "none").
+    topology: str = "none"
+
+    @abstractmethod
+    def predict(self, sample: Sample) -> Prediction:
+        """The method's estimate for ``sample`` (camera frame, metres); raises
+        :class:`~furpe.errors.FurpeError` when it has none."""
+
+
+#: ``--method`` name -> "module:Class" (or the class itself, once registered).
+METHODS: dict[str, Any] = {"experts": "furpe.evaluation.methods:ExpertMethod"}
+
+
+def register_method(name: str, target: str | type[Method]) -> None:
+    """Make ``target`` (a :class:`Method` subclass or ``"module:Class"``) available as
+    ``--method name``. Its constructor takes one :class:`MethodOptions`."""
+    METHODS[name] = target
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name`` (a :class:`FurpeError` lists the known names)."""
+    try:
+        target = METHODS[name]
+    except KeyError:
+        raise FurpeError(f"unknown method '{name}'; choose from {', '.join(METHODS)}") from None
+    if isinstance(target, str):
+        module, cls = target.split(":")
+        target = getattr(importlib.import_module(module), cls)
+    return target
+
+
+def build_method(name: str, options: MethodOptions | None = None) -> Method:
+    """Build the method registered as ``name`` with ``options``."""
+    return method_class(name)(options or MethodOptions())
+
+
+# ---------------------------------------------------------------------------------------
+# Picking the evaluated person
+# ---------------------------------------------------------------------------------------
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes (0 when either is empty)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: max(0.0, r[2] - r[0]) * max(0.0, r[3] - r[1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def pick_person(boxes: Sequence[Sequence[float]], gt_box: Sequence[float] | None) -> int:
+    """Index of the detection to evaluate: the best IoU with ``gt_box``, else the largest.
+
+    Raises :class:`NoPersonError` when there is no detection, or when a ground-truth box is
+    given and no detection overlaps it (the method found somebody else).
+    """
+    if not boxes:
+        raise NoPersonError("no person found")
+    if gt_box is None:
+        areas = [max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) for b in boxes]
+        return int(np.argmax(areas))
+    ious = [box_iou(b, gt_box) for b in boxes]
+    best = int(np.argmax(ious))
+    if ious[best] <= 0.0:
+        raise NoPersonError(f"none of the {len(boxes)} people found overlaps the ground-truth "
+                            f"person box")
+    return best
+
+
+# ---------------------------------------------------------------------------------------
+# furpe's own pipeline
+# ---------------------------------------------------------------------------------------
+
+def prediction_from_person(model: Any, vertices: np.ndarray, joints: np.ndarray,
+                           accepted: dict[str, bool] | None = None,
+                           seconds: float = 0.0) -> Prediction:
+    """A :class:`Prediction` of a fitted body-model mesh: vertices, faces, the keypoints of
+    every regressor convention of ``model`` (``coco``, ``mediapipe_pose``,
+    ``mediapipe_hand_left``/``_right``, ...), computed from ``vertices`` and ``joints``, and the
+    model's part vertex sets."""
+    import torch
+
+    from furpe.bodymodels.base import apply_regressor
+
+    points = torch.cat([torch.as_tensor(vertices, dtype=torch.float32),
+                        torch.as_tensor(joints, dtype=torch.float32)])[None]
+    keypoints = {conv: apply_regressor(reg, points)[0].numpy().astype(np.float64)
+                 for conv, reg in model.regressors.items()}
+    return Prediction(
+        topology=model.name,
+        vertices=np.asarray(vertices, dtype=np.float64),
+        faces=np.asarray(model.faces),
+        keypoints=keypoints,
+        part_vertices={k: np.asarray(v) for k, v in model.part_vertices.items()},
+        accepted=dict(accepted or {}),
+        seconds=float(seconds),
+    )
+
+
+class ExpertMethod(Method):
+    """furpe's pipeline (:class:`furpe.pipeline.Reconstructor`): MediaPipe part experts, the
+    whole-body fit and the selection scheme.
+
+    Per sample: the image is read, the camera is the sample's intrinsics when it has them
+    (else furpe's default from the image size), everyone is reconstructed, and the person whose
+    box best overlaps ``sample.gt["box"]`` (else the largest) is returned. Hand and head crops
+    (``crop="hand"``/``"head"``) raise :class:`PartOnlyInputError` until the fit accepts people
+    seen by a part expert only.
+    """
+
+    name: ClassVar[str] = "experts"
+
+    def __init__(self, options: MethodOptions | None = None, reconstructor: Any = None) -> None:
+        self.options = options or MethodOptions()
+        if reconstructor is None:
+            from furpe.pipeline import Reconstructor
+
+            reconstructor = Reconstructor(
+                body_model=self.options.body_model, model_path=self.options.model_path,
+                device=self.options.device, max_people=self.options.max_people)
+        self.reconstructor = reconstructor
+        self.model = reconstructor.body_model
+        self.topology = self.model.name
+
+    def predict(self, sample: Sample) -> Prediction:
+        """Reconstruct ``sample.image_path`` and return the matching person."""
+        from furpe.io.inputs import read_image
+
+        if sample.crop != "full":
+            part = "hand" if sample.crop == "hand" else "face"
+            raise PartOnlyInputError(
+                f"part-only input not supported yet: a {sample.crop} crop needs a fit from the "
+                f"{part} expert alone (the whole-body fit needs a body detection)")
+        start = time.perf_counter()
+        image = read_image(Path(sample.image_path))
+        frame = self.reconstructor.reconstruct_image(image, K=sample.intrinsics)
+        gt_box = sample.gt.get("box")
+        index = pick_person([p.box for p in frame.people],
+                            None if gt_box is None else [float(x) for x in gt_box])
+        person = frame.people[index]
+        accepted = {part: bool(res.accepted) for part, res in person.parts.items()}
+        return prediction_from_person(self.model, person.vertices, person.joints, accepted,
+                                      seconds=time.perf_counter() - start)
