@@ -538,8 +538,23 @@ class MediaPipeHandExpert(_GraphOwner):
                 return obs
         return None
 
+    def observe_hand_in_box(
+        self, image: np.ndarray, box: Box | None = None, side: str | None = None
+    ) -> PartObservation | None:
+        """The most confident hand in ``box`` (default: the whole image), for hand crops such
+        as FreiHAND's. ``side`` ("left"/"right") forces the side; by default it comes from
+        MediaPipe's handedness (which assumes a mirrored image, handled here)."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return None
+        h, w = img.shape[:2]
+        if box is None:
+            box = square_box((w - 1) / 2, (h - 1) / 2, float(max(w, h)))
+        return self._detect_in_crop(img, box, None, 0.0, side)
+
     def _detect_in_crop(
-        self, img: np.ndarray, box: Box, wrist: np.ndarray, hand_length: float, side: str
+        self, img: np.ndarray, box: Box, wrist: np.ndarray | None, hand_length: float,
+        side: str | None,
     ) -> PartObservation | None:
         height, width = img.shape[:2]
         # Skip crops that barely touch the image.
@@ -556,19 +571,22 @@ class MediaPipeHandExpert(_GraphOwner):
                 [[used[0] - 0.5 + lm.x * side_px, used[1] - 0.5 + lm.y * side_px]
                  for lm in lms.landmark]
             )
-            dist = float(np.linalg.norm(kp[0] - wrist))
-            if best is None or dist < best[0]:
-                best = (dist, i, kp)
+            if wrist is not None:  # the hand nearest the body's wrist
+                rank = float(np.linalg.norm(kp[0] - wrist))
+            else:  # the most confident hand
+                rank = -_handedness(result, i)[1]
+            if best is None or rank < best[0]:
+                best = (rank, i, kp)
         assert best is not None
         dist, i, kp2d = best
-        if dist > self.max_wrist_distance * hand_length:
+        if wrist is not None and dist > self.max_wrist_distance * hand_length:
             return None
+        mp_side, mp_score = _handedness(result, i)
+        if side is None:
+            side = mp_side or "right"
         score = 1.0
-        if result.multi_handedness and i < len(result.multi_handedness):
-            cls = result.multi_handedness[i].classification[0]
-            # MediaPipe assumes a mirrored image: its "Left" is the subject's right hand.
-            mp_side = "right" if cls.label == "Left" else "left"
-            score = float(cls.score) if mp_side == side else 0.5 * float(cls.score)
+        if mp_side:
+            score = mp_score if mp_side == side else 0.5 * mp_score
         kp3d = None
         if result.multi_hand_world_landmarks and i < len(result.multi_hand_world_landmarks):
             kp3d = np.array(
@@ -585,6 +603,15 @@ class MediaPipeHandExpert(_GraphOwner):
             score=score,
             expert=self.name,
         )
+
+
+def _handedness(result: Any, i: int) -> tuple[str, float]:
+    """Side ("left"/"right", "" if unknown) and score of MediaPipe's hand ``i``. MediaPipe
+    assumes a mirrored image: its "Left" is the subject's right hand."""
+    if result.multi_handedness and i < len(result.multi_handedness):
+        cls = result.multi_handedness[i].classification[0]
+        return ("right" if cls.label == "Left" else "left"), float(cls.score)
+    return "", 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -692,6 +719,41 @@ class MediaPipeFaceExpert(_GraphOwner):
         box = body_face_crop_box(body, self.crop_scale, self.min_head_visibility)
         if box is None:
             return None
+        found = self._detect_in_crop(img, box)
+        if found is None:
+            return None
+        kp2d, used = found
+        height, width = img.shape[:2]
+        head_extent = (box[2] - box[0]) / self.crop_scale
+        vis = body.confidence
+        if vis[0] >= self.min_head_visibility:
+            if np.linalg.norm(kp2d[C.FACE_NOSE_TIP] - body.keypoints_2d[0]) > 0.5 * head_extent:
+                return None
+        dists = [
+            float(np.linalg.norm(kp2d[f] - body.keypoints_2d[b]))
+            for b, f in _FACE_BODY_PAIRS
+            if vis[b] >= self.min_head_visibility
+        ]
+        return self._observation(kp2d, used, width, height,
+                                 agreement=self._agreement(dists, head_extent))
+
+    def observe_face_in_box(
+        self, image: np.ndarray, box: Box | None = None
+    ) -> PartObservation | None:
+        """The face in ``box`` (default: the whole image), for head crops such as NoW's."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return None
+        h, w = img.shape[:2]
+        if box is None:
+            box = square_box((w - 1) / 2, (h - 1) / 2, float(max(w, h)))
+        found = self._detect_in_crop(img, box)
+        if found is None:
+            return None
+        return self._observation(found[0], found[1], w, h, agreement=1.0)
+
+    def _detect_in_crop(self, img: np.ndarray, box: Box) -> tuple[np.ndarray, Box] | None:
+        """Face Mesh's 478 landmarks (full-image pixels) in a square crop, and the crop."""
         height, width = img.shape[:2]
         if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
             return None
@@ -708,21 +770,20 @@ class MediaPipeFaceExpert(_GraphOwner):
         )
         if len(kp2d) != C.FACE_MESH_REFINED_SIZE:
             return None
-        head_extent = (box[2] - box[0]) / self.crop_scale
-        vis = body.confidence
-        if vis[0] >= self.min_head_visibility:
-            if np.linalg.norm(kp2d[C.FACE_NOSE_TIP] - body.keypoints_2d[0]) > 0.5 * head_extent:
-                return None
-        dists = [
-            float(np.linalg.norm(kp2d[f] - body.keypoints_2d[b]))
-            for b, f in _FACE_BODY_PAIRS
-            if vis[b] >= self.min_head_visibility
-        ]
-        inside = _inside(kp2d, width, height)
+        return kp2d, used
+
+    @staticmethod
+    def _agreement(dists: list[float], head_extent: float) -> float:
+        """1 when the face landmarks agree with the body's head landmarks, towards 0 when not."""
         agreement = 1.0
         if dists:
             sigma = 0.15 * head_extent
             agreement = math.exp(-0.5 * (float(np.mean(dists)) / sigma) ** 2)
+        return agreement
+
+    def _observation(self, kp2d: np.ndarray, used: Box, width: int, height: int,
+                     agreement: float) -> PartObservation:
+        inside = _inside(kp2d, width, height)
         score = float(inside.mean()) * agreement
         return PartObservation(
             part="face",

@@ -65,6 +65,9 @@ class FitConfig:
     w_temporal: float = 0.0
     #: Learning-rate multiplier of global/body/shape blocks in the last stage.
     body_lr_final: float = 0.2
+    #: Iterations of the placement and part stages for part-only input (a head or hand crop,
+    #: no body): the part alone pins the pose down more slowly.
+    part_only_iters: tuple[int, int] = (100, 200)
     #: Learning-rate multiplier when warm-started (video): Adam's steps are about ``lr`` in
     #: size even at the optimum, so a warm start that is already right takes smaller ones.
     warm_lr_scale: float = 0.15
@@ -178,18 +181,26 @@ def _rotmat_to_rotvec(R: np.ndarray) -> np.ndarray:
     return roma.rotmat_to_rotvec(torch.as_tensor(R, dtype=torch.float64)).numpy()
 
 
+def anchor_part(targets: dict[str, PartTargets]) -> str:
+    """The part that places the model: the body when observed, else the face, else a hand."""
+    for part in ("body", "face", "left_hand", "right_hand"):
+        if part in targets and bool(targets[part].present.any()):
+            return part
+    raise FurpeError("nothing to fit: no person part was observed")
+
+
 def initial_placement(
     model: BodyModel, targets: dict[str, PartTargets], K: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Global orientation (B, 3) and translation (B, 3) from the body observation.
+    """Global orientation (B, 3) and translation (B, 3) from the body observation, or for
+    part-only input (a head or hand crop) from that part's observation.
 
     Orientation: Kabsch between the model's rest keypoints and the expert's 3D landmarks when
     available, else facing or back to the camera according to the image order of the
-    shoulders. Depth: the ratio of the rest torso size in metres to its size in pixels.
+    shoulders (facing the camera for a face). Depth: the ratio of the rest size (torso, or the
+    whole part) in metres to its size in pixels.
     """
-    body = targets.get("body")
-    if body is None:
-        raise FurpeError("the whole-body fit needs a body observation")
+    body = targets[anchor_part(targets)]
     B = body.kp2d.shape[0]
     with torch.no_grad():
         rest = model.keypoints(model(model.neutral_params(1)), body.regressor)[0].cpu().numpy()
@@ -265,16 +276,24 @@ class Fitter:
         prev = {k: v.detach().clone() for k, v in params.items()} if warm else None
         sampler = self._sampler(tuple(sorted({tg.regressor for tg in targets.values()})))
 
-        body_blocks = [n for n, b in model.blocks.items() if b.part == "body"]
+        # Part-only input (a head or hand crop): place the model from that part, leave the
+        # unobserved body pose at rest and let the shape adapt in the last stage.
+        anchor = anchor_part(targets)
+        with_body = anchor == "body"
+        observed = {part for part, tg in targets.items() if bool(tg.present.any())}
+        body_blocks = [n for n, b in model.blocks.items() if b.part == "body" and with_body]
         shape_blocks = [n for n, b in model.blocks.items() if b.part == "shape"]
         part_blocks = [n for n, b in model.blocks.items()
-                       if b.part in ("left_hand", "right_hand", "face")]
-        final_shape = shape_blocks if cfg.shape_in_final_stage else []
+                       if b.part in ("left_hand", "right_hand", "face")
+                       and (with_body or b.part in observed)]
+        final_shape = shape_blocks if cfg.shape_in_final_stage or not with_body else []
+        it_global = cfg.iters_global if with_body else cfg.part_only_iters[0]
+        it_parts = cfg.iters_parts if with_body else cfg.part_only_iters[1]
         stages = [
-            (cfg.iters_global if not warm else 0, ["global_orient", "transl"], ("body",)),
-            (cfg.iters_body if not warm else cfg.iters_body // 2,
+            (it_global if not warm else 0, ["global_orient", "transl"], (anchor,)),
+            (0 if not with_body else cfg.iters_body if not warm else cfg.iters_body // 2,
              ["global_orient", "transl", *body_blocks, *shape_blocks], ("body",)),
-            (cfg.iters_parts if not warm else cfg.iters_parts // 2,
+            (it_parts // (2 if warm else 1),
              ["global_orient", "transl", *body_blocks, *final_shape, *part_blocks], PARTS),
         ]
         for stage, (iters, names, parts) in enumerate(stages):
