@@ -87,14 +87,14 @@ def load_regressors(model: "BodyModel") -> dict[str, Regressor]:
     nv, nj = model.num_vertices, len(model.joint_names)
     regs = {f"{model.name}_joints": identity_regressor(list(model.joint_names), nv)}
     if model.name == "anny":
-        regs["coco"] = _anny_coco(model)
+        regs["coco"] = model.coco_regressor()
     path = data_path(model.name)
     if path.exists():
         regs.update(load(path, nv, nj))
     return regs
 
 
-def _anny_coco(model) -> Regressor:
+def anny_coco(model) -> Regressor:
     """Anny's own COCO(-WholeBody feet) keypoint regressor, made sparse."""
     import anny
 

@@ -215,3 +215,25 @@ def test_keypoint_sampler_matches_full_regressors_and_has_gradients(anny_model):
         assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
     with pytest.raises(FurpeError, match="no correspondences"):
         KeypointSampler(m, ["openpose_body25"])
+
+
+def test_derived_data_is_cached_and_rebuilt_when_stale(anny_model, tmp_path, monkeypatch):
+    from furpe.bodymodels import anny_model as am
+
+    labels = list(anny_model.joint_names)
+    path = tmp_path / "derived.npz"
+    first = am._derived_data(anny_model, path, labels)
+    assert path.exists()
+    for part in ("left_hand", "right_hand", "face", "body"):
+        assert np.array_equal(first[f"part_{part}"], anny_model.part_vertices[part])
+
+    def boom(*_a, **_k):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(anny_model, "_make_part_vertices", boom)
+    again = am._derived_data(anny_model, path, labels)
+    assert np.array_equal(again["coco_indices"], first["coco_indices"])
+    # A stale key (another anny version) or a damaged file triggers a rebuild.
+    path.write_bytes(b"not an npz")
+    with pytest.raises(AssertionError, match="recomputed"):
+        am._derived_data(anny_model, path, labels)

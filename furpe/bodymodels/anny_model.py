@@ -74,7 +74,8 @@ class AnnyBodyModel(BodyModel):
         super().__init__()
         self._subset_cache: dict[tuple[bytes, str], tuple[torch.Tensor, ...]] = {}
         self._rest_cache: tuple[tuple[bytes, str], tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.anny = _load_anny(Path(cache_dir) if cache_dir else default_cache_dir())
+        cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.anny = _load_anny(cache_dir)
         labels: list[str] = list(self.anny.bone_labels)
         parents: list[int] = [int(p) for p in self.anny.bone_parents]
         self.joint_names = tuple(labels)
@@ -114,10 +115,19 @@ class AnnyBodyModel(BodyModel):
                                     default=tuple(0.5 for _ in pheno)),
         }
         self.faces = self.anny.get_triangular_faces().cpu().numpy().astype(np.int64)
-        self.part_vertices = self._make_part_vertices(labels)
+        self._derived = _derived_data(self, cache_dir / _DERIVED_NAME, labels)
+        self.part_vertices = {p: self._derived[f"part_{p}"] for p in _PART_NAMES}
         from furpe.correspondences import load_regressors
 
         self.regressors = load_regressors(self)
+
+    def coco_regressor(self):
+        """Anny's own COCO (+ 6 feet keypoints) regressor, as a sparse :class:`Regressor`."""
+        from furpe.bodymodels.base import Regressor
+
+        d = self._derived
+        return Regressor(tuple(str(n) for n in d["coco_names"]), d["coco_indices"],
+                         d["coco_weights"])
 
     @property
     def num_vertices(self) -> int:
@@ -258,6 +268,40 @@ class AnnyBodyModel(BodyModel):
             "face": np.flatnonzero(face),
             "body": np.flatnonzero(body),
         }
+
+
+_PART_NAMES = ("left_hand", "right_hand", "face", "body")
+_DERIVED_NAME = "furpe_derived_v1.npz"
+
+
+def _derived_data(model: AnnyBodyModel, path: Path, labels: list[str]) -> dict[str, np.ndarray]:
+    """Part vertex sets and Anny's COCO regressor (dense -> sparse): computed once (about
+    0.5 s) and kept next to Anny's cache, keyed by the anny version and the mesh size."""
+    import importlib.metadata
+
+    from furpe.io.outputs import atomic_write
+
+    key = f"{importlib.metadata.version('anny')}:{model.num_vertices}:{len(labels)}"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["key"]) == key:
+                    return {k: data[k] for k in data.files}
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or stale: rebuild
+    from furpe.correspondences import anny_coco
+
+    parts = model._make_part_vertices(labels)
+    coco = anny_coco(model)
+    data = {"key": np.array(key), **{f"part_{p}": parts[p] for p in _PART_NAMES},
+            "coco_names": np.array(coco.names), "coco_indices": coco.indices,
+            "coco_weights": coco.weights}
+    try:
+        with atomic_write(path) as fh:
+            np.savez(fh, **data)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return data
 
 
 _CACHE: dict[str, AnnyBodyModel] = {}
