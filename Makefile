@@ -32,5 +32,10 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_reconstruct.py --n 50
 
+# the results page: the standard synthetic set (200 images, seed 0) evaluated per part
+.PHONY: results
+results: install
+	$(PY) benchmarks/results_page.py --n 200 --seed 0 --page out/results.md
+
 clean:
 	rm -rf out .pytest_cache

@@ -1,8 +1,9 @@
-"""The ``furpe`` command line.
+"""The ``furpe`` command line: ``reconstruct``, ``evaluate`` and ``make-synthetic``.
 
-Exit status: 0 every input succeeded; 1 some input failed (one ``furpe: error:`` line each,
-then a summary line); 2 usage or configuration error (bad option, SMPL-X without
-``--model-path``, model files missing); 130 interrupted (Ctrl-C).
+Exit status: 0 every input (or evaluation sample) succeeded; 1 some failed (one
+``furpe: error:`` line each, then a summary line); 2 usage or configuration error (bad option,
+SMPL-X without ``--model-path``, model files missing, an incomplete dataset folder); 130
+interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any, Callable, Sequence
 import furpe
 from furpe.errors import FurpeError
 
-__all__ = ["ReconstructorOptions", "build_parser", "default_factory", "main"]
+__all__ = ["ReconstructorOptions", "build_parser", "default_factory", "default_method_factory",
+           "main"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,44 @@ def default_factory(options: ReconstructorOptions) -> Any:
     return Reconstructor(body_model=options.body_model, model_path=options.model_path,
                          focal=options.focal, device=options.device,
                          max_people=options.max_people, video=options.video)
+
+
+def default_method_factory(name: str, options: Any) -> Any:
+    """Build the evaluated method ``name`` (:func:`furpe.evaluation.methods.build_method`)."""
+    from furpe.evaluation.methods import build_method
+
+    return build_method(name, options)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PIXELS or WIDTHxHEIGHT, got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 32:
+        raise argparse.ArgumentTypeError(f"expected PIXELS or WIDTHxHEIGHT of at least 32, "
+                                         f"got {text!r}")
+    return values[0], values[1]
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -65,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="furpe",
         description="Whole-body 3D human reconstruction (body, hands, face) from images and "
                     "videos, by fusing part experts (FuRPE).",
-        epilog="Run 'furpe reconstruct --help' for the options. Output format: "
-               "docs/output-format.md.",
+        epilog="Run 'furpe COMMAND --help' for the options of a command. Output format: "
+               "docs/output-format.md; evaluation: docs/evaluation.md.",
     )
     parser.add_argument("--version", action="version", version=f"furpe {furpe.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -104,7 +144,76 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no progress bars and no summary line (errors are still printed)")
     rec.add_argument("--debug", action="store_true",
                      help="show tracebacks of internal errors (for developers)")
+    _add_evaluate(sub)
+    _add_make_synthetic(sub)
     return parser
+
+
+def _add_evaluate(sub: Any) -> None:
+    from furpe.datasets import DATASETS
+    from furpe.evaluation.methods import METHODS
+
+    ev = sub.add_parser(
+        "evaluate", help="evaluate a method on a benchmark dataset",
+        description="Run a method on every sample of a dataset (the official layout, which "
+                    "you download; or furpe's synthetic set) and score it with the dataset's "
+                    "protocol. Writes OUT/<dataset>_samples.jsonl (one line per sample), the "
+                    "dataset's prediction files, and OUT/<dataset>_results.json (summary); "
+                    "prints a Markdown table. See docs/evaluation.md.")
+    ev.add_argument("--dataset", required=True, choices=tuple(DATASETS),
+                    help="benchmark to evaluate on")
+    ev.add_argument("--data-root", required=True, metavar="DIR",
+                    help="the dataset's folder (for synthetic: made by 'furpe make-synthetic')")
+    ev.add_argument("-o", "--output", required=True, metavar="OUT",
+                    help="output folder (created if needed)")
+    ev.add_argument("--method", default="experts", choices=tuple(METHODS),
+                    help="method to evaluate (default: experts = furpe's pipeline)")
+    ev.add_argument("--body-model", choices=("anny", "smplx"), default="anny",
+                    help="the method's body model (default: anny; smplx needs --model-path)")
+    ev.add_argument("--model-path", metavar="DIR",
+                    help="folder with licensed model files: SMPL-X for --body-model smplx, "
+                         "SMPL for the 3DPW ground truth")
+    ev.add_argument("--alignment", metavar="A",
+                    help="alignment of the non-PA errors: procrustes (the dataset's standard), "
+                         "mid_hip, root or none (PA-* metrics always use Procrustes)")
+    ev.add_argument("--gt-regressor", metavar="FILE",
+                    help="joint regressor applied to ground-truth meshes (e.g. SMPLX_to_J14.pkl "
+                         "for EHF, J_regressor_h36m.npy for 3DPW)")
+    ev.add_argument("--pred-regressor", metavar="FILE",
+                    help="joint regressor applied to predicted meshes")
+    ev.add_argument("--part-ids", metavar="PATH",
+                    help="part vertex ids of the ground-truth topology (e.g. the folder with "
+                         "MANO_SMPLX_vertex_ids.pkl and SMPL-X__FLAME_vertex_ids.npy for EHF)")
+    ev.add_argument("--option", action="append", type=_key_value, default=[],
+                    metavar="KEY=VALUE", help="a dataset-specific option (repeatable)")
+    ev.add_argument("--limit", type=_positive_int, metavar="N",
+                    help="evaluate only the first N samples")
+    ev.add_argument("--resume", action="store_true",
+                    help="skip samples already scored in OUT/<dataset>_samples.jsonl")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where to run the models (default: auto = cuda if available)")
+    ev.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bar, no table and no summary line (errors are printed)")
+    ev.add_argument("--debug", action="store_true",
+                    help="show tracebacks of internal errors (for developers)")
+
+
+def _add_make_synthetic(sub: Any) -> None:
+    ms = sub.add_parser(
+        "make-synthetic", help="generate the synthetic evaluation set",
+        description="Render seeded synthetic people (Anny) with exact ground truth: "
+                    "OUT/images/<id>.png, OUT/gt/<id>.npz, OUT/parts.npz and, last, "
+                    "OUT/manifest.json. A rerun keeps finished samples and makes the rest "
+                    "identically. See docs/evaluation.md.")
+    ms.add_argument("output", metavar="OUT", help="output folder (created if needed)")
+    ms.add_argument("--n", type=_positive_int, default=200, metavar="N",
+                    help="number of samples (default: 200)")
+    ms.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                    help="seed of the set (default: 0)")
+    ms.add_argument("--size", type=_image_size, default=(640, 640), metavar="PIXELS",
+                    help="image size: PIXELS (square) or WIDTHxHEIGHT (default: 640)")
+    ms.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bar and no summary line")
 
 
 def _error(message: str) -> None:
@@ -130,11 +239,13 @@ def _check_config(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None,
-         reconstructor_factory: Callable[[ReconstructorOptions], Any] | None = None) -> int:
+         reconstructor_factory: Callable[[ReconstructorOptions], Any] | None = None,
+         method_factory: Callable[[str, Any], Any] | None = None) -> int:
     """Run the command line; returns the exit status.
 
-    ``reconstructor_factory(options)`` builds the reconstructor (default:
-    :func:`default_factory`); tests inject a fake one.
+    ``reconstructor_factory(options)`` builds the reconstructor of ``reconstruct`` (default:
+    :func:`default_factory`); ``method_factory(name, MethodOptions)`` the method of
+    ``evaluate`` (default: :func:`default_method_factory`); tests inject fake ones.
     """
     parser = build_parser()
     try:
@@ -144,7 +255,105 @@ def main(argv: Sequence[str] | None = None,
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "evaluate":
+        return _evaluate(args, method_factory or default_method_factory)
+    if args.command == "make-synthetic":
+        return _make_synthetic(args)
     return _reconstruct(args, reconstructor_factory or default_factory)
+
+
+def _check_path(option: str, value: str | None, kind: str = "any") -> str | None:
+    """A problem with a path option (it must exist), or None."""
+    if value is None:
+        return None
+    p = Path(value)
+    if not p.exists():
+        return f"{option} {value}: no such {'folder' if kind == 'dir' else 'file or folder'}"
+    if kind == "dir" and not p.is_dir():
+        return f"{option} {value}: not a folder"
+    return None
+
+
+def _evaluate(args: argparse.Namespace, factory: Callable[[str, Any], Any]) -> int:
+    from furpe.datasets import DatasetError, ProtocolOptions, load_dataset
+    from furpe.evaluation.methods import MethodOptions
+    from furpe.evaluation.runner import evaluate, markdown_table
+    from furpe.runner import SetupError
+
+    if args.body_model == "smplx" and not args.model_path:
+        _error("--body-model smplx needs --model-path DIR: the folder holding the SMPL-X "
+               "model files (e.g. SMPLX_NEUTRAL.npz), which must be downloaded from "
+               "https://smpl-x.is.tue.mpg.de after accepting its licence")
+        return 2
+    for option, value, kind in (("--model-path", args.model_path, "dir"),
+                                ("--gt-regressor", args.gt_regressor, "any"),
+                                ("--pred-regressor", args.pred_regressor, "any"),
+                                ("--part-ids", args.part_ids, "any")):
+        problem = _check_path(option, value, kind)
+        if problem:
+            _error(problem)
+            return 2
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        _error(f"-o {args.output}: exists and is not a folder")
+        return 2
+    as_path = lambda v: None if v is None else Path(v)  # noqa: E731
+    options = ProtocolOptions(
+        alignment=args.alignment or "procrustes", gt_regressor=as_path(args.gt_regressor),
+        pred_regressor=as_path(args.pred_regressor), model_path=as_path(args.model_path),
+        part_ids=as_path(args.part_ids), extra=dict(args.option))
+    method_options = MethodOptions(body_model=args.body_model, model_path=args.model_path,
+                                   device=args.device)
+    try:
+        dataset = load_dataset(args.dataset, args.data_root, options)
+        summary = evaluate(dataset, lambda: factory(args.method, method_options), out,
+                           method_name=args.method, body_model=args.body_model,
+                           limit=args.limit, resume=args.resume, progress=not args.quiet,
+                           debug=args.debug)
+    except (DatasetError, SetupError) as exc:
+        _error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        print("furpe: interrupted", file=sys.stderr)
+        return 130
+    except FurpeError as exc:
+        _error(str(exc))
+        return 1
+    except OSError as exc:
+        _error(f"{exc.filename or args.output}: {exc.strerror or exc}")
+        return 1
+    except Exception as exc:
+        if args.debug:
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc}")
+        return 1
+    if not args.quiet:
+        print(markdown_table(summary.results))
+    if not args.quiet or summary.interrupted:
+        print(summary.line(), file=sys.stderr)
+    return summary.exit_code
+
+
+def _make_synthetic(args: argparse.Namespace) -> int:
+    from furpe.datasets.synthetic import generate
+
+    width, height = args.size
+    try:
+        summary = generate(args.output, n=args.n, seed=args.seed, width=width, height=height,
+                           progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("furpe: interrupted (run the same command again to finish the set)",
+              file=sys.stderr)
+        return 130
+    except FurpeError as exc:
+        _error(str(exc))
+        return 2
+    except OSError as exc:
+        _error(f"{exc.filename or args.output}: {exc.strerror or exc}")
+        return 2
+    if not args.quiet:
+        print(summary.line(), file=sys.stderr)
+    return 0
 
 
 def _reconstruct(args: argparse.Namespace,

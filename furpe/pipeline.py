@@ -80,18 +80,22 @@ class Reconstructor:
         return [p for p in people if p.get("body") is not None][: self.max_people]
 
     def reconstruct_image(
-        self, image: np.ndarray, previous: FrameResult | None = None
+        self, image: np.ndarray, previous: FrameResult | None = None,
+        K: np.ndarray | None = None,
     ) -> FrameResult:
-        """Reconstruct everyone in an RGB uint8 image; ``previous`` warm-starts a video frame."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise FurpeError("images must be RGB uint8 arrays of shape (H, W, 3)")
+        """Reconstruct everyone in an RGB uint8 image; ``previous`` warm-starts a video frame.
+
+        ``K`` (3, 3), when the camera is known (e.g. an evaluation set's intrinsics, whose
+        principal point may be off-centre), replaces the camera built from ``focal``.
+        """
+        _check_image(image)
         t0 = time.perf_counter()
         people = self.observe(image)
         t1 = time.perf_counter()
         if not people:
             raise NoPersonError("no person found")
         h, w = image.shape[:2]
-        K = intrinsics(w, h, self.focal)
+        K = _camera(K, w, h, self.focal)
         init = self._warm_start(people, previous)
         fit = self.fitter.fit(people, K, init=init, device=self.device)
         verdicts = self._select(people, fit)
@@ -100,6 +104,49 @@ class Reconstructor:
         frame.timings.update({"experts": t1 - t0, "fit": t2 - t1,
                               "total": time.perf_counter() - t0})
         return frame
+
+    def reconstruct_part(
+        self, image: np.ndarray, part: str, box: tuple[float, float, float, float] | None = None,
+        K: np.ndarray | None = None,
+    ) -> FrameResult:
+        """Reconstruct from a crop that shows one part only: ``"face"`` (a head crop, e.g.
+        NoW) or ``"left_hand"``/``"right_hand"``/``"hand"`` (a hand crop, e.g. FreiHAND; the
+        side from the hand expert when ``"hand"``). ``box`` limits the search (default: the
+        whole image).
+
+        The whole model is fitted to that part alone (its body pose stays at rest, its shape
+        adapts). The part's scores are reported, but since it is the only observation it is
+        not reset when the selection scheme rejects it.
+        """
+        img = _check_image(image)
+        t0 = time.perf_counter()
+        if part == "face":
+            obs = self._expert_with("observe_face_in_box").observe_face_in_box(img, box)
+        elif part in ("hand", "left_hand", "right_hand"):
+            side = None if part == "hand" else part.split("_")[0]
+            obs = self._expert_with("observe_hand_in_box").observe_hand_in_box(img, box, side)
+        else:
+            raise FurpeError(f"part-only reconstruction needs part face, hand, left_hand or "
+                             f"right_hand, not '{part}'")
+        t1 = time.perf_counter()
+        if obs is None:
+            raise NoPersonError(f"no {part.replace('_', ' ')} found")
+        people = [PersonObservation({obs.part: obs})]
+        h, w = img.shape[:2]
+        K = _camera(K, w, h, self.focal)
+        fit = self.fitter.fit(people, K, device=self.device)
+        verdicts = self._select(people, fit, reset=False)
+        t2 = time.perf_counter()
+        frame = self._to_frame(people, fit, verdicts, K, (w, h))
+        frame.timings.update({"experts": t1 - t0, "fit": t2 - t1,
+                              "total": time.perf_counter() - t0})
+        return frame
+
+    def _expert_with(self, method: str) -> Expert:
+        for expert in self.experts:
+            if callable(getattr(expert, method, None)):
+                return expert
+        raise FurpeError(f"none of the configured experts can look at a crop ({method})")
 
     # -- internals --------------------------------------------------------------------------
     def _warm_start(self, people, previous: FrameResult | None) -> dict[str, torch.Tensor] | None:
@@ -121,7 +168,7 @@ class Reconstructor:
             for k in self.body_model.blocks
         }
 
-    def _select(self, people, fit: FitOutput) -> list[dict[str, PartResult]]:
+    def _select(self, people, fit: FitOutput, reset: bool = True) -> list[dict[str, PartResult]]:
         model = self.body_model
         verdicts = []
         for b, person in enumerate(people):
@@ -137,6 +184,8 @@ class Reconstructor:
                     plausibility=float(fit.plausibility.get(part, torch.ones(len(people)))[b]),
                 )
             verdicts.append(per)
+        if not reset:
+            return verdicts
         # Rejected or unobserved hands and faces fall back to their neutral pose.
         neutral = model.neutral_params(len(people), device=self.device)
         changed = False
@@ -167,7 +216,7 @@ class Reconstructor:
                     confidence=tg.conf[b].cpu().numpy(),
                     fitted=fit.projected[part][b].cpu().numpy(),
                 )
-            body = person.get("body")
+            body = person.get("body") or next(iter(person.parts.values()))
             results.append(PersonResult(
                 params={k: v[b].detach().cpu().numpy() for k, v in fit.params.items()},
                 vertices=verts[b], joints=joints[b], keypoints_2d=kps, parts=verdicts[b],
@@ -177,6 +226,22 @@ class Reconstructor:
             image_size=size, intrinsics=K, body_model=model.name,
             joint_names=tuple(model.joint_names), faces=model.faces, people=results, timings={},
         )
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise FurpeError("images must be RGB uint8 arrays of shape (H, W, 3)")
+    return image
+
+
+def _camera(K: np.ndarray | None, width: int, height: int, focal: float | None) -> np.ndarray:
+    """The given intrinsics (validated), else the default camera of the image size."""
+    if K is None:
+        return intrinsics(width, height, focal)
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise FurpeError("K must be a finite 3x3 intrinsics matrix with positive focal lengths")
+    return K
 
 
 def _kp_box(obs) -> tuple[float, float, float, float]:

@@ -192,6 +192,27 @@ def test_two_sided_lambert_shading(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_ambient_and_diffuse_intensity(backend: str) -> None:
+    K = intrinsics(100.0, 100.0, 15.5, 15.5)
+    mesh = rectangle(4, 27, 4, 27, 1.0, K)
+    base = np.array(mesh.color)
+    res = render([mesh], K, 32, 32, backend=backend, light_dir=(1, 0, -1), ambient=0.2,
+                 diffuse=0.5)
+    np.testing.assert_allclose(res.color[16, 16], base * (0.2 + 0.5 / 2 ** 0.5) * 255, atol=1)
+    dark = render([mesh], K, 32, 32, backend=backend, light_dir=(0, 0, 1), ambient=0.1,
+                  diffuse=0.9)
+    np.testing.assert_allclose(dark.color[16, 16], base * 0.1 * 255, atol=1)
+    # the defaults come back on the next call (the GL program keeps no stale uniforms)
+    default = render([mesh], K, 32, 32, backend=backend, light_dir=(0, 0, -1))
+    np.testing.assert_array_equal(default.color[16, 16], np.rint(base * 255))
+    bright = render([mesh], K, 32, 32, backend=backend, light_dir=(0, 0, -1), ambient=0.5,
+                    diffuse=1.0)
+    np.testing.assert_array_equal(bright.color[16, 16], np.rint(np.minimum(base * 1.5, 1) * 255))
+    with pytest.raises(FurpeError, match="ambient and diffuse"):
+        render([mesh], K, 32, 32, backend=backend, ambient=-0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_background_is_used(backend: str) -> None:
     K = intrinsics(200.0, 200.0, 63.5, 47.5)
     bg = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)

@@ -30,13 +30,8 @@ import numpy as np
 from furpe.datasets.base import Prediction, Sample
 from furpe.errors import FurpeError, NoPersonError
 
-__all__ = ["METHODS", "Method", "MethodOptions", "ExpertMethod", "PartOnlyInputError",
-           "build_method", "method_class", "register_method", "box_iou", "pick_person",
+__all__ = ["METHODS", "Method", "MethodOptions", "ExpertMethod", "build_method", "method_class", "register_method", "box_iou", "pick_person",
            "prediction_from_person"]
-
-
-class PartOnlyInputError(FurpeError):
-    """A hand or head crop was given to a method that needs a whole person."""
 
 
 @dataclass(frozen=True)
@@ -172,8 +167,11 @@ class ExpertMethod(Method):
     Per sample: the image is read, the camera is the sample's intrinsics when it has them
     (else furpe's default from the image size), everyone is reconstructed, and the person whose
     box best overlaps ``sample.gt["box"]`` (else the largest) is returned. Hand and head crops
-    (``crop="hand"``/``"head"``) raise :class:`PartOnlyInputError` until the fit accepts people
-    seen by a part expert only.
+    (``crop="hand"``/``"head"``, e.g. FreiHAND and NoW) go through
+    :meth:`~furpe.pipeline.Reconstructor.reconstruct_part`: the hand or face expert looks at the
+    crop (or at ``gt["box"]`` when given) and the model is fitted to that part alone. The hand
+    side is ``sample.meta["hand_side"]`` when the dataset knows it (FreiHAND: right), else the
+    expert's handedness.
     """
 
     name: ClassVar[str] = "experts"
@@ -194,15 +192,19 @@ class ExpertMethod(Method):
         """Reconstruct ``sample.image_path`` and return the matching person."""
         from furpe.io.inputs import read_image
 
-        if sample.crop != "full":
-            part = "hand" if sample.crop == "hand" else "face"
-            raise PartOnlyInputError(
-                f"part-only input not supported yet: a {sample.crop} crop needs a fit from the "
-                f"{part} expert alone (the whole-body fit needs a body detection)")
         start = time.perf_counter()
         image = read_image(Path(sample.image_path))
-        frame = self.reconstructor.reconstruct_image(image, K=sample.intrinsics)
         gt_box = sample.gt.get("box")
+        if sample.crop in ("hand", "head"):
+            side = sample.meta.get("hand_side")
+            part = "face" if sample.crop == "head" else f"{side}_hand" if side else "hand"
+            box = None if gt_box is None else tuple(float(x) for x in gt_box)
+            frame = self.reconstructor.reconstruct_part(image, part, box=box, K=sample.intrinsics)
+            person = frame.people[0]
+            accepted = {p: bool(res.accepted) for p, res in person.parts.items()}
+            return prediction_from_person(self.model, person.vertices, person.joints, accepted,
+                                          seconds=time.perf_counter() - start)
+        frame = self.reconstructor.reconstruct_image(image, K=sample.intrinsics)
         index = pick_person([p.box for p in frame.people],
                             None if gt_box is None else [float(x) for x in gt_box])
         person = frame.people[index]

@@ -34,7 +34,8 @@ from furpe.errors import FurpeError
 from furpe.evaluation.methods import Method
 from furpe.runner import SetupError, format_error
 
-__all__ = ["EvalSummary", "evaluate", "read_records", "summarize", "markdown_table",
+__all__ = ["EvalSummary", "evaluate", "read_records", "latest_records", "summarize",
+           "markdown_table",
            "samples_path", "results_path", "METRIC_ORDER"]
 
 #: Metrics listed first in tables, in this order; others follow alphabetically.
@@ -70,13 +71,15 @@ class EvalSummary:
     results: dict[str, Any] = field(default_factory=dict)
     results_file: Path | None = None
     samples_file: Path | None = None
+    finalize_error: str | None = None
 
     @property
     def exit_code(self) -> int:
-        """130 if interrupted, 1 if some sample failed, else 0."""
+        """130 if interrupted, 1 if some sample failed or the dataset's prediction files could
+        not be written (``finalize``), else 0."""
         if self.interrupted:
             return 130
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.finalize_error else 0
 
     def line(self) -> str:
         """One-line summary, e.g. ``furpe: synthetic: 200 samples: 198 ok, 2 failed; ...``."""
@@ -139,6 +142,17 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                     and rec.get("status") in ("ok", "failed"):
                 records.append(rec)
     return records
+
+
+def latest_records(path: str | Path, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The last record of each sample in a ``_samples.jsonl`` file (a resumed run may have
+    several), in the order of ``ids`` when given (samples without a record are left out),
+    else in order of first appearance."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in read_records(path):
+        latest[r["id"]] = r
+    order = list(latest) if ids is None else [i for i in ids if i in latest]
+    return [latest[i] for i in order]
 
 
 def _dump(record: dict[str, Any]) -> str:
@@ -250,7 +264,9 @@ def evaluate(dataset: Dataset, method_factory: Callable[[], Method], out_dir: st
     :class:`~furpe.runner.SetupError`. ``dataset.samples()`` raising
     :class:`~furpe.datasets.base.DatasetError` propagates. A sample whose prediction or score
     raises :class:`~furpe.errors.FurpeError` is recorded as failed (one ``furpe: error:`` line)
-    and the run goes on; so is any other exception unless ``debug``. Ctrl-C stops the run
+    and the run goes on; so is any other exception unless ``debug``. A ``FurpeError`` from
+    ``dataset.finalize`` (e.g. a submission file that needs every sample) is printed and kept
+    as ``finalize_error`` (exit status 1); the summary is still written. Ctrl-C stops the run
     after writing the summary of what is done (``interrupted``).
     """
     from furpe.io.outputs import atomic_write, write_json
@@ -327,7 +343,13 @@ def evaluate(dataset: Dataset, method_factory: Callable[[], Method], out_dir: st
     finally:
         bar.close()
 
-    files = [] if summary.interrupted else [str(p) for p in dataset.finalize(out)]
+    files: list[str] = []
+    if not summary.interrupted:
+        try:
+            files = [str(p) for p in dataset.finalize(out)]
+        except FurpeError as exc:  # e.g. a submission file that needs every sample
+            summary.finalize_error = str(exc) or type(exc).__name__
+            _say(format_error(f"{dataset.name} predictions", summary.finalize_error))
     final = [latest[s.id] for s in samples if s.id in latest]
     stats = summarize(final)
     summary.ok = stats["counts"]["ok"] - summary.skipped
@@ -345,6 +367,8 @@ def evaluate(dataset: Dataset, method_factory: Callable[[], Method], out_dir: st
         "complete": not summary.interrupted and len(final) == len(samples),
         **stats,
         "files": {"samples": jsonl.name, "predictions": files},
+        "finalize_error": summary.finalize_error,
+        "sample_ids": [s.id for s in samples],
     }
     results["counts"]["samples"] = len(samples)
     results["counts"]["skipped"] = summary.skipped

@@ -11,8 +11,10 @@ Conventions shared by both backends:
   covered when the point ``(u, v) = (i, j)`` is inside a triangle. A centred camera on a
   W x H image therefore has ``cx = (W - 1)/2``, ``cy = (H - 1)/2``.
 * Shading is two-sided Lambertian with smooth per-vertex normals:
-  ``rgb = base * (AMBIENT + DIFFUSE * max(0, n . l))``, where ``n`` is flipped to face the
-  camera and ``l`` is the unit direction from the surface towards the light (camera frame).
+  ``rgb = base * (ambient + diffuse * max(0, n . l))``, where ``n`` is flipped to face the
+  camera and ``l`` is the unit direction from the surface towards the light (camera frame);
+  ``ambient`` and ``diffuse`` default to :data:`AMBIENT` and :data:`DIFFUSE` (the light's
+  intensity), the result is clipped to [0, 1].
 """
 from __future__ import annotations
 
@@ -170,13 +172,15 @@ def _resolve_backend(backend: str) -> str:
 
 def render(meshes: Sequence[Mesh], K: np.ndarray, width: int, height: int,
            background: np.ndarray | None = None, backend: str = "auto",
-           light_dir: Sequence[float] = (0.3, -0.5, -1.0)) -> RenderResult:
+           light_dir: Sequence[float] = (0.3, -0.5, -1.0), ambient: float = AMBIENT,
+           diffuse: float = DIFFUSE) -> RenderResult:
     """Render ``meshes`` through the pinhole ``K`` onto a ``width`` x ``height`` image.
 
     Pixel centres are at integer coordinates (see the module docstring). ``background`` is
     an optional (H, W, 3) uint8 RGB image shown where no mesh is. ``backend`` is ``"auto"``
     (EGL if available, else software), ``"egl"`` or ``"software"``. ``light_dir`` points
-    from the surface towards the light, in the camera frame.
+    from the surface towards the light, in the camera frame; ``ambient`` and ``diffuse``
+    (non-negative) scale the ambient and the Lambertian terms of the shading.
     """
     name = _resolve_backend(backend)
     K = _check_intrinsics(K)
@@ -187,6 +191,9 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, width: int, height: int,
     if light.shape != (3,) or not np.isfinite(light).all() or np.linalg.norm(light) == 0:
         raise FurpeError(f"light_dir must be a non-zero 3-vector, got {light_dir!r}")
     light = light / np.linalg.norm(light)
+    ambient, diffuse = float(ambient), float(diffuse)
+    if not (np.isfinite(ambient) and np.isfinite(diffuse) and ambient >= 0 and diffuse >= 0):
+        raise FurpeError(f"ambient and diffuse must be non-negative numbers, got {ambient}, {diffuse}")
     if background is not None:
         background = np.asarray(background)
         if background.shape != (height, width, 3):
@@ -197,10 +204,10 @@ def render(meshes: Sequence[Mesh], K: np.ndarray, width: int, height: int,
 
     if name == "egl":
         from furpe.render import gl
-        frame = gl.render_frame(prepared, K, width, height, light)
+        frame = gl.render_frame(prepared, K, width, height, light, ambient, diffuse)
     else:
         from furpe.render import software
-        frame = software.render_frame(prepared, K, width, height, light)
+        frame = software.render_frame(prepared, K, width, height, light, ambient, diffuse)
 
     color = frame.color
     if background is not None:

@@ -106,7 +106,7 @@ class _Renderer:
             buffer.write(data)
 
     def render(self, meshes: list[PreparedMesh], K: np.ndarray, width: int, height: int,
-               light: np.ndarray) -> Frame:
+               light: np.ndarray, ambient: float = AMBIENT, diffuse: float = DIFFUSE) -> Frame:
         import moderngl
 
         fbo, _, depth_tex, face_tex, _ = self.framebuffer(width, height)
@@ -119,6 +119,8 @@ class _Renderer:
             self.ctx.disable(moderngl.CULL_FACE)
             self.program["proj"].write(projection_matrix(K, width, height).T.astype("f4").tobytes())
             self.program["light"].value = tuple(float(x) for x in light)
+            self.program["ambient"].value = float(ambient)
+            self.program["diffuse"].value = float(diffuse)
             self.upload([m for m in meshes if len(m.faces)])
             # One draw call per mesh: gl_PrimitiveID restarts at 0 in each, so the shader adds
             # the mesh's first face to get an index into all meshes' faces.
@@ -179,6 +181,7 @@ def projection_matrix(K: np.ndarray, width: int, height: int,
 
 
 def render_frame(meshes: list[PreparedMesh], K: np.ndarray, width: int, height: int,
-                 light: np.ndarray) -> Frame:
-    """Render prepared meshes with OpenGL; ``light`` is a unit vector towards the light."""
-    return _get_renderer().render(meshes, K, width, height, light)
+                 light: np.ndarray, ambient: float = AMBIENT, diffuse: float = DIFFUSE) -> Frame:
+    """Render prepared meshes with OpenGL; ``light`` is a unit vector towards the light,
+    ``ambient`` and ``diffuse`` the two shares of the shading."""
+    return _get_renderer().render(meshes, K, width, height, light, ambient, diffuse)

@@ -145,8 +145,9 @@ def _rasterize(screen: np.ndarray, inv_z: np.ndarray, width: int, height: int) -
 
 
 def render_frame(meshes: list[PreparedMesh], K: np.ndarray, width: int, height: int,
-                 light: np.ndarray) -> Frame:
-    """Render prepared meshes in NumPy; ``light`` is a unit vector towards the light."""
+                 light: np.ndarray, ambient: float = AMBIENT, diffuse: float = DIFFUSE) -> Frame:
+    """Render prepared meshes in NumPy; ``light`` is a unit vector towards the light,
+    ``ambient`` and ``diffuse`` the two shares of the shading."""
     color = np.zeros((height, width, 3), dtype=np.uint8)
     depth = np.full((height, width), np.inf, dtype=np.float32)
     mesh_id = np.full((height, width), -1, dtype=np.int32)
@@ -177,7 +178,7 @@ def render_frame(meshes: list[PreparedMesh], K: np.ndarray, width: int, height: 
         length = np.linalg.norm(n, axis=1, keepdims=True)
         n = np.divide(n, length, out=np.zeros_like(n), where=length > 0)
         n[np.einsum("pc,pc->p", n, p) > 0] *= -1.0  # two-sided: face the camera
-        shade = AMBIENT + DIFFUSE * np.maximum(n @ light, 0.0)
+        shade = ambient + diffuse * np.maximum(n @ light, 0.0)
         rgb = np.clip(base * shade[:, None], 0.0, 1.0)
         color.reshape(-1, 3)[pixel] = np.rint(rgb * 255.0).astype(np.uint8)
         depth.reshape(-1)[pixel] = (buffer[pixel] >> 32).astype(np.int32).view(np.float32)

@@ -1,0 +1,140 @@
+"""Results page: furpe's pipeline on the synthetic evaluation set, per part, as Markdown.
+
+    python benchmarks/results_page.py [--n 200] [--seed 0] [--size 640] [--data DIR]
+                                      [--out DIR] [--device cpu] [--limit N] [--resume]
+                                      [--page FILE]
+
+Generates the synthetic set (``furpe make-synthetic``; an existing, complete set in ``--data``
+is reused, an interrupted one is finished), runs the equivalent of ``furpe evaluate --dataset
+synthetic`` through the Python API (per-sample results in ``OUT/synthetic_samples.jsonl``,
+summary in ``OUT/synthetic_results.json``), and prints a Markdown page: the protocol, the set,
+then median and mean errors per part and the time per image. Hands and the face are scored
+where they are visible in the image (in the frame and not tiny); "accepted" rows keep only the
+parts the selection scheme accepted. ``make results`` runs the standard 200-image set.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from furpe.datasets.base import ProtocolOptions  # noqa: E402
+from furpe.datasets.synthetic import SyntheticDataset, generate  # noqa: E402
+from furpe.evaluation.methods import MethodOptions, build_method  # noqa: E402
+from furpe.evaluation.runner import evaluate, latest_records  # noqa: E402
+
+#: (part, what, metric key, subset): the rows of the page.
+ROWS = (
+    ("whole body", "PA-MPJPE, 23 COCO(+feet) keypoints", "pa_mpjpe_mm", None),
+    ("whole body", "MPJPE, mid-hip aligned", "mpjpe_mm", None),
+    ("whole body", "PA-PVE, all vertices", "pa_pve_mm", None),
+    ("whole body", "PVE, mid-hip translation", "pve_mm", None),
+    ("body", "PA-PVE of the body part", "pa_pve_body_mm", None),
+    ("face", "PA-PVE, visible", "pa_pve_face_mm", None),
+    ("face", "PA-PVE, visible and accepted", "pa_pve_face_mm", "face"),
+    ("left hand", "PA-PVE, visible", "pa_pve_left_hand_mm", None),
+    ("left hand", "PA-PVE, visible and accepted", "pa_pve_left_hand_mm", "left_hand"),
+    ("right hand", "PA-PVE, visible", "pa_pve_right_hand_mm", None),
+    ("right hand", "PA-PVE, visible and accepted", "pa_pve_right_hand_mm", "right_hand"),
+    ("left hand", "PA-MPJPE, 21 keypoints, visible", "pa_mpjpe_left_hand_mm", None),
+    ("right hand", "PA-MPJPE, 21 keypoints, visible", "pa_mpjpe_right_hand_mm", None),
+)
+
+
+def _values(records: list[dict], key: str, accepted_part: str | None) -> list[float]:
+    out = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        v = (r.get("metrics") or {}).get(key)
+        if v is None:
+            continue
+        if accepted_part is not None and not (r.get("accepted") or {}).get(accepted_part):
+            continue
+        out.append(float(v))
+    return out
+
+
+def _cell(values: list[float], fn, digits: int = 1) -> str:
+    return f"{fn(np.asarray(values)):.{digits}f}" if values else "n/a"
+
+
+def page(results: dict, records: list[dict], manifest: dict, device: str) -> str:
+    """The Markdown page of one evaluation."""
+    counts = results["counts"]
+    size = manifest.get("image_size", {})
+    lines = [
+        "# furpe results: synthetic set", "",
+        f"**Protocol** ({results['dataset']}): {results['protocol']}.", "",
+        f"**Set**: {manifest.get('n')} images, seed {manifest.get('seed')}, "
+        f"{size.get('width')}x{size.get('height')}, generator version "
+        f"{manifest.get('generator_version')}, rendered with {manifest.get('render_backend')}. "
+        f"**Method**: `{results['method']}`, body model `{results['body_model']}`, device "
+        f"{device}. {counts['ok']} of {counts['samples']} samples reconstructed "
+        f"({counts['failed']} failed: no person found or another error). "
+        f"Made {results['created']}.", "",
+        "| part | error (mm) | median | mean | count |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for part, what, key, subset in ROWS:
+        vals = _values(records, key, subset)
+        lines.append(f"| {part} | {what} | {_cell(vals, np.median)} | {_cell(vals, np.mean)} "
+                     f"| {len(vals)} |")
+    secs = [float(r["seconds"]) for r in records
+            if r.get("status") == "ok" and r.get("seconds") is not None]
+    lines.append(f"| all | time per image (s) | {_cell(secs, np.median, 2)} | "
+                 f"{_cell(secs, np.mean, 2)} | {len(secs)} |")
+    acc = results.get("accepted") or {}
+    if acc:
+        lines += ["", "Selection: " + "; ".join(
+            f"{part.replace('_', ' ')} accepted in {v['accepted']} of {v['count']}"
+            for part, v in acc.items()) + " reconstructed samples."]
+    if results.get("failures"):
+        lines += ["", "Failures: " + "; ".join(
+            f"{f['id']}: {f['message']}" for f in results["failures"][:10])
+            + (" ..." if len(results["failures"]) > 10 else "")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="images in the set (default 200)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
+    ap.add_argument("--size", type=int, default=640, help="square image size (default 640)")
+    ap.add_argument("--data", type=Path, help="the set's folder (default out/synthetic-n<N>-"
+                                              "s<SEED>-<SIZE>; generated if incomplete)")
+    ap.add_argument("--out", type=Path, help="evaluation output (default out/results-<set>)")
+    ap.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
+    ap.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    ap.add_argument("--resume", action="store_true", help="skip samples already scored")
+    ap.add_argument("--page", type=Path, help="also write the page to this file")
+    args = ap.parse_args(argv)
+
+    data = args.data or REPO / "out" / f"synthetic-n{args.n}-s{args.seed}-{args.size}"
+    out = args.out or REPO / "out" / f"results-{data.name}"
+    if not (data / "manifest.json").is_file():
+        t = time.perf_counter()
+        summary = generate(data, args.n, seed=args.seed, width=args.size, height=args.size)
+        print(f"{summary.line()} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+    dataset = SyntheticDataset(data, ProtocolOptions())
+    options = MethodOptions(device=args.device)
+    summary = evaluate(dataset, lambda: build_method("experts", options), out,
+                       limit=args.limit, resume=args.resume)
+    print(summary.line(), file=sys.stderr)
+    records = latest_records(summary.samples_file, summary.results["sample_ids"])
+    text = page(summary.results, records, dataset.manifest, args.device)
+    print(text)
+    if args.page:
+        args.page.parent.mkdir(parents=True, exist_ok=True)
+        args.page.write_text(text, encoding="utf-8")
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
