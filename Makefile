@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 MEDIAPIPE_VERSION := 0.10.21
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench results clean
 
 install: $(STAMP)
 
@@ -33,7 +33,6 @@ bench: install
 	$(PY) benchmarks/bench_reconstruct.py --n 50
 
 # the results page: the standard synthetic set (200 images, seed 0) evaluated per part
-.PHONY: results
 results: install
 	$(PY) benchmarks/results_page.py --n 200 --seed 0 --page out/results.md
 

@@ -174,8 +174,8 @@ def _add_evaluate(sub: Any) -> None:
                     help="folder with licensed model files: SMPL-X for --body-model smplx, "
                          "SMPL for the 3DPW ground truth")
     ev.add_argument("--alignment", metavar="A",
-                    help="alignment of the non-PA errors: procrustes (the dataset's standard), "
-                         "mid_hip, root or none (PA-* metrics always use Procrustes)")
+                    help="alignment of the non-PA errors: standard (the dataset's protocol, "
+                         "default), mid_hip or none (PA-* metrics always use Procrustes)")
     ev.add_argument("--gt-regressor", metavar="FILE",
                     help="joint regressor applied to ground-truth meshes (e.g. SMPLX_to_J14.pkl "
                          "for EHF, J_regressor_h36m.npy for 3DPW)")
@@ -299,7 +299,7 @@ def _evaluate(args: argparse.Namespace, factory: Callable[[str, Any], Any]) -> i
         return 2
     as_path = lambda v: None if v is None else Path(v)  # noqa: E731
     options = ProtocolOptions(
-        alignment=args.alignment or "procrustes", gt_regressor=as_path(args.gt_regressor),
+        alignment=args.alignment or "standard", gt_regressor=as_path(args.gt_regressor),
         pred_regressor=as_path(args.pred_regressor), model_path=as_path(args.model_path),
         part_ids=as_path(args.part_ids), extra=dict(args.option))
     method_options = MethodOptions(body_model=args.body_model, model_path=args.model_path,

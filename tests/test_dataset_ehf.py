@@ -202,8 +202,11 @@ def test_translation_and_alignment_option(ehf):
     assert raw["mpjpe14_mm"] == pytest.approx(50.0, abs=1e-6)
     assert raw["pve_mm"] == pytest.approx(50.0, abs=1e-6)
     assert raw["pa_mpjpe14_mm"] == pytest.approx(0.0, abs=1e-6)
-    for alignment in ("mid_hip", "root", "procrustes", None):
+    for alignment in ("mid_hip", "standard", None):
         assert resolve_alignment(alignment, "ehf") == "mid_hip"
+    for ambiguous in ("root", "procrustes"):  # J14 has no root; PA is reported anyway
+        with pytest.raises(DatasetError, match="unknown alignment"):
+            resolve_alignment(ambiguous, "ehf")
     with pytest.raises(DatasetError, match="unknown alignment 'pelvis'"):
         EHF(ehf["root"], _options(ehf, alignment="pelvis"))
 

@@ -94,7 +94,7 @@ def test_real_evaluation_end_to_end(real_run, data):
     assert results["dataset"] == "synthetic" and results["method"] == "experts"
     assert results["body_model"] == "anny" and results["complete"] is True
     assert "PA-PVE" in results["protocol"]
-    assert results["options"]["alignment"] == "procrustes"
+    assert results["options"]["alignment"] == "standard"
     assert results["counts"] == {"samples": 3, "ok": 3, "failed": 0, "skipped": 0}
     assert results["data_root"] == str(data)
     metrics = results["metrics"]

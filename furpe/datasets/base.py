@@ -83,9 +83,10 @@ class ProtocolOptions:
     """Explicit protocol choices; each reader documents which ones it uses.
 
     Attributes:
-        alignment: how ``mpjpe``-style errors are aligned before measuring: ``"procrustes"``
-            (similarity), ``"root"`` (pelvis) or ``"mid_hip"``. PA-* metrics always use
-            Procrustes; this option controls the non-PA values a reader reports.
+        alignment: how the non-PA errors (``mpjpe``-style values) are aligned:
+            ``"standard"`` (the dataset's protocol; mid-hip for the body datasets),
+            ``"mid_hip"`` or ``"none"`` (raw camera-frame errors). PA-* metrics always use
+            Procrustes.
         gt_regressor: file of a (J, V_gt) joint regressor applied to ground-truth meshes (e.g.
             ``J_regressor_h36m.npy`` for 3DPW, ``SMPLX_to_J14.pkl`` for EHF).
         pred_regressor: file of a (J, V_pred) regressor applied to predicted meshes.
@@ -96,7 +97,7 @@ class ProtocolOptions:
         extra: reader-specific options as ``key=value`` strings.
     """
 
-    alignment: str = "procrustes"
+    alignment: str = "standard"
     gt_regressor: Path | None = None
     pred_regressor: Path | None = None
     model_path: Path | None = None

@@ -37,9 +37,9 @@ Where a prediction's 14 joints come from, first match wins (:meth:`JointProtocol
 **Alignment** of the non-PA values (``mpjpe14_mm``, ``mpjpe_limbs12_mm``, and a reader's
 ``pve_mm``): J14 has no pelvis joint; like FuRPE and SPIN, its "pelvis" is the mid-hip point
 (J14 indices 2 and 3, the right and left hips). ``ProtocolOptions.alignment``: ``"mid_hip"``,
-``"root"`` (the same point) and ``"procrustes"`` / ``None`` (the dataset standard, mid-hip: the
-Procrustes value is already reported as the ``pa_`` metric) all give mid-hip alignment;
-``"none"`` measures raw camera-frame errors.
+``"standard"`` / ``None`` (the dataset standard) give mid-hip alignment; ``"none"`` measures
+raw camera-frame errors. (The Procrustes-aligned value is always reported as the ``pa_``
+metric.)
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ J14_KEYPOINTS = "j14"
 #: ``Prediction.keypoints`` key of MediaPipe Pose landmarks (33, MediaPipe order).
 MEDIAPIPE_POSE = "mediapipe_pose"
 
-_ALIGNMENTS = ("mid_hip", "root", "procrustes", "none")
+_ALIGNMENTS = ("standard", "mid_hip", "none")
 
 
 def _to_dense(obj: object, path: Path, dataset: str) -> np.ndarray:
@@ -176,7 +176,7 @@ def check_columns(reg: np.ndarray, num_vertices: int, path: str | Path, dataset:
 
 def resolve_alignment(alignment: str | None, dataset: str) -> str:
     """The alignment of the non-PA joint/vertex errors: ``"mid_hip"`` or ``"none"``."""
-    a = "procrustes" if alignment is None else alignment
+    a = "standard" if alignment is None else alignment
     if a not in _ALIGNMENTS:
         raise DatasetError(
             f"{dataset}: unknown alignment '{alignment}'; choose from {', '.join(_ALIGNMENTS)}"

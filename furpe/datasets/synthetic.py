@@ -70,8 +70,7 @@ centres at integer coordinates):
 * with ``keypoints["mediapipe_hand_left"]`` / ``["mediapipe_hand_right"]`` (21) and the hand
   visible: ``pa_mpjpe_left_hand_mm`` / ``pa_mpjpe_right_hand_mm``.
 
-Options: ``alignment`` (``procrustes`` = the default mid-hip, ``mid_hip``, ``root`` = mid-hip,
-``none``). Regressor and part-id options are not used (the set carries its own).
+Options: ``alignment`` (``standard`` = ``mid_hip``, the default; ``none``). Regressor and part-id options are not used (the set carries its own).
 """
 from __future__ import annotations
 
