@@ -366,6 +366,26 @@ def render_person(model: BodyModel, params: dict[str, torch.Tensor], width: int,
                            inside=vis.inside, pixels=vis.pixels, seen=vis.seen, mask=res.mask)
 
 
+def crop_part(person: SyntheticPerson, vertex_ids: np.ndarray,
+              margin: float = 1.6) -> tuple[np.ndarray, np.ndarray]:
+    """A square crop of ``person.image`` around the projection of ``vertex_ids`` (side =
+    ``margin`` x the larger extent) and the intrinsics of the crop: a head or hand crop with
+    exact ground truth. Raises ``ValueError`` when the crop leaves the image."""
+    K = person.intrinsics
+    v = person.vertices[vertex_ids]
+    uv = v[:, :2] / v[:, 2:] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+    centre = (uv.min(0) + uv.max(0)) / 2
+    side = int((uv.max(0) - uv.min(0)).max() * margin)
+    x0, y0 = (centre - side / 2).astype(int)
+    h, w = person.image.shape[:2]
+    if x0 < 0 or y0 < 0 or x0 + side > w or y0 + side > h:
+        raise ValueError("the crop leaves the image")
+    Kc = K.copy()
+    Kc[0, 2] -= x0
+    Kc[1, 2] -= y0
+    return np.ascontiguousarray(person.image[y0:y0 + side, x0:x0 + side]), Kc
+
+
 def textured_background(rng: np.random.Generator, width: int, height: int,
                         clutter: int = 0) -> np.ndarray:
     """A smooth random colour gradient with mild noise (no people, no faces), and

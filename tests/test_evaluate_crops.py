@@ -21,20 +21,7 @@ import torch
 from furpe.bodymodels.base import apply_regressor
 from furpe.cli import main
 from furpe.evaluation.methods import ExpertMethod
-from furpe.synthetic import make_person
-
-
-def _crop(person, vertex_ids, margin=1.6):
-    K = person.intrinsics
-    v = person.vertices[vertex_ids]
-    uv = v[:, :2] / v[:, 2:] * K[0, 0] + K[:2, 2]
-    centre = (uv.min(0) + uv.max(0)) / 2
-    side = int((uv.max(0) - uv.min(0)).max() * margin)
-    x0, y0 = (centre - side / 2).astype(int)
-    Kc = K.copy()
-    Kc[0, 2] -= x0
-    Kc[1, 2] -= y0
-    return np.ascontiguousarray(person.image[y0:y0 + side, x0:x0 + side]), Kc
+from furpe.synthetic import crop_part, make_person
 
 
 def _run(argv, reconstructor):
@@ -55,7 +42,7 @@ def person(anny_model):
 def test_freihand_layout_end_to_end(tmp_path, anny_model, reconstructor, person):
     root = tmp_path / "FreiHAND_pub_v2_eval"
     (root / "evaluation" / "rgb").mkdir(parents=True)
-    crop, K = _crop(person, anny_model.part_vertices["right_hand"], margin=2.0)
+    crop, K = crop_part(person, anny_model.part_vertices["right_hand"], margin=2.0)
     K[:2] *= 224 / crop.shape[0]  # FreiHAND images are 224 px: scale focal and centre too
     crop = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_LINEAR)
     assert cv2.imwrite(str(root / "evaluation" / "rgb" / "00000000.jpg"),
@@ -89,7 +76,7 @@ def test_now_layout_end_to_end(tmp_path, anny_model, reconstructor, person):
     rel = "FaMoS_A/selfie/IMG_0001.jpg"
     path = root / "final_release_version" / "iphone_pictures" / rel
     path.parent.mkdir(parents=True)
-    crop, _ = _crop(person, anny_model.part_vertices["face"], margin=2.0)
+    crop, _ = crop_part(person, anny_model.part_vertices["face"], margin=2.0)
     assert cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     (root / "imagepathsvalidation.txt").write_text(rel + "\n")
 

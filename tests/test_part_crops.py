@@ -6,23 +6,7 @@ import pytest
 
 from furpe.errors import FurpeError, NoPersonError
 from furpe.evaluation.metrics import pa_pve
-from furpe.synthetic import make_person
-
-
-def _crop(person, vertex_ids: np.ndarray, margin: float = 1.6):
-    """A square crop around the projection of ``vertex_ids`` and its intrinsics."""
-    K = person.intrinsics
-    v = person.vertices[vertex_ids]
-    uv = v[:, :2] / v[:, 2:] * K[0, 0] + K[:2, 2]
-    centre = (uv.min(0) + uv.max(0)) / 2
-    side = int((uv.max(0) - uv.min(0)).max() * margin)
-    x0, y0 = (centre - side / 2).astype(int)
-    h, w = person.image.shape[:2]
-    assert 0 <= x0 and 0 <= y0 and x0 + side <= w and y0 + side <= h, "crop leaves the image"
-    Kc = K.copy()
-    Kc[0, 2] -= x0
-    Kc[1, 2] -= y0
-    return np.ascontiguousarray(person.image[y0:y0 + side, x0:x0 + side]), Kc
+from furpe.synthetic import crop_part, make_person
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +16,7 @@ def person(anny_model):
 
 def test_head_crop_gives_an_accurate_face(anny_model, reconstructor, person):
     idx = anny_model.part_vertices["face"]
-    crop, K = _crop(person, idx)
+    crop, K = crop_part(person, idx)
     frame = reconstructor.reconstruct_part(crop, "face", K=K)
     (p,) = frame.people
     assert p.parts["face"].observed and not p.parts["body"].observed
@@ -48,7 +32,7 @@ def test_head_crop_gives_an_accurate_face(anny_model, reconstructor, person):
 
 def test_hand_crop_fits_the_requested_hand(anny_model, reconstructor, person):
     idx = anny_model.part_vertices["right_hand"]
-    crop, K = _crop(person, idx)
+    crop, K = crop_part(person, idx)
     frame = reconstructor.reconstruct_part(crop, "right_hand", K=K)
     (p,) = frame.people
     assert p.parts["right_hand"].observed

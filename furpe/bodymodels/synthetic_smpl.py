@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse
 
-from furpe.bodymodels.synthetic_smplx import _uv_sphere, synthetic_joints
+from furpe.bodymodels.synthetic_smplx import sphere_figure, synthetic_joints
 
 __all__ = ["SMPL_JOINT_NAMES", "SMPL_PARENTS", "synthetic_smpl_joints", "write_synthetic_smpl"]
 
@@ -56,24 +56,9 @@ def write_synthetic_smpl(folder: Path, gender: str = "neutral", seed: int = 0) -
     """
     rng = np.random.default_rng(seed + {"neutral": 0, "male": 1, "female": 2}[gender])
     joints = synthetic_smpl_joints()
-    verts, faces, owner = [], [], []
-    offset = 0
-    for j in range(24):
-        radius = 0.1 if SMPL_JOINT_NAMES[j] == "head" else 0.05
-        v, f = _uv_sphere(radius, 4, 6)
-        verts.append(v + joints[j])
-        faces.append(f + offset)
-        owner.append(np.full(len(v), j))
-        offset += len(v)
-    v_template = np.concatenate(verts)
-    f = np.concatenate(faces)
-    owner = np.concatenate(owner)
+    specs = [(0.1 if SMPL_JOINT_NAMES[j] == "head" else 0.05, 4, 6) for j in range(24)]
+    v_template, f, owner, j_regressor = sphere_figure(joints, specs)
     n = len(v_template)
-
-    j_regressor = np.zeros((24, n))
-    for j in range(24):
-        members = owner == j
-        j_regressor[j, members] = 1.0 / members.sum()
 
     parents = np.asarray(SMPL_PARENTS)
     weights = np.zeros((n, 24))

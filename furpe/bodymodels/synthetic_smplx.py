@@ -149,6 +149,31 @@ def _sphere_spec(name: str) -> tuple[float, int, int]:
     return _LIMB_SPHERE
 
 
+def sphere_figure(
+    joints: np.ndarray, specs: list[tuple[float, int, int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A stick figure of UV spheres, one per joint (``specs``: radius, rings, segments).
+
+    Returns the vertices, the triangles, each vertex's owning joint, and the joint regressor
+    that averages each joint's sphere (so the rest joints are the sphere centres).
+    """
+    verts, faces, owner = [], [], []
+    offset = 0
+    for j, spec in enumerate(specs):
+        v, f = _uv_sphere(*spec)
+        verts.append(v + joints[j])
+        faces.append(f + offset)
+        owner.append(np.full(len(v), j))
+        offset += len(v)
+    v_template = np.concatenate(verts)
+    owner_all = np.concatenate(owner)
+    j_regressor = np.zeros((len(specs), len(v_template)))
+    for j in range(len(specs)):
+        members = owner_all == j
+        j_regressor[j, members] = 1.0 / members.sum()
+    return v_template, np.concatenate(faces), owner_all, j_regressor
+
+
 def _closest_on_triangles(point: np.ndarray, tris: np.ndarray) -> tuple[int, np.ndarray]:
     """Index of the triangle (among (T, 3, 3)) nearest to ``point`` and its barycentrics.
 
@@ -184,24 +209,9 @@ def write_synthetic_smplx(
     names = SMPLX_JOINT_NAMES
     jidx = {n: j for j, n in enumerate(names)}
 
-    verts, faces, owner = [], [], []
-    offset = 0
-    for j, name in enumerate(names):
-        v, f = _uv_sphere(*_sphere_spec(name))
-        verts.append(v + joints[j])
-        faces.append(f + offset)
-        owner.append(np.full(len(v), j))
-        offset += len(v)
-    v_template = np.concatenate(verts)
-    f = np.concatenate(faces)
-    owner = np.concatenate(owner)
+    v_template, f, owner, j_regressor = sphere_figure(
+        joints, [_sphere_spec(name) for name in names])
     n_verts = len(v_template)
-
-    # The joint regressor averages each joint's sphere: rest joints = sphere centres.
-    j_regressor = np.zeros((55, n_verts))
-    for j in range(55):
-        members = owner == j
-        j_regressor[j, members] = 1.0 / members.sum()
 
     # Skinning: mostly the owning joint, a little its parent; the lower front of the head
     # sphere follows the jaw.
