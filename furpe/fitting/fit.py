@@ -12,7 +12,9 @@ The fit is batched over the people of an image. Its energy is
   in videos closeness to the previous frame.
 
 It runs in stages: (1) global orientation and translation from the torso, (2) the body pose
-and shape, (3) hands, face and body together.
+and shape, (3) hands, face and body together (see :meth:`Fitter._plan`; a head or hand crop
+alone is fitted from that part). The energy needs keypoints only, so each iteration evaluates
+the model on the few vertices the correspondences use (:class:`KeypointSampler`).
 """
 from __future__ import annotations
 
@@ -278,26 +280,7 @@ class Fitter:
         prev = {k: v.detach().clone() for k, v in params.items()} if warm else None
         sampler = self._sampler(tuple(sorted({tg.regressor for tg in targets.values()})))
 
-        # Part-only input (a head or hand crop): place the model from that part, leave the
-        # unobserved body pose at rest and let the shape adapt in the last stage.
-        anchor = anchor_part(targets)
-        with_body = anchor == "body"
-        observed = {part for part, tg in targets.items() if bool(tg.present.any())}
-        body_blocks = [n for n, b in model.blocks.items() if b.part == "body" and with_body]
-        shape_blocks = [n for n, b in model.blocks.items() if b.part == "shape"]
-        part_blocks = [n for n, b in model.blocks.items()
-                       if b.part in ("left_hand", "right_hand", "face")
-                       and (with_body or b.part in observed)]
-        final_shape = shape_blocks if cfg.shape_in_final_stage or not with_body else []
-        it_global = cfg.iters_global if with_body else cfg.part_only_iters[0]
-        it_parts = cfg.iters_parts if with_body else cfg.part_only_iters[1]
-        stages = [
-            (it_global if not warm else 0, ["global_orient", "transl"], (anchor,)),
-            (0 if not with_body else cfg.iters_body if not warm else cfg.iters_body // 2,
-             ["global_orient", "transl", *body_blocks, *shape_blocks], ("body",)),
-            (it_parts // (2 if warm else 1),
-             ["global_orient", "transl", *body_blocks, *final_shape, *part_blocks], PARTS),
-        ]
+        stages = self._plan(targets, warm)
         for stage, (iters, names, parts) in enumerate(stages):
             if iters <= 0:
                 continue
@@ -340,6 +323,37 @@ class Fitter:
             plaus = self.plausibility(params)
         final = {k: v.detach() for k, v in params.items()}
         return FitOutput(final, out, targets, projected, residual, plaus)
+
+    def _plan(self, targets: dict[str, PartTargets], warm: bool
+              ) -> list[tuple[int, list[str], tuple[str, ...]]]:
+        """The stages as (iterations, optimised blocks, parts in the energy).
+
+        With a body: placement from the body, then body pose and shape, then everything with
+        the shape fixed. Part-only input (a head or hand crop): placement from that part, then
+        that part's blocks and the shape; the unobserved body pose stays at rest. A warm start
+        (video) skips the placement and halves the rest.
+        """
+        cfg, model = self.config, self.model
+        anchor = anchor_part(targets)
+        with_body = anchor == "body"
+        observed = {part for part, tg in targets.items() if bool(tg.present.any())}
+        body_blocks = [n for n, b in model.blocks.items() if b.part == "body" and with_body]
+        shape_blocks = [n for n, b in model.blocks.items() if b.part == "shape"]
+        part_blocks = [n for n, b in model.blocks.items()
+                       if b.part in ("left_hand", "right_hand", "face")
+                       and (with_body or b.part in observed)]
+        final_shape = shape_blocks if cfg.shape_in_final_stage or not with_body else []
+        it_global = cfg.iters_global if with_body else cfg.part_only_iters[0]
+        it_body = cfg.iters_body if with_body else 0
+        it_parts = cfg.iters_parts if with_body else cfg.part_only_iters[1]
+        placement = ["global_orient", "transl"]
+        return [
+            (0 if warm else it_global, placement, (anchor,)),
+            (it_body // 2 if warm else it_body, [*placement, *body_blocks, *shape_blocks],
+             ("body",)),
+            (it_parts // 2 if warm else it_parts,
+             [*placement, *body_blocks, *final_shape, *part_blocks], PARTS),
+        ]
 
     def _sampler(self, conventions: tuple[str, ...]) -> KeypointSampler:
         if conventions not in self._samplers:
