@@ -65,7 +65,47 @@ def _cell(values: list[float], fn, digits: int = 1) -> str:
     return f"{fn(np.asarray(values)):.{digits}f}" if values else "n/a"
 
 
-def page(results: dict, records: list[dict], manifest: dict, device: str) -> str:
+#: Neutral baselines: the ground-truth person with these blocks at rest (part, blocks).
+BASELINES = (
+    ("face", ("facial_actions", "eye_pose")),
+    ("left_hand", ("left_hand_pose",)),
+    ("right_hand", ("right_hand_pose",)),
+)
+
+
+def neutral_baselines(data: Path, records: list[dict]) -> dict[str, list[float]]:
+    """Per part, the PA-PVE (mm) of the ground-truth person whose expression or fingers are
+    reset to rest, on the samples where the method's part error was scored: what "doing
+    nothing" for that part scores, for context next to the method's numbers."""
+    import torch
+
+    from furpe.bodymodels.anny_model import load_anny
+    from furpe.datasets.synthetic import read_npz
+    from furpe.evaluation.metrics import pa_pve
+
+    model = load_anny()
+    out: dict[str, list[float]] = {part: [] for part, _ in BASELINES}
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        gt = read_npz(data / "gt" / f"{r['id']}.npz")
+        params = {k[len("param_"):]: torch.as_tensor(v, dtype=torch.float32)[None]
+                  for k, v in gt.items() if k.startswith("param_")}
+        for part, blocks in BASELINES:
+            if (r.get("metrics") or {}).get(f"pa_pve_{part}_mm") is None:
+                continue
+            reset = dict(params)
+            for b in blocks:
+                reset[b] = torch.zeros_like(params[b])
+            with torch.no_grad():
+                verts = model(reset).vertices[0].numpy()
+            idx = model.part_vertices[part]
+            out[part].append(float(pa_pve(verts[idx], gt["vertices"][idx])))
+    return out
+
+
+def page(results: dict, records: list[dict], manifest: dict, device: str,
+         baselines: dict[str, list[float]] | None = None) -> str:
     """The Markdown page of one evaluation."""
     counts = results["counts"]
     size = manifest.get("image_size", {})
@@ -90,6 +130,11 @@ def page(results: dict, records: list[dict], manifest: dict, device: str) -> str
             if r.get("status") == "ok" and r.get("seconds") is not None]
     lines.append(f"| all | time per image (s) | {_cell(secs, np.median, 2)} | "
                  f"{_cell(secs, np.mean, 2)} | {len(secs)} |")
+    if baselines:
+        lines += ["", "Neutral baselines (the ground-truth person with that part at rest, same "
+                  "samples and protocol; what doing nothing for the part scores): " + "; ".join(
+                      f"{part.replace('_', ' ')} {_cell(v, np.median)} mm median, "
+                      f"{_cell(v, np.mean)} mm mean" for part, v in baselines.items()) + "."]
     acc = results.get("accepted") or {}
     if acc:
         lines += ["", "Selection: " + "; ".join(
@@ -128,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                        limit=args.limit, resume=args.resume)
     print(summary.line(), file=sys.stderr)
     records = latest_records(summary.samples_file, summary.results["sample_ids"])
-    text = page(summary.results, records, dataset.manifest, args.device)
+    text = page(summary.results, records, dataset.manifest, args.device,
+                neutral_baselines(data, records))
     print(text)
     if args.page:
         args.page.parent.mkdir(parents=True, exist_ok=True)
