@@ -625,3 +625,24 @@ def test_registry() -> None:
         register_expert("test_file_faces", FileFaceExpert, replace=True)
     finally:
         EXPERTS.pop("test_file_faces", None)
+
+
+def test_a_hand_found_by_both_wrist_crops_is_kept_once():
+    """Both crops found one physical hand: it stays only on the side whose handedness agrees
+    (the higher score); two distinct hands are both kept."""
+    from furpe.experts.mediapipe_experts import _drop_shared_hand
+
+    rng = np.random.default_rng(0)
+    hand = rng.uniform(100, 140, (21, 2))
+
+    def obs(part, kp, score):
+        return PartObservation(part, "mediapipe_hand", kp, np.full(21, score), score=score)
+
+    same = PersonObservation({"left_hand": obs("left_hand", hand + 1.0, 0.45),
+                              "right_hand": obs("right_hand", hand, 0.9)})
+    _drop_shared_hand(same)
+    assert set(same.parts) == {"right_hand"}
+    apart = PersonObservation({"left_hand": obs("left_hand", hand + 200.0, 0.45),
+                               "right_hand": obs("right_hand", hand, 0.9)})
+    _drop_shared_hand(apart)
+    assert set(apart.parts) == {"left_hand", "right_hand"}

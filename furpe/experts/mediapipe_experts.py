@@ -450,7 +450,8 @@ class MediaPipeHandExpert(_GraphOwner):
     given to ``mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2,
     model_complexity=1)``. Of the hands found, the one whose wrist is nearest the body's wrist
     is kept, unless it is further than ``max_wrist_distance`` hand lengths from it; if none is
-    kept, the crop is tried once more ``retry_scale`` times larger.
+    kept, the crop is tried once more ``retry_scale`` times larger. When both wrists' crops
+    found the same physical hand, it is kept only for the side whose handedness agrees.
 
     Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
 
@@ -514,6 +515,7 @@ class MediaPipeHandExpert(_GraphOwner):
                 obs = self.observe_hand(img, body, side)
                 if obs is not None:
                     person.parts[part] = obs
+            _drop_shared_hand(person)
         return people
 
     def observe_hand(
@@ -560,17 +562,11 @@ class MediaPipeHandExpert(_GraphOwner):
         # Skip crops that barely touch the image.
         if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
             return None
-        crop, used = crop_square(img, box, self.crop_size)
-        result = self._graph("hands").process(crop)
-        if not result.multi_hand_landmarks:
+        result, used, hands = self._run_hands(img, box)
+        if not hands:
             return None
-        side_px = used[2] - used[0]
         best: tuple[float, int, np.ndarray] | None = None
-        for i, lms in enumerate(result.multi_hand_landmarks):
-            kp = np.array(
-                [[used[0] - 0.5 + lm.x * side_px, used[1] - 0.5 + lm.y * side_px]
-                 for lm in lms.landmark]
-            )
+        for i, kp in enumerate(hands):
             if wrist is not None:  # the hand nearest the body's wrist
                 rank = float(np.linalg.norm(kp[0] - wrist))
             else:  # the most confident hand
@@ -603,6 +599,32 @@ class MediaPipeHandExpert(_GraphOwner):
             score=score,
             expert=self.name,
         )
+
+
+    def _run_hands(self, img: np.ndarray, box: Box) -> tuple[Any, Box, list[np.ndarray]]:
+        """MediaPipe Hands on a square crop: the raw result, the crop box used and each hand's
+        21 landmarks in full-image pixels."""
+        crop, used = crop_square(img, box, self.crop_size)
+        result = self._graph("hands").process(crop)
+        side_px = used[2] - used[0]
+        hands = [
+            np.array([[used[0] - 0.5 + lm.x * side_px, used[1] - 0.5 + lm.y * side_px]
+                      for lm in lms.landmark])
+            for lms in (result.multi_hand_landmarks or [])
+        ]
+        return result, used, hands
+
+
+def _drop_shared_hand(person: PersonObservation, overlap: float = 0.3) -> None:
+    """When both hand crops found the same physical hand (hands close together, or a wrong
+    body wrist), keep it only for the side MediaPipe's handedness agrees with (the higher
+    score): the landmarks of the two observations lie within ``overlap`` hand sizes."""
+    left, right = person.parts.get("left_hand"), person.parts.get("right_hand")
+    if left is None or right is None:
+        return
+    size = max(float(np.linalg.norm(np.ptp(left.keypoints_2d, axis=0))), 1.0)
+    if np.median(np.linalg.norm(left.keypoints_2d - right.keypoints_2d, axis=1)) < overlap * size:
+        del person.parts["left_hand" if left.score < right.score else "right_hand"]
 
 
 def _handedness(result: Any, i: int) -> tuple[str, float]:
