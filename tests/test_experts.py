@@ -646,3 +646,36 @@ def test_a_hand_found_by_both_wrist_crops_is_kept_once():
                                "right_hand": obs("right_hand", hand, 0.9)})
     _drop_shared_hand(apart)
     assert set(apart.parts) == {"left_hand", "right_hand"}
+
+
+def test_face_mesh_to_ibug68_table_is_anatomical(anny_model):
+    """The iBUG-68 table: each point is in the matching Face Mesh group, on the right side of
+    the face (Anny's Face Mesh correspondences, facing the camera), brows above eyes above the
+    mouth, upper lip above lower lip, and mirror pairs mirrored."""
+    import torch
+
+    T = C.FACE_TO_IBUG68
+    groups = {range(17, 22): C.FACE_RIGHT_EYEBROW, range(22, 27): C.FACE_LEFT_EYEBROW,
+              range(36, 42): C.FACE_RIGHT_EYE, range(42, 48): C.FACE_LEFT_EYE,
+              range(48, 68): C.FACE_LIPS}
+    for ibug_range, group in groups.items():
+        for i in ibug_range:
+            assert T[i] in group, (i, T[i])
+    with torch.no_grad():
+        out = anny_model(anny_model.neutral_params(1))
+        face = anny_model.keypoints(out, "mediapipe_face")[0].numpy()
+    p = {i: face[mp] for i, mp in T.items()}
+    mid = face[C.FACE_NOSE_TIP, 0]
+    x = {i: v[0] - mid for i, v in p.items()}
+    for right, left in ((17, 26), (21, 22), (36, 45), (39, 42), (48, 54), (49, 53), (59, 55),
+                        (60, 64), (37, 44), (41, 46)):
+        assert x[right] < -0.005 and x[left] > 0.005, (right, left)  # subject's right: image left
+        assert abs(x[right] + x[left]) < 0.01  # mirrored about the midline
+    for centre in (8, 27, 28, 29, 30, 33, 51, 57, 62, 66):
+        assert abs(x[centre]) < 0.005, centre
+    y = {i: v[1] for i, v in p.items()}  # y down
+    assert max(y[i] for i in range(17, 27)) < min(y[i] for i in range(36, 48))
+    assert max(y[i] for i in range(36, 48)) < y[30] < y[33] < min(y[i] for i in range(48, 68))
+    assert y[51] < y[62] < y[66] < y[57] < y[8]
+    assert abs(x[36]) > abs(x[39]) and abs(x[45]) > abs(x[42])  # outer corners further out
+    assert p[30][2] == min(v[2] for v in p.values())  # the nose tip is closest to the camera

@@ -147,7 +147,7 @@ def test_gradients_reach_every_block(model):
     out = model(params)
     weights = torch.randn(out.vertices.shape, generator=torch.Generator().manual_seed(0))
     loss = (out.vertices * weights).sum() + out.joints.square().sum()
-    for conv in ("mediapipe_pose", "mediapipe_hand_left", "smplx_face_landmarks"):
+    for conv in ("mediapipe_pose", "mediapipe_hand_left", "ibug68"):
         loss = loss + model.keypoints(out, conv).square().sum()
     loss.backward()
     for name, value in params.items():
@@ -204,7 +204,7 @@ def test_regressors(model):
         np.testing.assert_allclose(reg.weights.sum(1), 1.0, atol=1e-5, err_msg=name)
     assert model.regressors["mediapipe_pose"].names == MEDIAPIPE_POSE_NAMES
     assert model.regressors["mediapipe_hand_left"].names == MEDIAPIPE_HAND_NAMES
-    assert len(model.regressors["smplx_face_landmarks"].names) == 68
+    assert len(model.regressors["ibug68"].names) == 68
     out = model(random_params(model, 2, seed=6))
     assert model.keypoints(out, "mediapipe_pose").shape == (2, 33, 3)
     left = model.keypoints(out, "mediapipe_hand_left")
@@ -305,10 +305,44 @@ def test_file_without_contour_table(tmp_path, model_dir):
     (tmp_path / "smplx").mkdir()
     np.savez(tmp_path / "smplx" / "SMPLX_NEUTRAL.npz", **data)
     m = SMPLXBodyModel(tmp_path)
-    names = m.regressors["smplx_face_landmarks"].names
+    names = m.regressors["ibug68"].names
     assert len(names) == 51 and names[0] == "ibug_17"
     out = m(m.neutral_params(1))
     full = SMPLXBodyModel(model_dir)
     torch.testing.assert_close(
         m.keypoints(out, "mediapipe_pose"), full.keypoints(out, "mediapipe_pose")
     )
+
+
+def test_face_mesh_observations_fit_smplx_through_ibug68(model):
+    """A Face Mesh (478) observation drives an SMPL-X fit through the model's iBUG-68 face
+    landmarks: the mapped rows are used, the face lands on them, the jaw opening is found."""
+    from furpe.experts.base import PartObservation, PersonObservation
+    from furpe.experts.conventions import FACE_MESH_REFINED_SIZE, FACE_TO_IBUG68
+    from furpe.fitting.camera import intrinsics, project
+    from furpe.fitting.fit import Fitter, resolve_convention
+
+    K = intrinsics(640, 640)
+    gt = model.neutral_params(1)
+    gt["transl"][0] = torch.tensor([0.0, 0.55, 0.6])  # the head in front of the camera
+    gt["jaw_pose"][0, 0, 0] = 0.25  # mouth open
+    with torch.no_grad():
+        out = model(gt)
+        ibug = model.keypoints(out, "ibug68")[0]
+    uv = project(ibug[None], torch.as_tensor(K, dtype=torch.float32))[0].numpy()
+    names = model.regressors["ibug68"].names
+    kp = np.zeros((FACE_MESH_REFINED_SIZE, 2))
+    conf = np.zeros(FACE_MESH_REFINED_SIZE)
+    for i, mp in FACE_TO_IBUG68.items():
+        if f"ibug_{i:02d}" in names:
+            kp[mp], conf[mp] = uv[names.index(f"ibug_{i:02d}")], 1.0
+    key, rows = resolve_convention(model, "face", "mediapipe_face")
+    assert key == "mediapipe_face>ibug68" and len(rows) == int(conf.sum()) >= 45
+    face = PartObservation("face", "mediapipe_face", kp, conf, score=0.9, expert="test")
+    fit = Fitter(model).fit([PersonObservation({"face": face})], K)
+    assert float(fit.residual["face"][0]) < 0.02
+    jaw = float(fit.params["jaw_pose"][0, 0].norm())
+    print(f"\njaw opening fitted {jaw:.3f} rad (true 0.25)")
+    assert 0.12 < jaw < 0.4
+    with pytest.raises(FurpeError, match="no correspondences"):
+        resolve_convention(model, "face", "dlib_5")

@@ -29,7 +29,7 @@ the vertices whose dominant skinning joint is the corresponding joint (fingertip
 along the last phalanx among finger-3 vertices; toes: most forward of the foot, inner/outer;
 heel: most backward-down of ankle+foot; ear: most lateral of the head).
 
-Face landmarks (``"smplx_face_landmarks"``, iBUG-68 order, names ``ibug_00`` ...): the 17
+Face landmarks (``"ibug68"``, iBUG-68 order, names ``ibug_00`` ...): the 17
 contour points (the frontal entry, index 0, of the dynamic contour table) followed by the 51
 static landmarks (iBUG 17-67), each a barycentric row over one triangle. Without a contour
 table only the 51 static ones (``ibug_17`` ...) are given.
@@ -471,7 +471,7 @@ def _make_regressors(
         ),
     }
     first = 0 if len(landmarks) == 68 else 17
-    regs["smplx_face_landmarks"] = _regressor(
+    regs["ibug68"] = _regressor(
         tuple(f"ibug_{k:02d}" for k in range(first, 68)), landmarks
     )
 

@@ -154,6 +154,25 @@ FACE_CHIN = 152
 FACE_FOREHEAD = 10
 
 
+#: Face Mesh landmarks at iBUG-68 points (iBUG index -> Face Mesh index), for body models that
+#: carry the 68-point face landmarks (SMPL-X) instead of Face Mesh correspondences. Only points
+#: with an unambiguous Face Mesh counterpart: the chin (8), brows (17-26), nose bridge, tip and
+#: bottom (27-30, 33), eye corners and lids (36-47) and the lips (48-67). iBUG's 17-21, 36-41
+#: and 48 are on the subject's right, like Face Mesh's ``RIGHT`` groups. (The jaw contour and
+#: the nostril wings are left out: their Face Mesh counterparts are a matter of choice.)
+FACE_TO_IBUG68: dict[int, int] = {
+    8: 152,
+    17: 70, 18: 63, 19: 105, 20: 66, 21: 107,
+    22: 336, 23: 296, 24: 334, 25: 293, 26: 300,
+    27: 168, 28: 197, 29: 5, 30: 4, 33: 2,
+    36: 33, 37: 160, 38: 158, 39: 133, 40: 153, 41: 144,
+    42: 362, 43: 385, 44: 387, 45: 263, 46: 373, 47: 380,
+    48: 61, 49: 40, 50: 37, 51: 0, 52: 267, 53: 270, 54: 291, 55: 321, 56: 314, 57: 17,
+    58: 84, 59: 91,
+    60: 78, 61: 81, 62: 13, 63: 311, 64: 308, 65: 402, 66: 14, 67: 178,
+}
+
+
 FACE_FLIP: tuple[int, ...] = (
     0, 1, 2, 248, 4, 5, 6, 249, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 250, 251, 252,
     253, 254, 255, 256, 257, 258, 259, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 270,

@@ -24,9 +24,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import BodyModel, BodyOutput, KeypointSampler, rotvec_to_rotmat
+from furpe.bodymodels.base import (
+    BodyModel,
+    BodyOutput,
+    KeypointSampler,
+    Regressor,
+    rotvec_to_rotmat,
+)
 from furpe.errors import FurpeError
-from furpe.experts.base import PARTS, PersonObservation
+from furpe.experts.base import PARTS, PartObservation, PersonObservation
 from furpe.fitting.camera import project
 
 #: Landmark names of the torso in the MediaPipe pose convention (used for initialisation).
@@ -105,16 +111,34 @@ class FitOutput:
     plausibility: dict[str, torch.Tensor]  # part -> (B,) in [0, 1]
 
 
-def regressor_key(model: BodyModel, part: str, convention: str) -> str:
-    """The model regressor that serves ``convention`` for ``part``.
+def resolve_convention(
+    model: BodyModel, part: str, convention: str
+) -> tuple[str, np.ndarray | None]:
+    """The model regressor for ``convention`` and, when the model serves it only through another
+    landmark set, the observation rows to use (``None``: all of them, in order).
 
-    Hand conventions may have one regressor per side (``<convention>_left``/``_right``).
+    Face Mesh landmarks are fitted to a model with only the iBUG-68 face landmarks (SMPL-X)
+    through :data:`~furpe.experts.conventions.FACE_TO_IBUG68`: a regressor of the mapped iBUG
+    rows is added to the model once, as ``"mediapipe_face>ibug68"``. Raises
+    :class:`FurpeError` when there is no way.
     """
     side = {"left_hand": "_left", "right_hand": "_right"}.get(part, "")
     if side and convention + side in model.regressors:
-        return convention + side
+        return convention + side, None
     if convention in model.regressors:
-        return convention
+        return convention, None
+    if convention == "mediapipe_face" and "ibug68" in model.regressors:
+        from furpe.experts.conventions import FACE_TO_IBUG68
+
+        key = "mediapipe_face>ibug68"
+        ibug = model.regressors["ibug68"]
+        pairs = [(ibug.names.index(f"ibug_{i:02d}"), mp)
+                 for i, mp in sorted(FACE_TO_IBUG68.items()) if f"ibug_{i:02d}" in ibug.names]
+        if key not in model.regressors:
+            rows = [r for r, _ in pairs]
+            model.regressors[key] = Regressor(
+                tuple(ibug.names[r] for r in rows), ibug.indices[rows], ibug.weights[rows])
+        return key, np.array([mp for _, mp in pairs])
     raise FurpeError(
         f"body model '{model.name}' has no correspondences for the {part} landmarks of "
         f"convention '{convention}'"
@@ -134,7 +158,7 @@ def build_targets(
             continue
         if len(convs) > 1:
             raise FurpeError(f"people of one batch use different {part} conventions: {convs}")
-        key = regressor_key(model, part, convs.pop())
+        key, rows = resolve_convention(model, part, convs.pop())
         K = len(model.regressors[key].names)
         kp2d = np.zeros((B, K, 2))
         conf = np.zeros((B, K))
@@ -145,6 +169,8 @@ def build_targets(
         for b, o in enumerate(obs):
             if o is None:
                 continue
+            if rows is not None:
+                o = _rows(o, rows)
             if o.keypoints_2d.shape[0] != K:
                 raise FurpeError(
                     f"{o.expert or 'expert'} gave {o.keypoints_2d.shape[0]} {part} landmarks, "
@@ -162,6 +188,15 @@ def build_targets(
         targets[part] = PartTargets(key, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
                                     t(scale), t(present, torch.bool))
     return targets
+
+
+def _rows(obs: PartObservation, rows: np.ndarray) -> PartObservation:
+    """The observation restricted to ``rows`` of its landmarks."""
+    from dataclasses import replace
+
+    k3 = None if obs.keypoints_3d is None else obs.keypoints_3d[rows]
+    return replace(obs, keypoints_2d=obs.keypoints_2d[rows], confidence=obs.confidence[rows],
+                   keypoints_3d=k3)
 
 
 def gmof(sq: torch.Tensor, sigma: float) -> torch.Tensor:
