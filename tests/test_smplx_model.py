@@ -346,3 +346,22 @@ def test_face_mesh_observations_fit_smplx_through_ibug68(model):
     assert 0.12 < jaw < 0.4
     with pytest.raises(FurpeError, match="no correspondences"):
         resolve_convention(model, "face", "dlib_5")
+
+
+def test_real_photo_through_the_pipeline_with_smplx(model):
+    """The whole pipeline with SMPL-X on a real photo: body, hands and the Face Mesh face all
+    reach the fit (the face through iBUG-68), and a person comes out in the camera frame."""
+    import cv2
+
+    from furpe.pipeline import Reconstructor
+
+    photo = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
+    rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    rec = Reconstructor(model, device="cpu")
+    frame = rec.reconstruct_image(rgb)
+    (person,) = frame.people
+    assert frame.body_model == "smplx"
+    assert person.parts["body"].observed and person.parts["face"].observed
+    assert "face" in person.keypoints_2d and person.keypoints_2d["face"].observed.shape[1] == 2
+    assert person.vertices.shape == (model.num_vertices, 3)
+    assert (person.vertices[:, 2] > 0).all()  # in front of the camera
