@@ -374,3 +374,18 @@ def test_undecodable_video(tmp_path: Path) -> None:
     assert str(bad) in str(err.value) and "cannot" in str(err.value)
     with pytest.raises(InputError, match="no such file"):
         open_video(tmp_path / "missing.mp4")
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path: Path) -> None:
+    """Not mkstemp's private 0o600: what open() would give under the current umask."""
+    import os
+    import stat
+
+    from furpe.io.outputs import atomic_write
+
+    with atomic_write(tmp_path / "a.json", "w") as fh:
+        fh.write("{}")
+    with open(tmp_path / "b.json", "w") as fh:
+        fh.write("{}")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "b.json").st_mode)

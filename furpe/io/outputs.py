@@ -63,18 +63,29 @@ PERSON_COLORS: tuple[tuple[float, float, float], ...] = (
 # Atomic writes
 # ---------------------------------------------------------------------------------------
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it replaces ``path``.
 
     On any exception (including KeyboardInterrupt) the temporary file is deleted and
-    ``path`` is left as it was. Parent folders are created.
+    ``path`` is left as it was. Parent folders are created. The file gets the permissions of
+    an ordinary new file (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
             yield fh
             fh.flush()
