@@ -339,7 +339,7 @@ class Fitter:
             for _ in range(iters):
                 opt.zero_grad(set_to_none=True)
                 kps = sampler(params) if local is None else _place(local, params)
-                loss = self.energy(params, targets, Kt, parts, prev, keypoints=kps)
+                loss = self.energy(params, targets, Kt, parts, kps, prev)
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -412,13 +412,10 @@ class Fitter:
         return 1.0
 
     # -- energy ---------------------------------------------------------------------------
-    def energy(self, params, targets, Kt, parts, prev=None, keypoints=None) -> torch.Tensor:
-        """The fit energy; ``keypoints`` (convention -> (B, K, 3)) saves a forward pass."""
-        cfg, model = self.config, self.model
-        if keypoints is None:
-            out = model(params)
-            keypoints = {tg.regressor: model.keypoints(out, tg.regressor)
-                         for tg in targets.values()}
+    def energy(self, params, targets, Kt, parts, keypoints, prev=None) -> torch.Tensor:
+        """The fit energy of the model keypoints ``keypoints`` (convention -> (B, K, 3), from
+        the :class:`KeypointSampler`) posed by ``params``."""
+        cfg = self.config
         total = params["transl"].new_zeros(())
         for part in parts:
             tg = targets.get(part)
