@@ -149,38 +149,16 @@ def _set(p: dict[str, torch.Tensor], model: BodyModel, block: str, bone: str, ro
     p[block][0, labels.index(bone)] = torch.as_tensor(rotvec, dtype=torch.float32)
 
 
-_FLEX_AXES: dict[int, dict[str, np.ndarray]] = {}
 _PHALANX_WEIGHTS = {"1": 0.9, "2": 1.0, "3": 0.7}
 
 
 def finger_flex_axes(model: BodyModel) -> dict[str, np.ndarray]:
-    """Per hand block, (N, 3) unit axes (Anny's native frame) about which a positive rotation
-    curls each phalanx towards the palm; zero rows for the metacarpals. Measured on the rest
-    pose: the axis is normal to the finger's first phalanx and to the palm."""
-    key = id(model)
-    if key not in _FLEX_AXES:
-        with torch.no_grad():
-            joints = model(model.neutral_params(1)).joints[0].cpu().numpy().astype(np.float64)
-        names = list(model.joint_names)
-        to_native = np.asarray(model.canonical_rotation, dtype=np.float64).T
-        axes = {}
-        for block, side, sign in (("left_hand_pose", "L", -1.0), ("right_hand_pose", "R", 1.0)):
-            j = lambda n: joints[names.index(f"{n}.{side}")]  # noqa: E731
-            wrist = j("wrist")
-            normal = np.cross(j("finger2-1") - wrist, j("finger5-1") - wrist)
-            normal /= np.linalg.norm(normal)
-            labels = model.blocks[block].labels
-            out = np.zeros((len(labels), 3))
-            for i, label in enumerate(labels):
-                if not label.startswith("finger"):
-                    continue
-                finger = label.split("-")[0]
-                d = j(f"{finger}-2") - j(f"{finger}-1")
-                axis = sign * np.cross(d / np.linalg.norm(d), normal)
-                out[i] = to_native @ (axis / np.linalg.norm(axis))
-            axes[block] = out
-        _FLEX_AXES[key] = axes
-    return _FLEX_AXES[key]
+    """Per Anny hand block, (N, 3) unit axes (Anny's native frame) about which a positive
+    rotation curls each phalanx towards the palm: the model's hinge axes
+    (:meth:`~furpe.bodymodels.base.BodyModel.finger_hinge_axes`) with the sign that curls
+    Anny's fingers (mirrored between the hands); zero rows for the metacarpals."""
+    axes = model.finger_hinge_axes()
+    return {"left_hand_pose": -axes["left_hand_pose"], "right_hand_pose": axes["right_hand_pose"]}
 
 
 def _curl_hand(p: dict[str, torch.Tensor], model: BodyModel, block: str,
@@ -283,11 +261,17 @@ MIN_PART_PIXELS: dict[str, float] = {"left_hand": 20.0, "right_hand": 20.0, "fac
                                      "body": 60.0}
 #: Depth tolerance (metres) of :func:`part_visibility`'s ``seen`` share.
 SEEN_TOLERANCE = 0.02
+#: ... and, when the rendered depth is known, at least this share of its vertices is seen
+#: (not hidden by the body or by the part itself). A hand in plain view scores 0.7-0.9 (its
+#: far side counts as seen within :data:`SEEN_TOLERANCE`), a hand behind the hips or the
+#: back 0.0-0.3. The body is always evaluated.
+MIN_SEEN: dict[str, float] = {"left_hand": 0.5, "right_hand": 0.5, "face": 0.5}
 
 
 @dataclass
 class PartVisibility:
-    """Per part: ``visible`` (in the image and not tiny), ``inside`` (share of its vertices
+    """Per part: ``visible`` (in the image, not tiny and, with a depth map, not hidden),
+    ``inside`` (share of its vertices
     projecting inside the image), ``pixels`` (projected size: the longer side of its
     vertices' box, pixels) and ``seen`` (share of its vertices that are the nearest surface at
     their pixel, i.e. not hidden by the body or by the part itself; NaN without a depth map).
@@ -302,17 +286,20 @@ class PartVisibility:
 def part_visibility(part_vertices: Mapping[str, np.ndarray], vertices: np.ndarray,
                     K: np.ndarray, width: int, height: int, depth: np.ndarray | None = None,
                     min_inside: float = MIN_INSIDE,
-                    min_pixels: Mapping[str, float] | None = None) -> PartVisibility:
-    """Which parts of a camera-frame mesh are in a ``width`` x ``height`` image and not tiny.
+                    min_pixels: Mapping[str, float] | None = None,
+                    min_seen: Mapping[str, float] | None = None) -> PartVisibility:
+    """Which parts of a camera-frame mesh are in a ``width`` x ``height`` image, not tiny and
+    not hidden.
 
     A part is *visible* when more than ``min_inside`` of its vertices project inside the image
     (pixel centres at integer coordinates, so inside means ``-0.5 <= u < W - 0.5``) in front of
-    the camera, and its projected size is at least ``min_pixels[part]``
-    (:data:`MIN_PART_PIXELS`). Occlusion does not change ``visible``: it is reported as
-    ``seen`` when the rendered ``depth`` map is given.
+    the camera, its projected size is at least ``min_pixels[part]`` (:data:`MIN_PART_PIXELS`)
+    and, when the rendered ``depth`` map is given, at least ``min_seen[part]`` of its vertices
+    are seen (:data:`MIN_SEEN`; a hand behind the body is not visible).
     """
     v = np.asarray(vertices, dtype=np.float64)
     thresholds = dict(MIN_PART_PIXELS if min_pixels is None else min_pixels)
+    seen_min = dict(MIN_SEEN if min_seen is None else min_seen)
     z = v[:, 2]
     front = z > 1e-6
     uv = np.full((len(v), 2), np.nan)
@@ -335,8 +322,9 @@ def part_visibility(part_vertices: Mapping[str, np.ndarray], vertices: np.ndarra
         size = float((pts.max(0) - pts.min(0)).max()) if len(pts) else 0.0
         inside_share[part] = share
         pixels[part] = size
-        visible[part] = bool(share > min_inside and size >= thresholds.get(part, 0.0))
         seen[part] = float(seen_all[idx].mean()) if seen_all is not None else float("nan")
+        visible[part] = bool(share > min_inside and size >= thresholds.get(part, 0.0)
+                             and (seen_all is None or seen[part] >= seen_min.get(part, 0.0)))
     return PartVisibility(visible, inside_share, pixels, seen)
 
 

@@ -18,7 +18,7 @@ from furpe.datasets.synthetic import (GENERATOR_VERSION, PARTS, SyntheticDataset
                                       read_npz, sample_id)
 from furpe.errors import FurpeError
 from furpe.io.inputs import read_image
-from furpe.synthetic import (MIN_PART_PIXELS, STANDING, VARIED, anny_age_from_years,
+from furpe.synthetic import (MIN_PART_PIXELS, MIN_SEEN, STANDING, VARIED, anny_age_from_years,
                              part_visibility, sample_params, years_from_anny_age)
 
 N = 4
@@ -94,7 +94,8 @@ def test_ground_truth_arrays(synthetic_set, anny_model):
     assert gt["vertices"][:, 2].min() > 0.3  # in front of the camera
     # visible flags follow the documented rule
     for i, part in enumerate(PARTS):
-        expect = gt["part_inside"][i] > 0.9 and gt["part_pixels"][i] >= MIN_PART_PIXELS[part]
+        expect = (gt["part_inside"][i] > 0.9 and gt["part_pixels"][i] >= MIN_PART_PIXELS[part]
+                  and gt["part_seen"][i] >= MIN_SEEN.get(part, 0.0))
         assert bool(gt["visible"][i]) == bool(expect)
 
 
@@ -231,7 +232,21 @@ def test_part_visibility_rule():
     assert vis.pixels["face"] == pytest.approx(8.0)
     assert np.isnan(vis.seen["body"])
     depth = np.full((100, 100), 0.5)  # something nearer hides everything
-    assert part_visibility(parts, verts, K, 100, 100, depth=depth).seen["body"] == 0.0
+    hidden = part_visibility(parts, verts, K, 100, 100, depth=depth)
+    assert hidden.seen["body"] == 0.0
+    assert hidden.visible["body"]  # the body always counts
+    # a hand in plain view is visible; the same hand behind something nearer is not
+    hand_only = {"body": np.arange(100), "left_hand": np.arange(100)}
+    clear = np.full((100, 100), np.inf)
+    assert part_visibility(hand_only, big, K, 100, 100, depth=clear).visible["left_hand"]
+    half = clear.copy()
+    half[:, :50] = 0.5  # hides the left half of the hand's vertices
+    vis = part_visibility(hand_only, big, K, 100, 100, depth=half)
+    assert vis.seen["left_hand"] == pytest.approx(0.5)
+    assert vis.visible["left_hand"]  # exactly MIN_SEEN
+    half[:, :60] = 0.5
+    vis = part_visibility(hand_only, big, K, 100, 100, depth=half)
+    assert vis.seen["left_hand"] < MIN_SEEN["left_hand"] and not vis.visible["left_hand"]
 
 
 def test_make_synthetic_cli(tmp_path, capsys, synthetic_set):

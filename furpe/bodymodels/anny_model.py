@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import BodyModel, ParamBlock
+from furpe.bodymodels.base import BodyModel, HandBones, ParamBlock
 
 #: Native (z up, facing -y) to camera-facing frame (y down, facing -z).
 ANNY_CANONICAL_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -120,6 +120,18 @@ class AnnyBodyModel(BodyModel):
         from furpe.correspondences import load_regressors
 
         self.regressors = load_regressors(self)
+
+    def hand_bones(self, block: str) -> HandBones | None:
+        """Anny's hand bones: ``finger1`` is the thumb, ``finger2`` the index, ``finger5``
+        the little finger; metacarpals are not finger bones."""
+        side = {"left_hand_pose": "L", "right_hand_pose": "R"}.get(block)
+        if side is None:
+            return None
+        rows = tuple(
+            (f"{lab.split('-')[0]}-1.{side}", f"{lab.split('-')[0]}-2.{side}")
+            if lab.startswith("finger") else None
+            for lab in self.blocks[block].labels)
+        return HandBones(f"wrist.{side}", f"finger2-1.{side}", f"finger5-1.{side}", rows)
 
     def coco_regressor(self):
         """Anny's own COCO (+ 6 feet keypoints) regressor, as a sparse :class:`Regressor`."""

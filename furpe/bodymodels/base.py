@@ -96,6 +96,21 @@ class Regressor:
             raise ValueError("one name per keypoint row is needed")
 
 
+@dataclass(frozen=True)
+class HandBones:
+    """The joints that describe one hand block for finger hinge axes.
+
+    ``wrist``, ``index_base`` and ``pinky_base`` span the palm; ``rows`` gives, per row of the
+    block, the (base, next) joints of the finger that row bends (its first phalanx gives the
+    finger's direction), or ``None`` for rows that are not finger bones (metacarpals).
+    """
+
+    wrist: str
+    index_base: str
+    pinky_base: str
+    rows: tuple[tuple[str, str] | None, ...]
+
+
 def apply_regressor(reg: Regressor, points: torch.Tensor) -> torch.Tensor:
     """Apply ``reg`` to (B, P, 3) points; returns (B, K, 3)."""
     idx = torch.as_tensor(reg.indices, dtype=torch.long, device=points.device)
@@ -132,6 +147,44 @@ class BodyModel(torch.nn.Module):
             name: blk.neutral(batch, dtype=torch.float32, device=device)
             for name, blk in self.blocks.items()
         }
+
+    def hand_bones(self, block: str) -> HandBones | None:
+        """The joints of a hand block for :meth:`finger_hinge_axes` (``None``: no hand block
+        or the model does not say; the fit then uses an isotropic finger prior)."""
+        return None
+
+    def finger_hinge_axes(self) -> dict[str, np.ndarray]:
+        """Per hand block, (N, 3) unit axes in the block's rotation frame (the model's native
+        frame at rest) about which each finger bone bends: normal to the finger's first
+        phalanx and to the palm, measured on the neutral pose. Zero rows for bones that are
+        not finger bones. The sign is the model's (a hinge prior does not need it)."""
+        cached = getattr(self, "_hinge_axes", None)
+        if cached is not None:
+            return cached
+        with torch.no_grad():
+            joints = self(self.neutral_params(1)).joints[0].cpu().numpy().astype(np.float64)
+        names = list(self.joint_names)
+        to_native = np.asarray(self.canonical_rotation, dtype=np.float64).T
+        axes: dict[str, np.ndarray] = {}
+        for block in self.blocks:
+            bones = self.hand_bones(block)
+            if bones is None:
+                continue
+            j = lambda n: joints[names.index(n)]  # noqa: E731
+            wrist = j(bones.wrist)
+            normal = np.cross(j(bones.index_base) - wrist, j(bones.pinky_base) - wrist)
+            out = np.zeros((len(bones.rows), 3))
+            for i, row in enumerate(bones.rows):
+                if row is None:
+                    continue
+                d = j(row[1]) - j(row[0])
+                axis = np.cross(d, normal)
+                norm = np.linalg.norm(axis)
+                if norm > 1e-9:  # degenerate geometry (coincident joints): no hinge
+                    out[i] = to_native @ (axis / norm)
+            axes[block] = out
+        self._hinge_axes = axes
+        return axes
 
     def check_params(self, params: dict[str, torch.Tensor]) -> int:
         """Validate block names and shapes; return the batch size."""

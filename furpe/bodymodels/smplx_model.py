@@ -82,7 +82,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import BodyModel, ParamBlock, Regressor, rotvec_to_rotmat
+from furpe.bodymodels.base import (BodyModel, HandBones, ParamBlock, Regressor,
+                                   rotvec_to_rotmat)
 from furpe.errors import FurpeError
 
 SMPLX_JOINT_NAMES: tuple[str, ...] = (
@@ -262,6 +263,14 @@ class SMPLXBodyModel(BodyModel):
     @property
     def num_vertices(self) -> int:
         return int(self.v_template.shape[0])
+
+    def hand_bones(self, block: str) -> HandBones | None:
+        """SMPL-X's hand joints: ``<side>_<finger><1..3>``; every row is a finger bone."""
+        side = {"left_hand_pose": "left", "right_hand_pose": "right"}.get(block)
+        if side is None:
+            return None
+        rows = tuple((f"{lab[:-1]}1", f"{lab[:-1]}2") for lab in self.blocks[block].labels)
+        return HandBones(f"{side}_wrist", f"{side}_index1", f"{side}_pinky1", rows)
 
     def _make_blocks(self, eye_pose: bool) -> dict[str, ParamBlock]:
         names = SMPLX_JOINT_NAMES

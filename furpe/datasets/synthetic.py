@@ -44,10 +44,11 @@ centres at integer coordinates):
 * ``part_names`` (left_hand, right_hand, face, body) and per part ``visible`` (bool),
   ``part_inside`` (share of its vertices inside the image), ``part_pixels`` (projected size:
   the longer side of its box), ``part_seen`` (share of its vertices not hidden by the body or
-  itself). **Visible** means *in the image and not tiny*: more than 90% of the part's vertices
-  project inside the image and its projected size is at least
-  :data:`furpe.synthetic.MIN_PART_PIXELS` (hands and face 20 px, body 60 px); occlusion does
-  not change it (see ``part_seen``);
+  itself). **Visible** means *in the image, not tiny and not hidden*: more than 90% of the
+  part's vertices project inside the image, its projected size is at least
+  :data:`furpe.synthetic.MIN_PART_PIXELS` (hands and face 20 px, body 60 px), and at least
+  :data:`furpe.synthetic.MIN_SEEN` of its vertices are seen (hands and face 0.5: a hand behind
+  the back is not visible; the body always counts);
 * the scene: ``skin`` (RGB), ``light_dir``, ``light_ambient``, ``light_diffuse``,
   ``age_years``, ``height_m`` (rest-pose height), ``yaw_deg``, ``elevation_deg``, ``focal``,
   ``fill``, ``distance_m``, ``truncated``, ``clutter``; and ``seed``, ``index``,
@@ -92,7 +93,7 @@ __all__ = ["GENERATOR_VERSION", "DEFAULT_N", "PARTS", "GenerateSummary", "Synthe
            "generate", "sample_id", "read_npz", "write_npz"]
 
 #: Bumped whenever the same (seed, index) would give a different sample.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: occlusion counts in the visible flags
 #: The size of the standard set (``furpe make-synthetic OUT`` without ``--n``).
 DEFAULT_N = 200
 #: The parts whose vertex sets are in ``parts.npz`` and whose flags are in each ``gt`` file.
@@ -228,7 +229,7 @@ def _bar(progress: bool, **kwargs: Any):
 
 def _manifest(model, seed: int, n: int, width: int, height: int, backend: str) -> dict[str, Any]:
     from furpe.io.outputs import COORDINATE_FRAME, UNITS
-    from furpe.synthetic import MIN_INSIDE, MIN_PART_PIXELS, VARIED, SceneRanges
+    from furpe.synthetic import MIN_INSIDE, MIN_PART_PIXELS, MIN_SEEN, VARIED, SceneRanges
 
     return {
         "format": FORMAT,
@@ -241,7 +242,8 @@ def _manifest(model, seed: int, n: int, width: int, height: int, backend: str) -
         "render_backend": backend,
         "num_vertices": int(model.num_vertices),
         "parts": list(PARTS),
-        "visibility": {"min_inside": MIN_INSIDE, "min_pixels": dict(MIN_PART_PIXELS)},
+        "visibility": {"min_inside": MIN_INSIDE, "min_pixels": dict(MIN_PART_PIXELS),
+                       "min_seen": dict(MIN_SEEN)},
         "ranges": {"pose": _jsonable(asdict(VARIED)), "scene": _jsonable(asdict(SceneRanges()))},
         "keypoints": {c: list(r.names) for c, r in sorted(model.regressors.items())},
         "joint_names": list(model.joint_names),

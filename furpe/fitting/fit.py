@@ -67,6 +67,15 @@ class FitConfig:
         default_factory=lambda: {"body_pose": 2e-4, "left_hand_pose": 2e-2,
                                  "right_hand_pose": 2e-2, "eye_pose": 1e-3}
     )
+    #: Finger bones bend about one hinge axis (the model's ``finger_hinge_axes``): rotation
+    #: about it costs ``w_finger_flex``, any other rotation (twist, sideways) costs
+    #: ``w_finger_other`` (per squared radian, averaged over the block's bones like
+    #: ``w_pose``); bones without a hinge (metacarpals) keep ``w_pose``. Measured against the
+    #: isotropic prior on held-out renders, median hand PA-PVE of accepted / all visible
+    #: hands: standing seeds 50-79 18.2 -> 15.4 / 16.4 -> 16.1 mm; varied scenes 0-39
+    #: 18.9 -> 17.4 / 19.0 -> 18.8 mm; with exact hand keypoints 14.9 -> 14.0 / 16.9 -> 16.4.
+    w_finger_flex: float = 5e-3
+    w_finger_other: float = 0.3
     #: Rotation magnitude (radians) above which a joint is penalised steeply.
     max_angle: float = 2.2
     w_limit: float = 1e-1
@@ -288,6 +297,7 @@ class Fitter:
         self.model = model
         self.config = config or FitConfig()
         self._samplers: dict[tuple[str, ...], KeypointSampler] = {}
+        self._hinges: dict[tuple[str, str], torch.Tensor] = {}
 
     def fit(
         self,
@@ -438,6 +448,16 @@ class Fitter:
         total = total + self.prior(params, prev)
         return total
 
+    def _hinge_axes(self, block: str, like: torch.Tensor) -> torch.Tensor | None:
+        """The model's finger hinge axes of ``block`` (N, 3) on ``like``'s device, or None."""
+        axes = self.model.finger_hinge_axes().get(block)
+        if axes is None:
+            return None
+        key = (block, str(like.device))
+        if key not in self._hinges:
+            self._hinges[key] = torch.as_tensor(axes, dtype=like.dtype, device=like.device)
+        return self._hinges[key]
+
     def prior(self, params, prev=None) -> torch.Tensor:
         cfg, model = self.config, self.model
         total = params["transl"].new_zeros(())
@@ -445,7 +465,16 @@ class Fitter:
             x = params[name]
             if blk.kind == "rotation" and name in cfg.w_pose:
                 ang2 = x.pow(2).sum(-1)
-                total = total + cfg.w_pose[name] * ang2.mean(1).sum()
+                axes = self._hinge_axes(name, x)
+                if axes is None:
+                    total = total + cfg.w_pose[name] * ang2.mean(1).sum()
+                else:
+                    hinge = axes.abs().sum(-1) > 0
+                    flex2 = (x * axes).sum(-1).pow(2)
+                    row = torch.where(hinge, cfg.w_finger_flex * flex2
+                                      + cfg.w_finger_other * (ang2 - flex2),
+                                      cfg.w_pose[name] * ang2)
+                    total = total + row.mean(1).sum()
                 over = (ang2.clamp(min=1e-12).sqrt() - cfg.max_angle).clamp(min=0)
                 total = total + cfg.w_limit * over.pow(2).sum()
             elif blk.part == "shape":
