@@ -297,7 +297,7 @@ class Fitter:
         self.model = model
         self.config = config or FitConfig()
         self._samplers: dict[tuple[str, ...], KeypointSampler] = {}
-        self._hinges: dict[tuple[str, str], torch.Tensor] = {}
+        self._hinges: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     def fit(
         self,
@@ -448,14 +448,23 @@ class Fitter:
         total = total + self.prior(params, prev)
         return total
 
-    def _hinge_axes(self, block: str, like: torch.Tensor) -> torch.Tensor | None:
-        """The model's finger hinge axes of ``block`` (N, 3) on ``like``'s device, or None."""
+    def _hinge_weights(self, block: str, like: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """For a hand block with finger hinges, (axes (N, 3), w_all (N,), w_flex (N,)) on
+        ``like``'s device such that the prior of a row is ``w_all |x|^2 + w_flex (x.a)^2``:
+        ``w_finger_other`` off the hinge and ``w_finger_flex`` about it for finger bones,
+        ``w_pose`` all round for the rest. None when the model has no hinges for it."""
         axes = self.model.finger_hinge_axes().get(block)
         if axes is None:
             return None
-        key = (block, str(like.device))
+        cfg = self.config
+        key = (block, str(like.device), cfg.w_finger_flex, cfg.w_finger_other, cfg.w_pose[block])
         if key not in self._hinges:
-            self._hinges[key] = torch.as_tensor(axes, dtype=like.dtype, device=like.device)
+            a = torch.as_tensor(axes, dtype=like.dtype, device=like.device)
+            is_hinge = a.abs().sum(-1) > 0
+            w_all = torch.where(is_hinge, cfg.w_finger_other, cfg.w_pose[block]).to(like.dtype)
+            w_flex = is_hinge.to(like.dtype) * (cfg.w_finger_flex - cfg.w_finger_other)
+            self._hinges[key] = (a, w_all, w_flex)
         return self._hinges[key]
 
     def prior(self, params, prev=None) -> torch.Tensor:
@@ -465,15 +474,12 @@ class Fitter:
             x = params[name]
             if blk.kind == "rotation" and name in cfg.w_pose:
                 ang2 = x.pow(2).sum(-1)
-                axes = self._hinge_axes(name, x)
-                if axes is None:
+                hinge = self._hinge_weights(name, x)
+                if hinge is None:
                     total = total + cfg.w_pose[name] * ang2.mean(1).sum()
                 else:
-                    hinge = axes.abs().sum(-1) > 0
-                    flex2 = (x * axes).sum(-1).pow(2)
-                    row = torch.where(hinge, cfg.w_finger_flex * flex2
-                                      + cfg.w_finger_other * (ang2 - flex2),
-                                      cfg.w_pose[name] * ang2)
+                    axes, w_all, w_flex = hinge
+                    row = w_all * ang2 + w_flex * (x * axes).sum(-1).pow(2)
                     total = total + row.mean(1).sum()
                 over = (ang2.clamp(min=1e-12).sqrt() - cfg.max_angle).clamp(min=0)
                 total = total + cfg.w_limit * over.pow(2).sum()
