@@ -58,11 +58,9 @@ HANDS = ("left_hand", "right_hand")
 
 def _at_rest(model, params: dict[str, np.ndarray], part: str) -> np.ndarray:
     """Vertices of a fitted person with only ``part``'s blocks at their neutral value."""
-    neutral = model.neutral_params(1)
-    p = {k: (neutral[k] if model.blocks[k].part == part
-             else torch.as_tensor(v, dtype=torch.float32)[None]) for k, v in params.items()}
+    p = {k: torch.as_tensor(v, dtype=torch.float32)[None] for k, v in params.items()}
     with torch.no_grad():
-        return model(p).vertices[0].cpu().numpy()
+        return model(model.at_rest(p, part)).vertices[0].cpu().numpy()
 
 
 def _coco(model, vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
@@ -146,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         errs["body-part PA-PVE"].append(pa_error(v[pv["body"]], sp.vertices[pv["body"]]))
         face = pa_error(v[pv["face"]], sp.vertices[pv["face"]])
         errs["face PA-PVE (all)"].append(face)
-        rest = _at_rest(model, person.params, "face")
-        errs["face PA-PVE, fit, face at rest (all)"].append(pa_error(rest[pv["face"]], sp.vertices[pv["face"]]))
+        rest = _at_rest(model, person.params, "face")[pv["face"]]
+        errs["face PA-PVE, fit, face at rest (all)"].append(pa_error(rest, sp.vertices[pv["face"]]))
         if person.parts["face"].accepted:
             faces_accepted += 1
             errs["face PA-PVE (face accepted)"].append(face)

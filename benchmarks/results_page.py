@@ -65,12 +65,9 @@ def _cell(values: list[float], fn, digits: int = 1) -> str:
     return f"{fn(np.asarray(values)):.{digits}f}" if values else "n/a"
 
 
-#: Neutral baselines: the ground-truth person with these blocks at rest (part, blocks).
-BASELINES = (
-    ("face", ("facial_actions", "eye_pose")),
-    ("left_hand", ("left_hand_pose",)),
-    ("right_hand", ("right_hand_pose",)),
-)
+#: Neutral baselines: the ground-truth person with that part's blocks at rest
+#: (``BodyModel.at_rest``: the face's expression and gaze, a hand's fingers).
+BASELINES = ("face", "left_hand", "right_hand")
 
 
 def neutral_baselines(data: Path, records: list[dict]) -> dict[str, list[float]]:
@@ -84,21 +81,18 @@ def neutral_baselines(data: Path, records: list[dict]) -> dict[str, list[float]]
     from furpe.evaluation.metrics import pa_pve
 
     model = load_anny()
-    out: dict[str, list[float]] = {part: [] for part, _ in BASELINES}
+    out: dict[str, list[float]] = {part: [] for part in BASELINES}
     for r in records:
         if r.get("status") != "ok":
             continue
         gt = read_npz(data / "gt" / f"{r['id']}.npz")
         params = {k[len("param_"):]: torch.as_tensor(v, dtype=torch.float32)[None]
                   for k, v in gt.items() if k.startswith("param_")}
-        for part, blocks in BASELINES:
+        for part in BASELINES:
             if (r.get("metrics") or {}).get(f"pa_pve_{part}_mm") is None:
                 continue
-            reset = dict(params)
-            for b in blocks:
-                reset[b] = torch.zeros_like(params[b])
             with torch.no_grad():
-                verts = model(reset).vertices[0].numpy()
+                verts = model(model.at_rest(params, part)).vertices[0].numpy()
             idx = model.part_vertices[part]
             out[part].append(float(pa_pve(verts[idx], gt["vertices"][idx])))
     return out

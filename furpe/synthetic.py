@@ -259,22 +259,22 @@ MIN_INSIDE = 0.9
 #: this many pixels.
 MIN_PART_PIXELS: dict[str, float] = {"left_hand": 20.0, "right_hand": 20.0, "face": 20.0,
                                      "body": 60.0}
-#: Depth tolerance (metres) of :func:`part_visibility`'s ``seen`` share.
-SEEN_TOLERANCE = 0.02
 #: ... and, when the rendered depth is known, at least this share of its vertices is seen
 #: (not hidden by the body or by the part itself). A hand in plain view scores 0.7-0.9 (its
 #: far side counts as seen within :data:`SEEN_TOLERANCE`), a hand behind the hips or the
 #: back 0.0-0.3. The body is always evaluated.
 MIN_SEEN: dict[str, float] = {"left_hand": 0.5, "right_hand": 0.5, "face": 0.5}
+#: Depth tolerance (metres) of :func:`part_visibility`'s ``seen`` share.
+SEEN_TOLERANCE = 0.02
 
 
 @dataclass
 class PartVisibility:
     """Per part: ``visible`` (in the image, not tiny and, with a depth map, not hidden),
-    ``inside`` (share of its vertices
-    projecting inside the image), ``pixels`` (projected size: the longer side of its
-    vertices' box, pixels) and ``seen`` (share of its vertices that are the nearest surface at
-    their pixel, i.e. not hidden by the body or by the part itself; NaN without a depth map).
+    ``inside`` (share of its vertices projecting inside the image), ``pixels`` (projected
+    size: the longer side of its vertices' box, pixels) and ``seen`` (share of its vertices
+    that are the nearest surface at their pixel, i.e. not hidden by the body or by the part
+    itself; NaN without a depth map).
     """
 
     visible: dict[str, bool]

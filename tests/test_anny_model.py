@@ -237,3 +237,23 @@ def test_derived_data_is_cached_and_rebuilt_when_stale(anny_model, tmp_path, mon
     path.write_bytes(b"not an npz")
     with pytest.raises(AssertionError, match="recomputed"):
         am._derived_data(anny_model, path, labels)
+
+
+def test_at_rest_resets_only_that_part(anny_model):
+    m = anny_model
+    g = torch.Generator().manual_seed(3)
+    params = {k: v + 0.2 * torch.randn(v.shape, generator=g) if m.blocks[k].kind == "rotation"
+              else v for k, v in m.neutral_params(2).items()}
+    rest = m.at_rest(params, "left_hand")
+    neutral = m.neutral_params(2)
+    assert torch.equal(rest["left_hand_pose"], neutral["left_hand_pose"])
+    for k in params:
+        if k != "left_hand_pose":
+            assert rest[k] is params[k]
+    assert not torch.equal(params["left_hand_pose"], rest["left_hand_pose"])
+    with torch.no_grad():
+        a, b = m(params).vertices, m(rest).vertices
+    moved = (a - b).norm(dim=-1).amax(0) > 1e-6
+    assert moved[m.part_vertices["left_hand"]].any()
+    assert not moved[m.part_vertices["right_hand"]].any()
+    assert not moved[m.part_vertices["face"]].any()

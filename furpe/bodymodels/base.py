@@ -148,6 +148,14 @@ class BodyModel(torch.nn.Module):
             for name, blk in self.blocks.items()
         }
 
+    def at_rest(self, params: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
+        """A copy of ``params`` with the blocks of ``part`` (``"left_hand"``, ``"face"``, ...)
+        put back to their neutral values: the same person with that part at rest."""
+        batch = self.check_params(params)
+        device = next(iter(params.values())).device
+        neutral = self.neutral_params(batch, device=device)
+        return {k: (neutral[k] if self.blocks[k].part == part else v) for k, v in params.items()}
+
     def hand_bones(self, block: str) -> HandBones | None:
         """The joints of a hand block for :meth:`finger_hinge_axes` (``None``: no hand block
         or the model does not say; the fit then uses an isotropic finger prior)."""
@@ -165,12 +173,12 @@ class BodyModel(torch.nn.Module):
             joints = self(self.neutral_params(1)).joints[0].cpu().numpy().astype(np.float64)
         names = list(self.joint_names)
         to_native = np.asarray(self.canonical_rotation, dtype=np.float64).T
+        j = lambda n: joints[names.index(n)]  # noqa: E731
         axes: dict[str, np.ndarray] = {}
         for block in self.blocks:
             bones = self.hand_bones(block)
             if bones is None:
                 continue
-            j = lambda n: joints[names.index(n)]  # noqa: E731
             wrist = j(bones.wrist)
             normal = np.cross(j(bones.index_base) - wrist, j(bones.pinky_base) - wrist)
             out = np.zeros((len(bones.rows), 3))
