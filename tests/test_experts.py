@@ -374,6 +374,30 @@ def test_max_people_limits_detections(astronaut) -> None:
 
 
 @needs_mediapipe
+def test_flip_test_averages_the_mirrored_view(astronaut) -> None:
+    """With ``flip_test`` the body landmarks are the mean of the plain run and of the run on
+    the mirrored photo, mapped back (left and right swapped, x mirrored)."""
+    width = astronaut.shape[1]
+    with MediaPipeBodyExpert(max_people=1, flip_test=False) as plain:
+        a = plain.detect(astronaut)[0]
+        b = plain.detect(np.ascontiguousarray(astronaut[:, ::-1]))[0]
+    with MediaPipeBodyExpert(max_people=1) as body:
+        both = body.detect(astronaut)
+    assert len(both) == 1
+    obs = both[0]
+    perm = list(C.POSE_FLIP)
+    b2d = b.keypoints_2d[perm].copy()
+    b2d[:, 0] = (width - 1) - b2d[:, 0]
+    # The head and shoulders (all surely seen) agree between the two runs.
+    assert np.linalg.norm(a.keypoints_2d[:13] - b2d[:13], axis=1).max() < 20
+    np.testing.assert_allclose(obs.keypoints_2d, (a.keypoints_2d + b2d) / 2, atol=1e-6)
+    np.testing.assert_allclose(obs.confidence, (a.confidence + b.confidence[perm]) / 2, atol=1e-6)
+    b3d = b.keypoints_3d[perm] * np.array([-1.0, 1.0, 1.0])
+    np.testing.assert_allclose(obs.keypoints_3d, (a.keypoints_3d + b3d) / 2, atol=1e-6)
+    # The mirrored run's left shoulder (x mirrored) is the plain run's right one.
+    assert a.keypoints_3d[11, 0] * b.keypoints_3d[12, 0] < 0
+
+@needs_mediapipe
 def test_video_mode_tracks(astronaut) -> None:
     body = MediaPipeBodyExpert(video=True, max_people=1)
     try:
