@@ -22,6 +22,10 @@ Errors (millimetres, after Procrustes alignment = similarity transform without r
   values: what the fit would score without that part's expert, so the difference is what the
   expert adds. (The part errors also hold the fitted shape's error: hand proportions and
   face shape come from the phenotype.)
+* face expression error: what the expression does, apart from identity shape
+  (``furpe.evaluation.metrics.displacement_error``): the displacement of the face vertices
+  from the same face with expression and gaze at rest, predicted against true; its "face at
+  rest" row (no displacement) is the mean size of the true expression.
 
 A render where the experts find nobody counts as a miss (not a crash).
 """
@@ -41,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from furpe.bodymodels.anny_model import AnnyBodyModel, load_anny  # noqa: E402
 from furpe.bodymodels.base import apply_regressor  # noqa: E402
 from furpe.errors import NoPersonError  # noqa: E402
-from furpe.evaluation.metrics import pa_mpjpe  # noqa: E402
+from furpe.evaluation.metrics import displacement_error, pa_mpjpe  # noqa: E402
 from furpe.io.outputs import person_meshes  # noqa: E402
 from furpe.pipeline import Reconstructor  # noqa: E402
 from furpe.render import overlay  # noqa: E402
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     errs: dict[str, list[float]] = {k: [] for k in (
         "body PA-MPJPE (COCO 23 kp)", "joints PA-MPJPE (104 Anny joints)", "body-part PA-PVE",
         "face PA-PVE (face accepted)", "face PA-PVE (all)", "face PA-PVE, fit, face at rest (all)",
+        "face expression error (all)", "face expression error, face at rest (all)",
         "hand PA-PVE (visible & accepted)", "hand PA-PVE, fit, hand at rest (visible & accepted)",
         "hand PA-PVE (all visible)", "hand PA-PVE, fit, hand at rest (all visible)")}
     found = misses = hands_visible = hands_accepted = faces_accepted = 0
@@ -150,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         errs["face PA-PVE (all)"].append(face)
         rest = _at_rest(model, person.params, "face")[pv["face"]]
         errs["face PA-PVE, fit, face at rest (all)"].append(pa_error(rest, sp.vertices[pv["face"]]))
+        with torch.no_grad():
+            gt_rest = model(model.at_rest(sp.params, "face")).vertices[0].cpu().numpy()[pv["face"]]
+        gt_face = sp.vertices[pv["face"]]
+        errs["face expression error (all)"].append(
+            displacement_error(v[pv["face"]], rest, gt_face, gt_rest) / 1000.0)
+        errs["face expression error, face at rest (all)"].append(
+            displacement_error(rest, rest, gt_face, gt_rest) / 1000.0)
         if person.parts["face"].accepted:
             faces_accepted += 1
             errs["face PA-PVE (face accepted)"].append(face)

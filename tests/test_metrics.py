@@ -215,6 +215,35 @@ def test_part_pa_pve_equals_pa_pve_of_subset():
     assert got == pytest.approx(_horn_pa_mpjpe(pred[idx], gt[idx]))
 
 
+def test_displacement_error():
+    """The same deformation on another shape, turned, scaled and moved, scores 0; no
+    deformation scores the mean true displacement; a known error is measured exactly."""
+    rng = np.random.default_rng(7)
+    gt_ref = rng.normal(size=(40, 3)) * 0.05
+    disp = np.zeros((40, 3))
+    disp[:10, 1] = 0.004  # a "jaw" of 10 points opens by 4 mm
+    gt = gt_ref + disp
+    R = _rotation([1, 2, 3], 0.7)
+    other = gt_ref + rng.normal(size=(40, 3)) * 0.002  # another identity
+    pred_ref = 1.2 * other @ R.T + np.array([0.1, -0.2, 2.0])
+    pred = 1.2 * (other + disp) @ R.T + np.array([0.1, -0.2, 2.0])
+    assert M.displacement_error(pred, pred_ref, gt, gt_ref) == pytest.approx(0.0, abs=0.05)
+    # the identity difference itself costs PA-PVE but not displacement error
+    assert M.pa_pve(pred, gt) > 1.0
+    # no deformation: the mean true displacement, 10 of 40 points moved 4 mm
+    assert M.displacement_error(pred_ref, pred_ref, gt, gt_ref) == pytest.approx(1.0, abs=0.05)
+    # the jaw opened the wrong way: 8 mm on a quarter of the points
+    wrong = 1.2 * (other - disp) @ R.T + np.array([0.1, -0.2, 2.0])
+    assert M.displacement_error(wrong, pred_ref, gt, gt_ref) == pytest.approx(2.0, abs=0.05)
+    batched = M.displacement_error(np.stack([pred, pred_ref]), np.stack([pred_ref] * 2),
+                                   np.stack([gt] * 2), np.stack([gt_ref] * 2))
+    np.testing.assert_allclose(batched, [0.0, 1.0], atol=0.05)
+    with pytest.raises(ValueError, match="same shape"):
+        M.displacement_error(pred[:5], pred_ref, gt, gt_ref)
+    with pytest.raises(ValueError, match="same shape"):
+        M.displacement_error(pred[:5], pred_ref[:5], gt, gt_ref)
+
+
 # -- F-score --------------------------------------------------------------------------------
 
 F_GT = np.array([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [0.3, 0, 0]])

@@ -14,6 +14,8 @@ array for a batch. Errors are means over the points of one sample, never over th
   :func:`pa_mpjpe`.
 * :func:`pve` (vertex-to-vertex error, alignment ``"none"``, ``"mean"``, ``"root"`` or
   ``"procrustes"``), :func:`pa_pve`, :func:`part_pa_pve` (Procrustes re-fitted per part).
+* :func:`displacement_error`: error of a displacement field (e.g. what an expression does to
+  a face), compared in the ground truth's frame.
 * :func:`precision_recall` / :func:`f_score`: FreiHAND-style point-set F-score.
 * :func:`accel_error` / :func:`jitter`: temporal smoothness of sequences.
 
@@ -29,6 +31,7 @@ from scipy.spatial import cKDTree
 __all__ = [
     "MM_PER_M",
     "accel_error",
+    "displacement_error",
     "f_score",
     "jitter",
     "mpjpe",
@@ -240,6 +243,30 @@ def part_pa_pve(pred_verts: np.ndarray, gt_verts: np.ndarray,
             raise ValueError(f"part '{name}' has vertex indices outside [0, {n})")
         out[name] = pa_pve(p[..., idx, :], g[..., idx, :])
     return out
+
+
+def displacement_error(pred: np.ndarray, pred_ref: np.ndarray, gt: np.ndarray,
+                       gt_ref: np.ndarray) -> float | np.ndarray:
+    """Mean error of the displacement ``pred - pred_ref`` against ``gt - gt_ref``, millimetres.
+
+    Measures what a deformation does, apart from the shape it acts on: for a face, ``*_ref``
+    is the same face with the expression at rest, so identity shape and head placement do not
+    count. The predicted displacements are brought into the ground truth's frame by the scale
+    and rotation of :func:`similarity_transform` from ``pred_ref`` onto ``gt_ref``. A
+    prediction without displacement scores the mean length of the true displacements.
+
+    Args:
+        pred, pred_ref, gt, gt_ref: (N, 3) or (B, N, 3) corresponding points, metres.
+
+    Returns:
+        float (one sample) or (B,) array.
+    """
+    p, pr = _pair(pred, pred_ref, ("pred", "pred_ref"))
+    g, gr = _pair(gt, gt_ref, ("gt", "gt_ref"))
+    _pair(p, g)
+    s, R, _ = similarity_transform(pr, gr)
+    d = (p - pr) @ np.swapaxes(R, -1, -2) * np.asarray(s)[..., None, None]
+    return _mean_distance_mm(d, g - gr)
 
 
 # -- F-score --------------------------------------------------------------------------------

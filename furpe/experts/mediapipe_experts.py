@@ -292,8 +292,9 @@ class MediaPipeBodyExpert(_GraphOwner):
       major joints are seen. Detections below ``min_score`` are dropped.
 
     **Several people.** The legacy Pose solution finds only the most prominent person. This
-    expert runs it repeatedly: after each detection it paints that person's box (grown by
-    ``mask_margin``) with the image's mean colour and runs again, up to ``max_people`` times,
+    expert runs it repeatedly: after each detection it paints that person's predicted extent
+    (the box of all 33 landmarks within the image, grown by ``mask_margin``) with the image's
+    mean colour and runs again, up to ``max_people`` times,
     stopping at the first run that finds nobody or finds again someone already found (box IoU
     above ``dedupe_iou``, or most of the new box inside an earlier person's painted box).
     Limits: people overlapping someone found earlier are partly painted over, so they are
@@ -377,7 +378,11 @@ class MediaPipeBodyExpert(_GraphOwner):
             if self.flip_test:
                 obs = self._with_mirrored_view(obs, work, slot)
             found.append(obs)
-            mask_box = expand_box(obs.box, self.mask_margin)
+            # Paint the person's whole predicted extent (all 33 landmarks, in the image), not
+            # just the confidently seen ones: in a bust shot the unseen torso below would
+            # otherwise be found again as a "person".
+            extent = landmark_box(obs.keypoints_2d, None, 0.0, (width, height)) or obs.box
+            mask_box = expand_box(extent, self.mask_margin)
             painted.append(mask_box)
             if slot + 1 < self.max_people:
                 if work is img:
