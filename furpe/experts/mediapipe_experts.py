@@ -42,6 +42,11 @@ MIN_IMAGE_SIDE = 16
 _MAJOR_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 
+def _body_score(visibility: np.ndarray) -> float:
+    """The body detection score: the mean of the 6 highest visibilities of the major joints."""
+    return float(np.sort(visibility[list(_MAJOR_JOINTS)])[-6:].mean())
+
+
 # --------------------------------------------------------------------------------------------
 # Pure helpers (no MediaPipe): image checks, boxes, crops.
 # --------------------------------------------------------------------------------------------
@@ -294,9 +299,9 @@ class MediaPipeBodyExpert(_GraphOwner):
     **Several people.** The legacy Pose solution finds only the most prominent person. This
     expert runs it repeatedly: after each detection it paints that person's predicted extent
     (the box of all 33 landmarks within the image, grown by ``mask_margin``) with the image's
-    mean colour and runs again, up to ``max_people`` times,
-    stopping at the first run that finds nobody or finds again someone already found (box IoU
-    above ``dedupe_iou``, or most of the new box inside an earlier person's painted box).
+    mean colour and runs again, up to ``max_people`` times, stopping at the first run that
+    finds nobody or finds again someone already found (box IoU above ``dedupe_iou``, or most
+    of the new box inside an earlier person's painted box).
     Limits: people overlapping someone found earlier are partly painted over, so they are
     missed or found with fewer landmarks; people too small for BlazePose's detector (roughly
     under a tenth of the image height) are missed; each extra person costs a full Pose run,
@@ -393,7 +398,9 @@ class MediaPipeBodyExpert(_GraphOwner):
                 work[y0:y1, x0:x1] = fill
         return found
 
-    def _with_mirrored_view(self, obs: PartObservation, work: np.ndarray, slot: int) -> PartObservation:
+    def _with_mirrored_view(
+        self, obs: PartObservation, work: np.ndarray, slot: int
+    ) -> PartObservation:
         """``obs`` averaged with the same person's landmarks seen in the mirrored image."""
         height, width = work.shape[:2]
         graph = self._graph(("mirrored", slot) if self.video else 0)
@@ -420,7 +427,7 @@ class MediaPipeBodyExpert(_GraphOwner):
             confidence=conf,
             keypoints_3d=kp3d,
             box=landmark_box(kp2d, conf, 0.5, (width, height)) or obs.box,
-            score=float(np.sort(conf[list(_MAJOR_JOINTS)])[-6:].mean()),
+            score=_body_score(conf),
             expert=self.name,
         )
 
@@ -445,7 +452,7 @@ class MediaPipeBodyExpert(_GraphOwner):
                 [[lm.x, lm.y, lm.z] for lm in result.pose_world_landmarks.landmark],
                 dtype=np.float64,
             )
-        score = float(np.sort(vis[list(_MAJOR_JOINTS)])[-6:].mean())
+        score = _body_score(vis)
         box = landmark_box(kp2d, vis, 0.5, (width, height))
         if score < self.min_score or box is None:
             return None
