@@ -73,7 +73,10 @@ def _coco(model, vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
     return apply_regressor(model.regressors["coco"], pts)[0].numpy()
 
 
-def _fresh_load_seconds(runs: int = 5) -> float | None:
+FRESH_LOAD_RUNS = 5
+
+
+def _fresh_load_seconds(runs: int = FRESH_LOAD_RUNS) -> float | None:
     """Median model load time over ``runs`` fresh processes (the cache already exists),
     imports included."""
     code = ("import time; t = time.perf_counter(); "
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
           f"640x640, distance 2.6 m, device {rec.device}, torch threads {torch.get_num_threads()}\n")
     fl = "n/a" if fresh is None else f"{fresh:.2f} s"
     print(f"Model load: first in this process {first_load:.2f} s, again in-process "
-          f"{second_load:.2f} s, in a fresh process {fl} (median of 5, imports included).\n")
+          f"{second_load:.2f} s, in a fresh process {fl} (median of {FRESH_LOAD_RUNS}, imports included).\n")
     print(f"People found: {found}/{args.n} (misses {misses}, failures {len(failures)}); "
           f"hands accepted/visible: {hands_accepted}/{hands_visible}; faces accepted: "
           f"{faces_accepted}/{found}.\n")

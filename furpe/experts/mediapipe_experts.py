@@ -25,6 +25,7 @@ module notes below):
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -420,15 +421,10 @@ class MediaPipeBodyExpert(_GraphOwner):
             kp3d = (kp3d + mirrored.keypoints_3d[perm] * np.array([-1.0, 1.0, 1.0])) / 2
         kp2d = (obs.keypoints_2d + kp2d) / 2
         conf = (obs.confidence + conf) / 2
-        return PartObservation(
-            part="body",
-            convention=obs.convention,
-            keypoints_2d=kp2d,
-            confidence=conf,
-            keypoints_3d=kp3d,
+        return replace(
+            obs, keypoints_2d=kp2d, confidence=conf, keypoints_3d=kp3d,
             box=landmark_box(kp2d, conf, 0.5, (width, height)) or obs.box,
             score=_body_score(conf),
-            expert=self.name,
         )
 
     def _is_duplicate(self, box: Box, found: list[PartObservation], painted: list[Box]) -> bool:
