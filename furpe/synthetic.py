@@ -24,8 +24,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import BodyModel
-from furpe.fitting.camera import intrinsics
+from furpe.bodymodels.base import BodyModel, BodyOutput
+from furpe.experts.base import PartObservation, PersonObservation
+from furpe.fitting.camera import intrinsics, project
 from furpe.render import AMBIENT, DIFFUSE, Mesh, render
 
 #: Skin tones (linear-ish RGB in [0, 1]) from light to dark.
@@ -326,6 +327,40 @@ def part_visibility(part_vertices: Mapping[str, np.ndarray], vertices: np.ndarra
         visible[part] = bool(share > min_inside and size >= thresholds.get(part, 0.0)
                              and (seen_all is None or seen[part] >= seen_min.get(part, 0.0)))
     return PartVisibility(visible, inside_share, pixels, seen)
+
+
+#: What the built-in experts report, per part: (part, the model's regressor, landmark
+#: convention, with metric 3D landmarks). Face Mesh gives no metric 3D.
+EXPERT_LANDMARKS: tuple[tuple[str, str, str, bool], ...] = (
+    ("body", "mediapipe_pose", "mediapipe_pose", True),
+    ("left_hand", "mediapipe_hand_left", "mediapipe_hand", True),
+    ("right_hand", "mediapipe_hand_right", "mediapipe_hand", True),
+    ("face", "mediapipe_face", "mediapipe_face", False),
+)
+
+
+def exact_observations(model: BodyModel, output: BodyOutput, K: np.ndarray,
+                       score: float = 1.0) -> list[PersonObservation]:
+    """What the built-in experts would report for each person of a posed model if they were
+    exact: every landmark of :data:`EXPERT_LANDMARKS` projected with intrinsics ``K`` (3, 3),
+    confidence 1, and for body and hands the metric 3D landmarks centred on their mean (an
+    expert's 3D landmarks are known up to a translation). Fitting these measures the fit
+    alone: its optimiser and priors, without the experts' errors."""
+    Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32)
+    people = []
+    with torch.no_grad():
+        kp = {reg: model.keypoints(output, reg).float().cpu() for _, reg, _, _ in EXPERT_LANDMARKS}
+    for b in range(output.vertices.shape[0]):
+        parts: dict[str, PartObservation] = {}
+        for part, reg, conv, with3d in EXPERT_LANDMARKS:
+            k3 = kp[reg][b]
+            k2 = project(k3, Kt).numpy()
+            k3 = k3.numpy().astype(np.float64)
+            parts[part] = PartObservation(
+                part, conv, k2, np.ones(len(k2)), k3 - k3.mean(0) if with3d else None,
+                score=score, expert="exact")
+        people.append(PersonObservation(parts))
+    return people
 
 
 def render_person(model: BodyModel, params: dict[str, torch.Tensor], width: int, height: int,

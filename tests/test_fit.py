@@ -18,10 +18,9 @@ import torch
 
 from furpe.errors import FurpeError
 from furpe.evaluation import metrics
-from furpe.experts.base import PartObservation, PersonObservation
 from furpe.fitting.camera import intrinsics, project
 from furpe.fitting.fit import Fitter
-from furpe.synthetic import sample_params
+from furpe.synthetic import exact_observations, sample_params
 
 
 def pa_error(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -35,13 +34,6 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 W = H = 640
-PARTS_SPEC = (  # part, regressor, convention, with 3D landmarks
-    ("body", "mediapipe_pose", "mediapipe_pose", True),
-    ("left_hand", "mediapipe_hand_left", "mediapipe_hand", True),
-    ("right_hand", "mediapipe_hand_right", "mediapipe_hand", True),
-    ("face", "mediapipe_face", "mediapipe_face", False),
-)
-
 # Thresholds (measured values on seeds 1 and 2, 2 CPU threads, in the comments).
 MAX_RESIDUAL = {"body": 0.01, "left_hand": 0.03, "right_hand": 0.03, "face": 0.02}  # 0.25-0.4%, 0.3-1.2%, 0.3-1.2%, 0.5-1.0%
 MAX_JOINTS_PA = 0.080  # PA-MPJPE over the 104 joints: measured 38-53 mm
@@ -53,20 +45,9 @@ MAX_DEPTH_ERR = 0.10  # metres, seed 2: measured 0.016-0.033
 
 def _observe(model, params):
     """Ground-truth output and one PersonObservation per batch entry."""
-    K = torch.as_tensor(intrinsics(W, H), dtype=torch.float32)
     with torch.no_grad():
         out = model(params)
-    people = []
-    for b in range(params["transl"].shape[0]):
-        parts = {}
-        for part, reg, conv, with3d in PARTS_SPEC:
-            kp3 = model.keypoints(out, reg)[b]
-            kp2 = project(kp3, K).numpy()
-            k3 = kp3.numpy() - kp3.numpy().mean(0)
-            parts[part] = PartObservation(part, conv, kp2, np.ones(len(kp2)),
-                                          k3 if with3d else None, score=0.95, expert="test")
-        people.append(PersonObservation(parts))
-    return out, people
+    return out, exact_observations(model, out, intrinsics(W, H), score=0.95)
 
 
 def _batch(model):
@@ -144,6 +125,33 @@ def test_batch_members_are_fitted_independently(anny_model, cold_fit):
     for b in range(2):
         assert _bearing_deg(fit.params["transl"][b].numpy(),
                             params["transl"][b].numpy()) < MAX_BEARING_DEG
+
+
+def test_exact_observations_are_the_projected_landmarks(anny_model):
+    params = _batch(anny_model)
+    out, people = _observe(anny_model, params)
+    assert len(people) == 2
+    K = torch.as_tensor(intrinsics(W, H), dtype=torch.float32)
+    for b, person in enumerate(people):
+        assert set(person.parts) == {"body", "left_hand", "right_hand", "face"}
+        for part, reg, n, with3d in (("body", "mediapipe_pose", 33, True),
+                                     ("left_hand", "mediapipe_hand_left", 21, True),
+                                     ("right_hand", "mediapipe_hand_right", 21, True),
+                                     ("face", "mediapipe_face", 478, False)):
+            obs = person.get(part)
+            kp3 = anny_model.keypoints(out, reg)[b]
+            assert obs.keypoints_2d.shape == (n, 2)
+            np.testing.assert_allclose(obs.keypoints_2d, project(kp3, K).numpy(), atol=1e-3)
+            np.testing.assert_array_equal(obs.confidence, np.ones(n))
+            assert obs.score == 0.95
+            if with3d:  # the true shape, centred: an expert's 3D is known up to a shift
+                np.testing.assert_allclose(obs.keypoints_3d.mean(0), 0.0, atol=1e-6)
+                np.testing.assert_allclose(obs.keypoints_3d,
+                                           (kp3 - kp3.mean(0)).numpy(), atol=1e-5)
+            else:
+                assert obs.keypoints_3d is None
+    # the two people differ (each row is its own batch entry)
+    assert np.abs(people[0].get("body").keypoints_2d - people[1].get("body").keypoints_2d).max() > 5
 
 
 def test_no_observation_at_all_is_an_error(anny_model):
