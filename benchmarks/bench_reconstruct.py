@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     found = misses = hands_visible = hands_accepted = faces_accepted = 0
     failures: list[str] = []
     truths = []  # the renders whose person was found, for the exact-landmark fits
+    pv = model.part_vertices
     for i in range(args.n):
         seed = args.seed + i
         sp = make_person(model, seed, 640, 640, distance=2.6)
@@ -156,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         # the person nearest the image centre is the synthetic one
         person = min(frame.people, key=lambda p: abs((p.box[0] + p.box[2]) / 2 - 320))
         v, j = person.vertices, person.joints
-        pv = model.part_vertices
         truths.append(sp)
         errs["body PA-MPJPE (COCO 23 kp)"].append(
             pa_error(_coco(model, v, j), _coco(model, sp.vertices, sp.joints)))
@@ -194,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
 
     # The same fit given exact landmarks, after the timed loop so as not to disturb its timings.
-    pv = model.part_vertices
     for sp in truths:
         truth = model({k: t.to(rec.device) for k, t in sp.params.items()})
         exact = rec.fitter.fit(exact_observations(model, truth, sp.intrinsics), sp.intrinsics,

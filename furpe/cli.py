@@ -132,8 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="focal length in pixels (default: estimated from the image size)")
     rec.add_argument("--max-people", type=_positive_int, default=4, metavar="N",
                      help="reconstruct at most N people per image (default: 4)")
-    rec.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                     help="where to run the models (default: auto = cuda if available)")
     rec.add_argument("--no-overlay", action="store_true",
                      help="do not render overlay images / videos")
     rec.add_argument("--no-mesh", action="store_true", help="do not write PLY meshes")
@@ -141,11 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip inputs (and video frames) whose results already exist")
     rec.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bars and no summary line (errors are still printed)")
-    rec.add_argument("--debug", action="store_true",
-                     help="show tracebacks of internal errors (for developers)")
+    _add_device_and_debug(rec)
     _add_evaluate(sub)
     _add_make_synthetic(sub)
     return parser
+
+
+def _add_device_and_debug(p: argparse.ArgumentParser) -> None:
+    """The options of the subcommands that run the models: ``--device`` and ``--debug``."""
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run the models (default: auto = cuda if available)")
+    p.add_argument("--debug", action="store_true",
+                   help="show tracebacks of internal errors (for developers)")
 
 
 def _add_evaluate(sub: Any) -> None:
@@ -189,12 +194,9 @@ def _add_evaluate(sub: Any) -> None:
                     help="evaluate only the first N samples")
     ev.add_argument("--resume", action="store_true",
                     help="skip samples already scored in OUT/<dataset>_samples.jsonl")
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                    help="where to run the models (default: auto = cuda if available)")
     ev.add_argument("-q", "--quiet", action="store_true",
                     help="no progress bar, no table and no summary line (errors are printed)")
-    ev.add_argument("--debug", action="store_true",
-                    help="show tracebacks of internal errors (for developers)")
+    _add_device_and_debug(ev)
 
 
 def _add_make_synthetic(sub: Any) -> None:
