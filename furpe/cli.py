@@ -9,43 +9,40 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import furpe
-from furpe.errors import FurpeError
+from furpe.core.errors import DatasetError, FurpeError, SetupError
+from furpe.core.registry import names
 
-__all__ = ["ReconstructorOptions", "build_parser", "default_factory", "default_method_factory",
-           "main"]
-
-
-@dataclass(frozen=True)
-class ReconstructorOptions:
-    """The options of ``furpe reconstruct`` that configure the :class:`Reconstructor`."""
-
-    body_model: str = "anny"
-    model_path: str | None = None
-    focal: float | None = None
-    device: str = "auto"
-    max_people: int = 4
-    video: bool = False
+__all__ = ["build_config", "build_parser", "default_factory", "default_method_factory", "main"]
 
 
-def default_factory(options: ReconstructorOptions) -> Any:
+def default_factory(config: Any) -> Any:
     """Build the real :class:`furpe.pipeline.Reconstructor` (slow: loads the models)."""
     from furpe.pipeline import Reconstructor
 
-    return Reconstructor(body_model=options.body_model, model_path=options.model_path,
-                         focal=options.focal, device=options.device,
-                         max_people=options.max_people, video=options.video)
+    return Reconstructor(config)
 
 
-def default_method_factory(name: str, options: Any) -> Any:
-    """Build the evaluated method ``name`` (:func:`furpe.evaluation.methods.build_method`)."""
-    from furpe.evaluation.methods import build_method
+def default_method_factory(name: str, config: Any) -> Any:
+    """Build the evaluated method ``name`` from the registry (kind ``method``)."""
+    from furpe.core.registry import create
 
-    return build_method(name, options)
+    return create("method", name, config)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The :class:`~furpe.config.ReconstructConfig` of a command: ``--config FILE`` (or the
+    defaults), with the options given on the command line on top."""
+    from furpe.config import ReconstructConfig, load_config
+
+    config = load_config(args.config) if getattr(args, "config", None) else ReconstructConfig()
+    changes = {key: getattr(args, key) for key in
+               ("body_model", "model_path", "device", "focal", "max_people")
+               if getattr(args, key, None) is not None}
+    return config.replace(**changes) if changes else config
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -123,14 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--recursive", action="store_true",
                      help="also search sub-folders of input folders (output keeps the "
                           "sub-folder layout)")
-    rec.add_argument("--body-model", choices=("anny", "smplx"), default="anny",
-                     help="parametric body model (default: anny; smplx needs --model-path)")
-    rec.add_argument("--model-path", metavar="DIR",
-                     help="folder with the body model files (required for smplx: the "
-                          "licensed SMPL-X files cannot be downloaded automatically)")
+    rec.add_argument("--config", metavar="FILE",
+                     help="configuration (JSON or YAML; a result JSON reuses the "
+                          "configuration it records); options given here override it")
+    _add_body_model(rec)
     rec.add_argument("--focal", type=_positive_float, metavar="PIXELS",
                      help="focal length in pixels (default: estimated from the image size)")
-    rec.add_argument("--max-people", type=_positive_int, default=4, metavar="N",
+    rec.add_argument("--max-people", type=_positive_int, metavar="N",
                      help="reconstruct at most N people per image (default: 4)")
     rec.add_argument("--no-overlay", action="store_true",
                      help="do not render overlay images / videos")
@@ -145,18 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_body_model(p: argparse.ArgumentParser) -> None:
+    """``--body-model`` (choices from the registry) and ``--model-path``."""
+    p.add_argument("--body-model", choices=names("body_model"),
+                   help="parametric body model (default: anny; smplx needs --model-path)")
+    p.add_argument("--model-path", metavar="DIR",
+                   help="folder with licensed model files: SMPL-X for --body-model smplx "
+                        "(furpe never downloads them), SMPL for the 3DPW ground truth")
+
+
 def _add_device_and_debug(p: argparse.ArgumentParser) -> None:
     """The options of the subcommands that run the models: ``--device`` and ``--debug``."""
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="where to run the models (default: auto = cuda if available)")
     p.add_argument("--debug", action="store_true",
                    help="show tracebacks of internal errors (for developers)")
 
 
 def _add_evaluate(sub: Any) -> None:
-    from furpe.datasets import DATASETS
-    from furpe.evaluation.methods import METHODS
-
     ev = sub.add_parser(
         "evaluate", help="evaluate a method on a benchmark dataset",
         description="Run a method on every sample of a dataset (the official layout, which "
@@ -164,19 +166,17 @@ def _add_evaluate(sub: Any) -> None:
                     "protocol. Writes OUT/<dataset>_samples.jsonl (one line per sample), the "
                     "dataset's prediction files, and OUT/<dataset>_results.json (summary); "
                     "prints a Markdown table. See docs/evaluation.md.")
-    ev.add_argument("--dataset", required=True, choices=tuple(DATASETS),
+    ev.add_argument("--dataset", required=True, choices=names("dataset"),
                     help="benchmark to evaluate on")
     ev.add_argument("--data-root", required=True, metavar="DIR",
                     help="the dataset's folder (for synthetic: made by 'furpe make-synthetic')")
     ev.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="output folder (created if needed)")
-    ev.add_argument("--method", default="experts", choices=tuple(METHODS),
+    ev.add_argument("--method", default="experts", choices=names("method"),
                     help="method to evaluate (default: experts = furpe's pipeline)")
-    ev.add_argument("--body-model", choices=("anny", "smplx"), default="anny",
-                    help="the method's body model (default: anny; smplx needs --model-path)")
-    ev.add_argument("--model-path", metavar="DIR",
-                    help="folder with licensed model files: SMPL-X for --body-model smplx, "
-                         "SMPL for the 3DPW ground truth")
+    ev.add_argument("--config", metavar="FILE",
+                    help="the method's configuration (JSON or YAML), as for reconstruct")
+    _add_body_model(ev)
     ev.add_argument("--alignment", metavar="A",
                     help="alignment of the non-PA errors: standard (the dataset's protocol, "
                          "default), mid_hip or none (PA-* metrics always use Procrustes)")
@@ -221,12 +221,15 @@ def _error(message: str) -> None:
     print(f"furpe: error: {message}", file=sys.stderr)
 
 
+_SMPLX_HINT = ("--body-model smplx needs --model-path DIR: the folder holding the SMPL-X "
+               "model files (e.g. SMPLX_NEUTRAL.npz), which must be downloaded from "
+               "https://smpl-x.is.tue.mpg.de after accepting its licence")
+
+
 def _check_config(args: argparse.Namespace) -> str | None:
     """A configuration problem (exit status 2), or None."""
-    if args.body_model == "smplx" and not args.model_path:
-        return ("--body-model smplx needs --model-path DIR: the folder holding the SMPL-X "
-                "model files (e.g. SMPLX_NEUTRAL.npz), which must be downloaded from "
-                "https://smpl-x.is.tue.mpg.de after accepting its licence")
+    if args.body_model == "smplx" and not args.model_path:  # before loading anything
+        return _SMPLX_HINT
     if args.model_path is not None:
         model_path = Path(args.model_path)
         if not model_path.exists():
@@ -240,13 +243,14 @@ def _check_config(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None,
-         reconstructor_factory: Callable[[ReconstructorOptions], Any] | None = None,
+         reconstructor_factory: Callable[[Any], Any] | None = None,
          method_factory: Callable[[str, Any], Any] | None = None) -> int:
     """Run the command line; returns the exit status.
 
-    ``reconstructor_factory(options)`` builds the reconstructor of ``reconstruct`` (default:
-    :func:`default_factory`); ``method_factory(name, MethodOptions)`` the method of
-    ``evaluate`` (default: :func:`default_method_factory`); tests inject fake ones.
+    ``reconstructor_factory(config)`` builds the reconstructor of ``reconstruct`` (default:
+    :func:`default_factory`); ``method_factory(name, config)`` the method of ``evaluate``
+    (default: :func:`default_method_factory`), with ``config`` the
+    :class:`~furpe.config.ReconstructConfig` of the command; tests inject fake ones.
     """
     parser = build_parser()
     try:
@@ -276,15 +280,11 @@ def _check_path(option: str, value: str | None, kind: str = "any") -> str | None
 
 
 def _evaluate(args: argparse.Namespace, factory: Callable[[str, Any], Any]) -> int:
-    from furpe.datasets import DatasetError, ProtocolOptions, load_dataset
-    from furpe.evaluation.methods import MethodOptions
+    from furpe.datasets import ProtocolOptions, load_dataset
     from furpe.evaluation.runner import evaluate, markdown_table
-    from furpe.runner import SetupError
 
     if args.body_model == "smplx" and not args.model_path:
-        _error("--body-model smplx needs --model-path DIR: the folder holding the SMPL-X "
-               "model files (e.g. SMPLX_NEUTRAL.npz), which must be downloaded from "
-               "https://smpl-x.is.tue.mpg.de after accepting its licence")
+        _error(_SMPLX_HINT)
         return 2
     for option, value, kind in (("--model-path", args.model_path, "dir"),
                                 ("--gt-regressor", args.gt_regressor, "any"),
@@ -303,12 +303,11 @@ def _evaluate(args: argparse.Namespace, factory: Callable[[str, Any], Any]) -> i
         alignment=args.alignment or "standard", gt_regressor=as_path(args.gt_regressor),
         pred_regressor=as_path(args.pred_regressor), model_path=as_path(args.model_path),
         part_ids=as_path(args.part_ids), extra=dict(args.option))
-    method_options = MethodOptions(body_model=args.body_model, model_path=args.model_path,
-                                   device=args.device)
     try:
+        config = build_config(args)
         dataset = load_dataset(args.dataset, args.data_root, options)
-        summary = evaluate(dataset, lambda: factory(args.method, method_options), out,
-                           method_name=args.method, body_model=args.body_model,
+        summary = evaluate(dataset, lambda: factory(args.method, config), out,
+                           method_name=args.method, body_model=config.body_model,
                            limit=args.limit, resume=args.resume, progress=not args.quiet,
                            debug=args.debug)
     except (DatasetError, SetupError) as exc:
@@ -357,10 +356,9 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reconstruct(args: argparse.Namespace,
-                 factory: Callable[[ReconstructorOptions], Any]) -> int:
+def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int:
     from furpe.io.inputs import collect_inputs
-    from furpe.runner import SetupError, run
+    from furpe.runner import run
 
     problem = _check_config(args)
     if problem:
@@ -375,12 +373,9 @@ def _reconstruct(args: argparse.Namespace,
 
     try:
         errors: list[tuple[str, str]] = []
+        config = build_config(args)
         items = collect_inputs(args.inputs, args.recursive, errors=errors, exclude=[out_dir])
-        options = ReconstructorOptions(
-            body_model=args.body_model, model_path=args.model_path, focal=args.focal,
-            device=args.device, max_people=args.max_people,
-            video=any(item.kind == "video" for item in items))
-        summary = run(lambda: factory(options), items, out_dir,
+        summary = run(lambda: factory(config), items, out_dir,
                       overlay=not args.no_overlay, mesh=not args.no_mesh, resume=args.resume,
                       progress=not args.quiet, debug=args.debug, input_errors=errors)
     except SetupError as exc:

@@ -1,20 +1,33 @@
-"""The reconstruction pipeline: experts -> whole-body fit -> selection -> results."""
+"""The reconstruction pipeline as explicit stages: observe -> fit -> select -> result.
+
+* :func:`observe`: the experts' :class:`~furpe.experts.base.PersonObservation` per person;
+* :class:`~furpe.fitting.fit.Fitter`: one body model instance per person, fitted to them;
+* :func:`~furpe.selection.select`: per-part verdicts and the parameters to keep (a new
+  dict: rejected hands and faces at rest);
+* :func:`assemble`: the :class:`~furpe.results.FrameResult`, posing the kept parameters.
+
+Each stage takes the previous one's output and changes nothing it was given, so a label
+builder, a network or a tracker reuses them unchanged. :class:`Reconstructor` chains them
+for images, :class:`VideoSession` for the frames of one video.
+"""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from furpe.bodymodels import BodyModel, load_body_model
-from furpe.errors import FurpeError, NoPersonError
-from furpe.experts.base import PARTS, Expert, PersonObservation
-from furpe.fitting.camera import intrinsics
-from furpe.fitting.fit import FitConfig, Fitter, FitOutput
-from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
-from furpe.selection import SelectionScheme
+from furpe.config import ReconstructConfig
+from furpe.core.boxes import box_centre, landmark_box
+from furpe.core.camera import intrinsics
+from furpe.core.errors import FurpeError, NoPersonError
+from furpe.experts import build_experts, reset_experts, run_experts
+from furpe.experts.base import Expert, PartObservation, PersonObservation
+from furpe.fitting.fit import Fitter, FitOutput
+from furpe.results import FrameResult, KeypointSet, PersonResult
+from furpe.selection import Selection, select
 
 
 def resolve_device(device: str) -> torch.device:
@@ -23,9 +36,71 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FurpeError("--device cuda was asked for but no CUDA device is available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise FurpeError(f"unknown device '{device}'; use auto, cpu or cuda")
     return torch.device(device)
+
+
+def observe(experts: Sequence[Expert], image: np.ndarray,
+            max_people: int) -> list[PersonObservation]:
+    """Stage 1: run the experts; one :class:`PersonObservation` per person with a body."""
+    people = run_experts(experts, image)
+    return [p for p in people if p.get("body") is not None][:max_people]
+
+
+def assemble(model: BodyModel, people: Sequence[PersonObservation], fit: FitOutput,
+             selection: Selection, K: np.ndarray, size: tuple[int, int]) -> FrameResult:
+    """Last stage: the frame's result from the kept parameters (posed again only when the
+    selection changed them)."""
+    out = fit.output
+    if selection.changed:
+        with torch.no_grad():
+            out = model(selection.params)
+    verts = out.vertices.detach().cpu().numpy()
+    joints = out.joints.detach().cpu().numpy()
+    results = []
+    for b, person in enumerate(people):
+        kps = {}
+        for part, tg in fit.targets.items():
+            if not bool(tg.present[b]):
+                continue
+            kps[part] = KeypointSet(
+                convention=person.get(part).convention, names=tuple(tg.names),
+                observed=tg.kp2d[b].cpu().numpy(), confidence=tg.conf[b].cpu().numpy(),
+                fitted=fit.projected[part][b].cpu().numpy(),
+            )
+        anchor = person.get("body") or next(iter(person.parts.values()))
+        results.append(PersonResult(
+            params={k: v[b].detach().cpu().numpy() for k, v in selection.params.items()},
+            vertices=verts[b], joints=joints[b], keypoints_2d=kps,
+            parts=selection.verdicts[b], box=person_box(anchor),
+        ))
+    return FrameResult(
+        image_size=size, intrinsics=K, body_model=model.name,
+        joint_names=tuple(model.joint_names), faces=model.faces, people=results, timings={},
+    )
+
+
+def person_box(obs: PartObservation) -> tuple[float, float, float, float]:
+    """The observation's box, else the box of its confident landmarks."""
+    box = obs.box or landmark_box(obs.keypoints_2d, obs.confidence, 0.1) \
+        or landmark_box(obs.keypoints_2d)
+    return tuple(float(x) for x in box)  # type: ignore[return-value]
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` if it is an RGB uint8 (H, W, 3) array (a :class:`FurpeError` otherwise)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise FurpeError("images must be RGB uint8 arrays of shape (H, W, 3)")
+    return image
+
+
+def camera(K: np.ndarray | None, width: int, height: int, focal: float | None) -> np.ndarray:
+    """The given intrinsics (validated), else the default camera of the image size."""
+    if K is None:
+        return intrinsics(width, height, focal)
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise FurpeError("K must be a finite 3x3 intrinsics matrix with positive focal lengths")
+    return K
 
 
 class Reconstructor:
@@ -33,77 +108,49 @@ class Reconstructor:
 
     Example::
 
-        rec = Reconstructor()
+        rec = Reconstructor()                       # or Reconstructor(ReconstructConfig(...))
         frame = rec.reconstruct_image(rgb)          # FrameResult
         frame.people[0].vertices                    # (V, 3), camera frame, metres
+        with rec.video() as session:                # the frames of one video
+            for rgb in frames: session.reconstruct_frame(rgb)
+
+    ``body_model`` and ``experts`` (already built objects) replace what the configuration
+    names, e.g. to share a loaded model.
     """
 
-    def __init__(
-        self,
-        body_model: str | BodyModel = "anny",
-        model_path: str | Path | None = None,
-        focal: float | None = None,
-        device: str = "auto",
-        max_people: int = 4,
-        video: bool = False,
-        experts: Sequence[Expert] | None = None,
-        fit_config: FitConfig | None = None,
-        selection: SelectionScheme | None = None,
-    ) -> None:
-        if focal is not None and focal <= 0:
-            raise FurpeError("--focal must be a positive number of pixels")
-        if max_people < 1:
-            raise FurpeError("--max-people must be at least 1")
-        self.device = resolve_device(device)
-        self.body_model = (
-            body_model if isinstance(body_model, BodyModel)
-            else load_body_model(body_model, model_path)
-        ).to(self.device)
-        if experts is None:
-            from furpe.experts import default_experts
+    def __init__(self, config: ReconstructConfig | None = None, *,
+                 body_model: BodyModel | None = None,
+                 experts: Sequence[Expert] | None = None) -> None:
+        self.config = config or ReconstructConfig()
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        self.body_model = body_model if body_model is not None else load_body_model(
+            cfg.body_model, cfg.model_path, self.device)
+        self.experts = list(experts) if experts is not None else self._build_experts(False)
+        self._video_experts: list[Expert] | None = None if experts is None else self.experts
+        self.fitter = Fitter(self.body_model, cfg.fit)
+        self.selection = cfg.scheme()
 
-            experts = default_experts(video=video, max_people=max_people)
-        self.experts = list(experts)
-        self.focal = focal
-        self.max_people = max_people
-        cfg = fit_config or FitConfig()
-        if video and fit_config is None:
-            cfg.w_temporal = 1e-3
-        self.fitter = Fitter(self.body_model, cfg)
-        self.selection = selection or SelectionScheme()
+    def _build_experts(self, video: bool) -> list[Expert]:
+        cfg = self.config
+        return build_experts(cfg.experts, cfg.expert_options, max_people=cfg.max_people,
+                             video=video)
 
-    def observe(self, image: np.ndarray) -> list[PersonObservation]:
-        """Run the experts: one :class:`PersonObservation` per person with a body estimate."""
-        from furpe.experts import run_experts
-
-        people = run_experts(self.experts, image)
-        return [p for p in people if p.get("body") is not None][: self.max_people]
-
-    def reconstruct_image(
-        self, image: np.ndarray, previous: FrameResult | None = None,
-        K: np.ndarray | None = None,
-    ) -> FrameResult:
-        """Reconstruct everyone in an RGB uint8 image; ``previous`` warm-starts a video frame.
+    def reconstruct_image(self, image: np.ndarray, K: np.ndarray | None = None) -> FrameResult:
+        """Reconstruct everyone in an RGB uint8 image (a single image: no tracking state).
 
         ``K`` (3, 3), when the camera is known (e.g. an evaluation set's intrinsics, whose
         principal point may be off-centre), replaces the camera built from ``focal``.
         """
-        _check_image(image)
-        t0 = time.perf_counter()
-        people = self.observe(image)
-        t1 = time.perf_counter()
-        if not people:
-            raise NoPersonError("no person found")
-        h, w = image.shape[:2]
-        K = _camera(K, w, h, self.focal)
-        init = self._warm_start(people, previous)
-        fit = self.fitter.fit(people, K, init=init, device=self.device)
-        verdicts = self._select(people, fit)
-        t2 = time.perf_counter()
-        frame = self._to_frame(people, fit, verdicts, K, (w, h))
-        frame.timings.update({"experts": t1 - t0, "fit": t2 - t1,
-                              "total": time.perf_counter() - t0})
-        return frame
+        return self._run(self.experts, check_image(image), K, None)
+
+    def video(self) -> "VideoSession":
+        """A session for the consecutive frames of one video: the experts in tracking mode
+        (their state reset), each frame's fit warm-started from the previous one."""
+        if self._video_experts is None:
+            self._video_experts = self._build_experts(True)
+        reset_experts(self._video_experts)
+        return VideoSession(self, self._video_experts)
 
     def reconstruct_part(
         self, image: np.ndarray, part: str, box: tuple[float, float, float, float] | None = None,
@@ -118,7 +165,7 @@ class Reconstructor:
         adapts). The part's scores are reported, but since it is the only observation it is
         not reset when the selection scheme rejects it.
         """
-        img = _check_image(image)
+        img = check_image(image)
         t0 = time.perf_counter()
         if part == "face":
             obs = self._expert_with("observe_face_in_box").observe_face_in_box(img, box)
@@ -128,19 +175,10 @@ class Reconstructor:
         else:
             raise FurpeError(f"part-only reconstruction needs part face, hand, left_hand or "
                              f"right_hand, not '{part}'")
-        t1 = time.perf_counter()
         if obs is None:
             raise NoPersonError(f"no {part.replace('_', ' ')} found")
-        people = [PersonObservation({obs.part: obs})]
-        h, w = img.shape[:2]
-        K = _camera(K, w, h, self.focal)
-        fit = self.fitter.fit(people, K, device=self.device)
-        verdicts = self._select(people, fit, reset=False)
-        t2 = time.perf_counter()
-        frame = self._to_frame(people, fit, verdicts, K, (w, h))
-        frame.timings.update({"experts": t1 - t0, "fit": t2 - t1,
-                              "total": time.perf_counter() - t0})
-        return frame
+        return self._finish([PersonObservation({obs.part: obs})], img, K, None, t0,
+                            reset=False)
 
     def _expert_with(self, method: str) -> Expert:
         for expert in self.experts:
@@ -148,113 +186,84 @@ class Reconstructor:
                 return expert
         raise FurpeError(f"none of the configured experts can look at a crop ({method})")
 
-    # -- internals --------------------------------------------------------------------------
-    def _warm_start(self, people, previous: FrameResult | None) -> dict[str, torch.Tensor] | None:
-        """Previous-frame parameters, matched to the current people by box centre."""
+    def _run(self, experts: Sequence[Expert], image: np.ndarray, K: np.ndarray | None,
+             previous: FrameResult | None) -> FrameResult:
+        t0 = time.perf_counter()
+        people = observe(experts, image, self.config.max_people)
+        if not people:
+            raise NoPersonError("no person found")
+        return self._finish(people, image, K, previous, t0)
+
+    def _finish(self, people: list[PersonObservation], image: np.ndarray, K: np.ndarray | None,
+                previous: FrameResult | None, t0: float, reset: bool = True) -> FrameResult:
+        t1 = time.perf_counter()
+        h, w = image.shape[:2]
+        K = camera(K, w, h, self.config.focal)
+        init, warm = self._warm_start(people, previous)
+        fit = self.fitter.fit(people, K, init=init, warm=warm, device=self.device)
+        chosen = select(self.selection, self.body_model, people, fit, reset=reset)
+        t2 = time.perf_counter()
+        frame = assemble(self.body_model, people, fit, chosen, K, (w, h))
+        frame.config = self.config.to_dict()
+        frame.timings.update({"experts": t1 - t0, "fit": t2 - t1,
+                              "total": time.perf_counter() - t0})
+        return frame
+
+    def _warm_start(self, people: list[PersonObservation], previous: FrameResult | None
+                    ) -> tuple[dict[str, torch.Tensor] | None, np.ndarray | None]:
+        """The previous frame's parameters matched to the current people by box centre
+        (one-to-one, Hungarian): ``(init, warm)``, where ``warm[b]`` says person ``b`` was
+        matched; a new person starts cold without making the others do so."""
         if previous is None or not previous.people or previous.body_model != self.body_model.name:
-            return None
-        prev_centres = np.array([_centre(p.box) for p in previous.people])
-        rows = []
-        for person in people:
-            c = _centre(person.get("body").box or _kp_box(person.get("body")))
-            d = np.linalg.norm(prev_centres - c, axis=1)
-            j = int(d.argmin())
-            box = previous.people[j].box
-            if d[j] > 0.5 * max(box[2] - box[0], box[3] - box[1]):
-                return None  # someone new: start cold
-            rows.append(previous.people[j].params)
-        return {
-            k: torch.as_tensor(np.stack([r[k] for r in rows]), dtype=torch.float32)
-            for k in self.body_model.blocks
-        }
+            return None, None
+        from scipy.optimize import linear_sum_assignment
 
-    def _select(self, people, fit: FitOutput, reset: bool = True) -> list[dict[str, PartResult]]:
-        model = self.body_model
-        verdicts = []
-        for b, person in enumerate(people):
-            per = {}
-            for part in PARTS:
-                obs = person.get(part)
-                observed = obs is not None and part in fit.targets and bool(
-                    fit.targets[part].present[b])
-                per[part] = self.selection.judge(
-                    part, observed,
-                    detector=float(obs.score) if obs is not None else 0.0,
-                    residual=float(fit.residual[part][b]) if observed else float("inf"),
-                    plausibility=float(fit.plausibility.get(part, torch.ones(len(people)))[b]),
-                )
-            verdicts.append(per)
-        if not reset:
-            return verdicts
-        # Rejected or unobserved hands and faces fall back to their neutral pose.
-        neutral = model.neutral_params(len(people), device=self.device)
-        changed = False
-        for b, per in enumerate(verdicts):
-            for name, blk in model.blocks.items():
-                if blk.part in ("left_hand", "right_hand", "face") and not per[blk.part].accepted:
-                    fit.params[name][b] = neutral[name][b]
-                    changed = True
-        if changed:
-            with torch.no_grad():
-                fit.output = model(fit.params)
-        return verdicts
-
-    def _to_frame(self, people, fit: FitOutput, verdicts, K, size) -> FrameResult:
-        model = self.body_model
-        verts = fit.output.vertices.detach().cpu().numpy()
-        joints = fit.output.joints.detach().cpu().numpy()
-        results = []
-        for b, person in enumerate(people):
-            kps = {}
-            for part, tg in fit.targets.items():
-                if not bool(tg.present[b]):
-                    continue
-                kps[part] = KeypointSet(
-                    convention=person.get(part).convention,
-                    names=tuple(model.regressors[tg.regressor].names),
-                    observed=tg.kp2d[b].cpu().numpy(),
-                    confidence=tg.conf[b].cpu().numpy(),
-                    fitted=fit.projected[part][b].cpu().numpy(),
-                )
-            body = person.get("body") or next(iter(person.parts.values()))
-            results.append(PersonResult(
-                params={k: v[b].detach().cpu().numpy() for k, v in fit.params.items()},
-                vertices=verts[b], joints=joints[b], keypoints_2d=kps, parts=verdicts[b],
-                box=tuple(float(x) for x in (body.box or _kp_box(body))),
-            ))
-        return FrameResult(
-            image_size=size, intrinsics=K, body_model=model.name,
-            joint_names=tuple(model.joint_names), faces=model.faces, people=results, timings={},
-        )
+        prev = previous.people
+        cur = np.array([box_centre(person_box(p.get("body"))) for p in people])
+        old = np.array([box_centre(p.box) for p in prev])
+        dist = np.linalg.norm(cur[:, None] - old[None], axis=-1)
+        reach = np.array([0.5 * max(p.box[2] - p.box[0], p.box[3] - p.box[1]) for p in prev])
+        rows, cols = linear_sum_assignment(np.where(dist <= reach[None], dist, 1e9))
+        warm = np.zeros(len(people), dtype=bool)
+        source: list[dict[str, np.ndarray] | None] = [None] * len(people)
+        for r, c in zip(rows, cols):
+            if dist[r, c] <= reach[c]:
+                warm[r], source[r] = True, prev[c].params
+        if not warm.any():
+            return None, None
+        neutral = self.body_model.neutral_params(len(people))
+        init = {k: torch.stack([torch.as_tensor(s[k], dtype=torch.float32) if s is not None
+                                else neutral[k][b] for b, s in enumerate(source)])
+                for k in self.body_model.blocks}
+        return init, warm
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise FurpeError("images must be RGB uint8 arrays of shape (H, W, 3)")
-    return image
+class VideoSession:
+    """The frames of one video: made by :meth:`Reconstructor.video`."""
+
+    def __init__(self, reconstructor: Reconstructor, experts: Sequence[Expert]) -> None:
+        self.reconstructor = reconstructor
+        self.experts = experts
+        #: The last frame's result, which warm-starts the next frame (None: start cold).
+        self.previous: FrameResult | None = None
+
+    def reconstruct_frame(self, image: np.ndarray, K: np.ndarray | None = None) -> FrameResult:
+        """Reconstruct the next frame (a :class:`NoPersonError` when nobody is found)."""
+        try:
+            result = self.reconstructor._run(self.experts, check_image(image), K, self.previous)
+        except FurpeError:
+            self.previous = None
+            raise
+        self.previous = result
+        return result
+
+    def __enter__(self) -> "VideoSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.previous = None
 
 
-def _camera(K: np.ndarray | None, width: int, height: int, focal: float | None) -> np.ndarray:
-    """The given intrinsics (validated), else the default camera of the image size."""
-    if K is None:
-        return intrinsics(width, height, focal)
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise FurpeError("K must be a finite 3x3 intrinsics matrix with positive focal lengths")
-    return K
-
-
-def _kp_box(obs) -> tuple[float, float, float, float]:
-    pts = obs.keypoints_2d[obs.confidence > 0.1]
-    if len(pts) == 0:
-        pts = obs.keypoints_2d
-    return (*pts.min(0), *pts.max(0))
-
-
-def _centre(box) -> np.ndarray:
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-
-
-def reconstruct(image: np.ndarray, **kwargs) -> FrameResult:
+def reconstruct(image: np.ndarray, config: ReconstructConfig | None = None) -> FrameResult:
     """One-shot convenience: ``furpe.reconstruct(rgb)`` builds a :class:`Reconstructor`."""
-    return Reconstructor(**kwargs).reconstruct_image(image)
+    return Reconstructor(config).reconstruct_image(image)

@@ -62,3 +62,4 @@ class FrameResult:
     faces: np.ndarray  # (F, 3) triangles of the body model
     people: list[PersonResult]
     timings: dict[str, float]  # seconds: "experts", "fit", "render", "total"
+    config: dict = field(default_factory=dict)  # the ReconstructConfig that produced it

@@ -24,7 +24,6 @@ overlay MP4 is rebuilt from all frames.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,20 +32,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 import furpe
-from furpe.errors import FurpeError, InputError, NoPersonError
+from furpe.core.errors import FurpeError, InputError, NoPersonError, SetupError
 from furpe.io.inputs import InputItem, media_kind, read_image
 from furpe.io.outputs import (SCHEMA_VERSION, frame_from_dict, no_person_dict, read_json,
                               read_ply, write_frame_outputs, write_json, render_overlay)
 from furpe.io.video import VideoWriter, open_video
 from furpe.results import FrameResult
+from furpe.io.console import format_error, internal_error, progress_bar, say
 
 __all__ = ["RunSummary", "SetupError", "run", "format_error"]
 
 ReconstructorFactory = Callable[[], Any]
-
-
-class SetupError(FurpeError):
-    """The reconstructor could not be built (bad configuration, model files missing)."""
 
 
 @dataclass
@@ -121,18 +117,6 @@ class RunSummary:
         setattr(self, attr, getattr(self, attr) + 1)
 
 
-def format_error(path: str, message: str) -> str:
-    """``furpe: error: <path>: <message>``, without repeating a path the message names."""
-    if path and path in message:
-        return f"furpe: error: {message}"
-    return f"furpe: error: {path}: {message}"
-
-
-def _internal(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"internal error: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 class _Context:
     """Shared state of one run: options, the lazily built reconstructor, the summary."""
 
@@ -160,25 +144,12 @@ class _Context:
             except Exception as exc:
                 if self.debug:
                     raise
-                raise SetupError(f"cannot build the reconstructor: {_internal(exc)}") from exc
+                raise SetupError(f"cannot build the reconstructor: {internal_error(exc)}") from exc
         return self._reconstructor
 
     def fail(self, path: str, message: str) -> None:
         self.summary.failures.append((path, message))
-        _say(format_error(path, message))
-
-
-def _say(line: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(line, file=sys.stderr)
-
-
-def _bar(progress: bool, **kwargs: Any):
-    from tqdm import tqdm
-
-    enabled = progress and getattr(sys.stderr, "isatty", lambda: False)()
-    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+        say(format_error(path, message))
 
 
 def _split(out_name: str) -> tuple[str, str]:
@@ -216,20 +187,6 @@ def _process_image(item: InputItem, ctx: _Context) -> None:
 # Videos
 # ---------------------------------------------------------------------------------------
 
-def _vertices_from_params(body_model: Any, params: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Re-pose the body model from saved parameters (for overlays of resumed frames)."""
-    try:
-        import torch
-
-        tensors = {k: torch.as_tensor(np.nan_to_num(v), dtype=torch.float32)[None]
-                   for k, v in params.items()}
-        with torch.no_grad():
-            out = body_model(tensors)
-        return out.vertices[0].detach().cpu().numpy()
-    except Exception:  # noqa: BLE001 - the frame is then reconstructed again
-        return None
-
-
 def _load_done_frame(frames_dir: Path, stem: str, ctx: _Context) -> tuple[dict, FrameResult | None] | None:
     """A frame finished by an earlier run: its document and result, or None to redo it."""
     doc = read_json(frames_dir / f"{stem}.json")
@@ -258,13 +215,19 @@ def _load_done_frame(frames_dir: Path, stem: str, ctx: _Context) -> tuple[dict, 
         model = getattr(ctx.reconstructor(), "body_model", None)
         if model is None:
             return None
-        for person in result.people:
-            verts = _vertices_from_params(model, person.params)
-            if verts is None:
-                return None
-            person.vertices = verts
+        try:
+            for person in result.people:
+                person.vertices = model.pose(person.params).vertices[0].cpu().numpy()
+        except (FurpeError, KeyError, ValueError, RuntimeError):
+            return None  # parameters the model cannot pose: the frame is reconstructed again
         result.faces = np.asarray(model.faces)
     return doc, result
+
+
+def _config_of(reconstructor: Any) -> dict[str, Any]:
+    """The configuration a reconstructor records (``{}`` for one without)."""
+    config = getattr(reconstructor, "config", None)
+    return config.to_dict() if hasattr(config, "to_dict") else {}
 
 
 def _fit_frame(writer_size: tuple[int, int] | None, rgb: np.ndarray) -> np.ndarray:
@@ -299,8 +262,9 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
     error: str | None = None
     max_people = 0
     size: tuple[int, int] | None = None
-    previous: FrameResult | None = None
-    bar = _bar(ctx.progress, total=reader.frame_count, desc=item.path.name, unit="frame",
+    session = None  # the reconstructor's video session, opened at the first frame to compute
+    previous_done: FrameResult | None = None  # the last frame loaded from an earlier run
+    bar = progress_bar(ctx.progress, total=reader.frame_count, desc=item.path.name, unit="frame",
                leave=False)
 
     def document(complete: bool) -> dict[str, Any]:
@@ -340,22 +304,25 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
                     entry.update(status=doc["status"], people=len(doc["people"]))
                     if result is not None and ctx.overlay:
                         shown = render_overlay(result, rgb)
-                    previous = result
+                    previous_done = result
+                    if session is not None:
+                        session.previous = result
                 else:
-                    rec = ctx.reconstructor()
+                    if session is None:
+                        session = ctx.reconstructor().video()
+                        session.previous = previous_done
                     try:
-                        result = rec.reconstruct_image(rgb, previous=previous)
+                        result = session.reconstruct_frame(rgb)
                     except NoPersonError as exc:
                         write_json(frames_dir / f"{stem}.json",
                                    no_person_dict(str(item.path), size, index,
                                                   message=str(exc) or "no person found",
-                                                  timestamp=timestamp))
+                                                  timestamp=timestamp,
+                                                  config=_config_of(session.reconstructor)))
                         entry.update(status="no_person", people=0)
-                        previous = None
                     except FurpeError as exc:
                         entry.update(status="failed", people=0, file=None, message=str(exc))
                         failed.append({"index": index, "message": str(exc)})
-                        previous = None
                     else:
                         outs = write_frame_outputs(
                             result, rgb, frames_dir, stem, overlay=ctx.overlay, mesh=ctx.mesh,
@@ -364,7 +331,6 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
                         if outs.overlay is not None:
                             shown = outs.overlay
                         entry.update(status="ok", people=len(result.people))
-                        previous = result
                 max_people = max(max_people, entry["people"])
                 frames.append(entry)
                 if ctx.overlay:
@@ -426,7 +392,7 @@ def run(reconstructor_factory: ReconstructorFactory, items: Sequence[InputItem],
     for path, message in input_errors:
         summary._count("video" if media_kind(path) == "video" else "image", "failed")
         ctx.fail(path, message)
-    images_bar = _bar(progress and len(items) > 1, total=len(items), desc="furpe", unit="input")
+    images_bar = progress_bar(progress and len(items) > 1, total=len(items), desc="furpe", unit="input")
     try:
         for item in items:
             images_bar.set_postfix_str(item.path.name, refresh=False)
@@ -444,7 +410,7 @@ def run(reconstructor_factory: ReconstructorFactory, items: Sequence[InputItem],
                 if debug:
                     raise
                 summary._count(item.kind, "failed")
-                ctx.fail(str(item.path), _internal(exc))
+                ctx.fail(str(item.path), internal_error(exc))
             images_bar.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True

@@ -19,7 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
+import torch
+
+from furpe.bodymodels.base import BodyModel
+from furpe.core.vocab import DETAIL_PARTS, PARTS
+from furpe.experts.base import PersonObservation
+from furpe.fitting.fit import FitOutput
 from furpe.results import PartResult
 
 
@@ -72,3 +79,54 @@ class SelectionScheme:
             reasons.append(f"implausible pose ({plausibility:.2f} < {th.min_plausibility})")
         return PartResult(part, observed=True, accepted=not reasons, scores=scores,
                           reason="; ".join(reasons))
+
+
+@dataclass
+class Selection:
+    """The selection stage's output for a batch of people.
+
+    Attributes:
+        verdicts: per person, the :class:`PartResult` of every part.
+        params: the fitted parameters with every rejected or unobserved hand and face put
+            back to its neutral pose (a new dict; the fit's own parameters are unchanged).
+        changed: whether ``params`` differ from the fit's.
+    """
+
+    verdicts: list[dict[str, PartResult]]
+    params: dict[str, torch.Tensor]
+    changed: bool
+
+
+def select(scheme: SelectionScheme, model: BodyModel, people: Sequence[PersonObservation],
+           fit: FitOutput, reset: bool = True) -> Selection:
+    """Judge every part of every person; with ``reset``, the parameters to keep."""
+    batch = len(people)
+    verdicts = []
+    for b, person in enumerate(people):
+        per = {}
+        for part in PARTS:
+            obs = person.get(part)
+            observed = obs is not None and part in fit.targets and bool(
+                fit.targets[part].present[b])
+            per[part] = scheme.judge(
+                part, observed,
+                detector=float(obs.score) if obs is not None else 0.0,
+                residual=float(fit.residual[part][b]) if observed else float("inf"),
+                plausibility=float(fit.plausibility.get(part, torch.ones(batch))[b]),
+            )
+        verdicts.append(per)
+    params = dict(fit.params)
+    changed = False
+    if reset:
+        for part in DETAIL_PARTS:
+            rejected = torch.tensor([not v[part].accepted for v in verdicts],
+                                    device=fit.params["transl"].device)
+            if not bool(rejected.any()):
+                continue
+            rest = model.at_rest(params, part)
+            for name, blk in model.blocks.items():
+                if blk.part == part:
+                    shape = (-1,) + (1,) * (params[name].dim() - 1)
+                    params[name] = torch.where(rejected.view(shape), rest[name], params[name])
+                    changed = True
+    return Selection(verdicts, params, changed)

@@ -26,8 +26,10 @@ import torch
 
 from furpe.bodymodels.base import BodyModel, BodyOutput
 from furpe.experts.base import PartObservation, PersonObservation
-from furpe.fitting.camera import intrinsics, project
+from furpe.core.camera import intrinsics, project
 from furpe.render import AMBIENT, DIFFUSE, Mesh, render
+from furpe.core.boxes import crop_intrinsics
+from furpe.core.rotations import compose_rotvec
 
 #: Skin tones (linear-ish RGB in [0, 1]) from light to dark.
 SKIN_TONES = (
@@ -403,10 +405,8 @@ def crop_part(person: SyntheticPerson, vertex_ids: np.ndarray,
     h, w = person.image.shape[:2]
     if x0 < 0 or y0 < 0 or x0 + side > w or y0 + side > h:
         raise ValueError("the crop leaves the image")
-    Kc = K.copy()
-    Kc[0, 2] -= x0
-    Kc[1, 2] -= y0
-    return np.ascontiguousarray(person.image[y0:y0 + side, x0:x0 + side]), Kc
+    return (np.ascontiguousarray(person.image[y0:y0 + side, x0:x0 + side]),
+            crop_intrinsics(K, x0, y0))
 
 
 def textured_background(rng: np.random.Generator, width: int, height: int,
@@ -493,14 +493,6 @@ class SyntheticScene:
     info: dict[str, float]
 
 
-def _rotvec_compose(outer: np.ndarray, inner: torch.Tensor) -> torch.Tensor:
-    """Axis-angle of ``R(outer) @ R(inner)``."""
-    import roma
-
-    R = torch.as_tensor(outer, dtype=torch.float32) @ roma.rotvec_to_rotmat(inner.to(torch.float32))
-    return roma.rotmat_to_rotvec(R)
-
-
 def _place(model: BodyModel, params: dict[str, torch.Tensor], K: np.ndarray, width: int,
            height: int, rng: np.random.Generator, sc: SceneRanges) -> dict[str, float]:
     """Set ``params["transl"]`` so the person fills ``fill`` of the image height, off-centre
@@ -568,7 +560,7 @@ def sample_scene(model: BodyModel, rng: np.random.Generator, width: int = 640,
     info["elevation_deg"] = elevation
     c, s = math.cos(math.radians(elevation)), math.sin(math.radians(elevation))
     Rc = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    params["global_orient"][0, 0] = _rotvec_compose(Rc, params["global_orient"][0, 0])
+    params["global_orient"][0, 0] = compose_rotvec(Rc, params["global_orient"][0, 0])
     info.update(_place(model, params, K, width, height, rng, sc))
     tone = int(rng.integers(len(SKIN_TONES) - 1))
     mix = float(rng.uniform())

@@ -1,34 +1,27 @@
-"""Body models behind one interface: ``load_body_model("anny")`` or ``("smplx", model_path)``."""
+"""Body models behind one interface: ``load_body_model("anny")`` or ``("smplx", model_path)``.
+
+Body models are found through the registry (kind ``body_model``); a new one is registered
+there, see :mod:`furpe.core.registry`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from furpe.bodymodels.base import BodyModel, BodyOutput, ParamBlock, Regressor
-from furpe.errors import FurpeError
-
-BODY_MODELS = ("anny", "smplx")
+from furpe.core.registry import lookup
 
 
-def load_body_model(name: str = "anny", model_path: str | Path | None = None) -> BodyModel:
-    """Load a body model by name.
+def load_body_model(name: str = "anny", model_path: str | Path | None = None,
+                    device: str | torch.device = "cpu") -> BodyModel:
+    """The body model registered as ``name``, on ``device``.
 
-    ``anny`` needs nothing (its data ships in its wheel; a cache is built on first use).
-    ``smplx`` needs ``model_path``, the folder holding the user's own SMPL-X model files.
+    ``anny`` needs nothing (its data ships in its wheel; a cache is built on first use) and
+    is shared per process and device. ``smplx`` needs ``model_path``, the folder holding the
+    user's own SMPL-X model files.
     """
-    if name == "anny":
-        from furpe.bodymodels.anny_model import load_anny
-
-        return load_anny()
-    if name == "smplx":
-        if model_path is None:
-            raise FurpeError(
-                "--body-model smplx needs --model-path DIR, the folder with your SMPL-X model "
-                "files (furpe never downloads them; get them from the SMPL-X authors)"
-            )
-        from furpe.bodymodels.smplx_model import SMPLXBodyModel
-
-        return SMPLXBodyModel(Path(model_path))
-    raise FurpeError(f"unknown body model '{name}'; choose one of {', '.join(BODY_MODELS)}")
+    return lookup("body_model", name)(model_path=model_path, device=device)
 
 
-__all__ = ["BodyModel", "BodyOutput", "ParamBlock", "Regressor", "load_body_model", "BODY_MODELS"]
+__all__ = ["BodyModel", "BodyOutput", "ParamBlock", "Regressor", "load_body_model"]

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import BodyModel, HandBones, ParamBlock
+from furpe.bodymodels.base import BodyModel, HandBones, ParamBlock, Regressor
+from furpe.bodymodels.correspondences import load_regressors, pack_rows
+from furpe.core.files import atomic_write
 
 #: Native (z up, facing -y) to camera-facing frame (y down, facing -z).
 ANNY_CANONICAL_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -117,8 +119,6 @@ class AnnyBodyModel(BodyModel):
         self.faces = self.anny.get_triangular_faces().cpu().numpy().astype(np.int64)
         self._derived = _derived_data(self, cache_dir / _DERIVED_NAME, labels)
         self.part_vertices = {p: self._derived[f"part_{p}"] for p in _PART_NAMES}
-        from furpe.correspondences import load_regressors
-
         self.regressors = load_regressors(self)
 
     def hand_bones(self, block: str) -> HandBones | None:
@@ -133,13 +133,11 @@ class AnnyBodyModel(BodyModel):
             for lab in self.blocks[block].labels)
         return HandBones(f"wrist.{side}", f"finger2-1.{side}", f"finger5-1.{side}", rows)
 
-    def coco_regressor(self):
-        """Anny's own COCO (+ 6 feet keypoints) regressor, as a sparse :class:`Regressor`."""
-        from furpe.bodymodels.base import Regressor
-
+    def own_regressors(self) -> dict[str, Regressor]:
+        """Anny's own COCO (+ 6 feet keypoints) regressor, made sparse, as ``"coco"``."""
         d = self._derived
-        return Regressor(tuple(str(n) for n in d["coco_names"]), d["coco_indices"],
-                         d["coco_weights"])
+        return {"coco": Regressor(tuple(str(n) for n in d["coco_names"]), d["coco_indices"],
+                                  d["coco_weights"])}
 
     @property
     def num_vertices(self) -> int:
@@ -291,8 +289,6 @@ def _derived_data(model: AnnyBodyModel, path: Path, labels: list[str]) -> dict[s
     0.5 s) and kept next to Anny's cache, keyed by the anny version and the mesh size."""
     import importlib.metadata
 
-    from furpe.io.outputs import atomic_write
-
     key = f"{importlib.metadata.version('anny')}:{model.num_vertices}:{len(labels)}"
     if path.exists():
         try:
@@ -301,10 +297,8 @@ def _derived_data(model: AnnyBodyModel, path: Path, labels: list[str]) -> dict[s
                     return {k: data[k] for k in data.files}
         except (OSError, ValueError, KeyError):
             pass  # unreadable or stale: rebuild
-    from furpe.correspondences import anny_coco
-
     parts = model._make_part_vertices(labels)
-    coco = anny_coco(model)
+    coco = _anny_coco(model)
     data = {"key": np.array(key), **{f"part_{p}": parts[p] for p in _PART_NAMES},
             "coco_names": np.array(coco.names), "coco_indices": coco.indices,
             "coco_weights": coco.weights}
@@ -316,12 +310,35 @@ def _derived_data(model: AnnyBodyModel, path: Path, labels: list[str]) -> dict[s
     return data
 
 
-_CACHE: dict[str, AnnyBodyModel] = {}
+def _anny_coco(model: AnnyBodyModel) -> Regressor:
+    """Anny's own COCO(-WholeBody feet) keypoint regressor, made sparse."""
+    import anny
+
+    kr = anny.KeypointsRegressor.coco(model.anny)
+    dense = kr.regression_weights.detach().cpu().numpy()
+    rows = []
+    for k in range(dense.shape[0]):
+        nz = np.flatnonzero(dense[k] > 1e-6)
+        rows.append({int(i): float(dense[k, i]) for i in nz})
+    return pack_rows(list(kr.labels), rows)
 
 
-def load_anny(cache_dir: Path | None = None) -> AnnyBodyModel:
-    """A process-wide shared :class:`AnnyBodyModel` (loading it once per process)."""
+_CACHE: dict[tuple[str, str], AnnyBodyModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_anny(model_path: str | Path | None = None, device: str | torch.device = "cpu",
+              cache_dir: Path | None = None) -> AnnyBodyModel:
+    """A process-wide shared :class:`AnnyBodyModel` per device (loaded once per process; a
+    model on another device is a copy, so moving one never moves another). ``model_path``
+    is not used: Anny's data ships in its wheel."""
+    import copy
+
     key = str(cache_dir or default_cache_dir())
-    if key not in _CACHE:
-        _CACHE[key] = AnnyBodyModel(cache_dir)
-    return _CACHE[key]
+    dev = str(torch.device(device))
+    with _CACHE_LOCK:
+        if (key, "cpu") not in _CACHE:
+            _CACHE[(key, "cpu")] = AnnyBodyModel(cache_dir)
+        if (key, dev) not in _CACHE:
+            _CACHE[(key, dev)] = copy.deepcopy(_CACHE[(key, "cpu")]).to(dev)
+        return _CACHE[(key, dev)]

@@ -15,13 +15,15 @@ Conventions shared by all models:
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
+from furpe.core.rotations import rotvec_to_rotmat
 
 BlockKind = Literal["rotation", "linear", "bounded"]
 
@@ -156,6 +158,21 @@ class BodyModel(torch.nn.Module):
         neutral = self.neutral_params(batch, device=device)
         return {k: (neutral[k] if self.blocks[k].part == part else v) for k, v in params.items()}
 
+    def own_regressors(self) -> dict[str, Regressor]:
+        """Keypoint regressors the model itself provides (e.g. Anny's COCO regressor), added
+        to :attr:`regressors` with the shipped correspondences."""
+        return {}
+
+    def pose(self, params: Mapping[str, np.ndarray]) -> BodyOutput:
+        """Re-pose one person from saved (unbatched, NumPy) parameters, e.g. a result file's
+        ``params``; missing blocks are neutral, non-finite values count as 0."""
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        device = None if first is None else first.device
+        tensors = {k: torch.as_tensor(np.nan_to_num(np.asarray(v, dtype=np.float32)),
+                                      device=device)[None] for k, v in params.items()}
+        with torch.no_grad():
+            return self(tensors)
+
     def hand_bones(self, block: str) -> HandBones | None:
         """The joints of a hand block for :meth:`finger_hinge_axes` (``None``: no hand block
         or the model does not say; the fit then uses an isotropic finger prior)."""
@@ -266,25 +283,26 @@ class KeypointSampler:
 
     Example::
 
-        sampler = KeypointSampler(model, ["mediapipe_pose", "mediapipe_face"])
+        sampler = KeypointSampler(model, ["mediapipe_pose", "mediapipe_face"])  # model.regressors
         kps = sampler(params)          # {"mediapipe_pose": (B, 33, 3), ...}, camera frame
     """
 
-    def __init__(self, model: BodyModel, conventions: Sequence[str]) -> None:
-        missing = [c for c in conventions if c not in model.regressors]
+    def __init__(self, model: BodyModel, conventions: Sequence[str],
+                 regressors: Mapping[str, Regressor] | None = None) -> None:
+        regressors = model.regressors if regressors is None else regressors
+        missing = [c for c in conventions if c not in regressors]
         if missing:
             raise FurpeError(f"body model '{model.name}' has no correspondences for {missing}")
         V = model.num_vertices
         used = sorted({int(i) for c in conventions
-                       for i in model.regressors[c].indices.reshape(-1) if i < V})
+                       for i in regressors[c].indices.reshape(-1) if i < V})
         self.model = model
         self.vertex_ids = np.asarray(used, dtype=np.int64)
         remap = np.full(V + len(model.joint_names), -1, dtype=np.int64)
         remap[self.vertex_ids] = np.arange(len(used))
         remap[V:] = len(used) + np.arange(len(model.joint_names))
         self.regressors = {
-            c: Regressor(model.regressors[c].names, remap[model.regressors[c].indices],
-                         model.regressors[c].weights)
+            c: Regressor(regressors[c].names, remap[regressors[c].indices], regressors[c].weights)
             for c in conventions
         }
 
@@ -292,10 +310,3 @@ class KeypointSampler:
         out = self.model(params, vertex_ids=self.vertex_ids)
         points = torch.cat([out.vertices, out.joints], 1)
         return {c: apply_regressor(r, points) for c, r in self.regressors.items()}
-
-
-def rotvec_to_rotmat(rotvec: torch.Tensor) -> torch.Tensor:
-    """Axis-angle (..., 3) to rotation matrices (..., 3, 3), differentiable at zero."""
-    import roma
-
-    return roma.rotvec_to_rotmat(rotvec)

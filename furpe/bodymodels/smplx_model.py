@@ -82,9 +82,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import (BodyModel, HandBones, ParamBlock, Regressor,
-                                   rotvec_to_rotmat)
-from furpe.errors import FurpeError
+from furpe.bodymodels.base import BodyModel, HandBones, ParamBlock, Regressor
+from furpe.core.errors import FurpeError, SetupError
+from furpe.core.rotations import rotvec_to_rotmat
+from furpe.core.vocab import IBUG68, MEDIAPIPE_HAND, MEDIAPIPE_POSE
 
 SMPLX_JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -108,22 +109,6 @@ SMPLX_NUM_VERTICES = 10475
 NUM_JOINTS = 55
 _J = {name: j for j, name in enumerate(SMPLX_JOINT_NAMES)}
 _FINGERS = ("index", "middle", "pinky", "ring", "thumb")
-
-MEDIAPIPE_POSE_NAMES: tuple[str, ...] = (
-    "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
-    "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_pinky",
-    "right_pinky", "left_index", "right_index", "left_thumb", "right_thumb", "left_hip",
-    "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
-    "right_heel", "left_foot_index", "right_foot_index",
-)
-MEDIAPIPE_HAND_NAMES: tuple[str, ...] = (
-    "wrist", "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
-    "index_finger_mcp", "index_finger_pip", "index_finger_dip", "index_finger_tip",
-    "middle_finger_mcp", "middle_finger_pip", "middle_finger_dip", "middle_finger_tip",
-    "ring_finger_mcp", "ring_finger_pip", "ring_finger_dip", "ring_finger_tip",
-    "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
-)
 
 _GENDERS = ("neutral", "male", "female")
 _LICENCE_HINT = (
@@ -481,7 +466,7 @@ def _make_regressors(
     }
     first = 0 if len(landmarks) == 68 else 17
     regs["ibug68"] = _regressor(
-        tuple(f"ibug_{k:02d}" for k in range(first, 68)), landmarks
+        IBUG68[first:], landmarks
     )
 
     def ibug(k: int) -> _Row:
@@ -496,11 +481,21 @@ def _make_regressors(
                  "ankle"):
         pose += [joint(f"left_{stem}"), joint(f"right_{stem}")]
     pose += [vertex("LHeel"), vertex("RHeel"), vertex("LBigToe"), vertex("RBigToe")]
-    regs["mediapipe_pose"] = _regressor(MEDIAPIPE_POSE_NAMES, pose)
+    regs["mediapipe_pose"] = _regressor(MEDIAPIPE_POSE, pose)
 
     for side, s in (("left", "l"), ("right", "r")):
         hand = [joint(f"{side}_wrist")]
         for finger in ("thumb", "index", "middle", "ring", "pinky"):
             hand += [joint(f"{side}_{finger}{k}") for k in (1, 2, 3)] + [vertex(f"{s}{finger}")]
-        regs[f"mediapipe_hand_{side}"] = _regressor(MEDIAPIPE_HAND_NAMES, hand)
+        regs[f"mediapipe_hand_{side}"] = _regressor(MEDIAPIPE_HAND, hand)
     return regs
+
+
+def load_smplx(model_path: str | Path | None = None, device: str | torch.device = "cpu",
+               **options: object) -> SMPLXBodyModel:
+    """:class:`SMPLXBodyModel` from the user's model folder, on ``device``."""
+    if model_path is None:
+        raise SetupError(
+            "--body-model smplx needs --model-path DIR, the folder with your SMPL-X model "
+            "files (furpe never downloads them; get them from the SMPL-X authors)")
+    return SMPLXBodyModel(Path(model_path), **options).to(device)  # type: ignore[arg-type]

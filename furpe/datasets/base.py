@@ -17,13 +17,9 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 
-from furpe.errors import InputError
+from furpe.core.errors import DatasetError
 
 Crop = Literal["full", "hand", "head"]
-
-
-class DatasetError(InputError):
-    """A dataset folder is incomplete or malformed; the message names the missing file."""
 
 
 @dataclass

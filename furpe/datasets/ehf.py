@@ -66,7 +66,7 @@ from furpe.datasets.base import (
     require,
 )
 from furpe.datasets.joints import JointProtocol, keypoint_box
-from furpe.evaluation import metrics
+from furpe import metrics
 
 __all__ = ["EHF", "EHF_RVEC", "EHF_T", "EHF_K", "EHF_ROTATION", "PART_ID_FILES",
            "read_ply_mesh", "rodrigues", "world_to_camera", "load_part_ids"]

@@ -78,7 +78,7 @@ from furpe.datasets.base import (
     Sample,
     require,
 )
-from furpe.evaluation import metrics
+from furpe import metrics
 from furpe.io.outputs import atomic_write
 
 __all__ = ["FreiHAND", "FREIHAND_JOINT_NAMES", "F_THRESHOLDS", "NUM_JOINTS", "NUM_VERTICES",

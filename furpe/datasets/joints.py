@@ -49,8 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
+from furpe.core.boxes import landmark_box
 from furpe.datasets.base import DatasetError, Prediction, require
-from furpe.evaluation import metrics
+from furpe import metrics
 
 __all__ = [
     "J14_NAMES", "J14_HIPS", "H36M_TO_J14", "LIMBS12", "MEDIAPIPE_TO_LIMBS12", "J14_KEYPOINTS",
@@ -188,11 +189,9 @@ def keypoint_box(points: np.ndarray, threshold: float = 0.1) -> np.ndarray | Non
     """The tight (x0, y0, x1, y1) box of the (K, 3) ``(x, y, confidence)`` points whose
     confidence exceeds ``threshold``; ``None`` when there are none."""
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-    ok = (p[:, 2] > threshold) & np.isfinite(p[:, :2]).all(1)
-    if not ok.any():
-        return None
-    xy = p[ok, :2]
-    return np.concatenate([xy.min(0), xy.max(0)])
+    ok = p[:, 2] > threshold
+    box = landmark_box(p[ok, :2]) if ok.any() else None
+    return None if box is None else np.array(box)
 
 
 @dataclass

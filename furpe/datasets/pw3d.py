@@ -59,7 +59,7 @@ from furpe.datasets.base import (
     require,
 )
 from furpe.datasets.joints import JointProtocol, keypoint_box
-from furpe.evaluation import metrics
+from furpe import metrics
 
 __all__ = ["ThreeDPW", "SMPLGroundTruth", "find_smpl_file"]
 

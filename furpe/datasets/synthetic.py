@@ -76,7 +76,6 @@ Options: ``alignment`` (``standard`` = ``mid_hip``, the default; ``none``). Regr
 from __future__ import annotations
 
 import io
-import sys
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -87,7 +86,8 @@ import numpy as np
 
 import furpe
 from furpe.datasets.base import Dataset, DatasetError, Prediction, ProtocolOptions, Sample, require
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
+from furpe.io.console import progress_bar
 
 __all__ = ["GENERATOR_VERSION", "DEFAULT_N", "PARTS", "GenerateSummary", "SyntheticDataset",
            "generate", "sample_id", "read_npz", "write_npz"]
@@ -220,13 +220,6 @@ def _done(gt_path: Path, png_path: Path, seed: int, index: int, size: tuple[int,
     return True
 
 
-def _bar(progress: bool, **kwargs: Any):
-    from tqdm import tqdm
-
-    enabled = progress and getattr(sys.stderr, "isatty", lambda: False)()
-    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
-
-
 def _manifest(model, seed: int, n: int, width: int, height: int, backend: str) -> dict[str, Any]:
     from furpe.io.outputs import COORDINATE_FRAME, UNITS
     from furpe.synthetic import MIN_INSIDE, MIN_PART_PIXELS, MIN_SEEN, VARIED, SceneRanges
@@ -270,7 +263,7 @@ def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int 
     Finished samples (image and ground truth present, of this seed, size and generator
     version) are kept; the others are made; ``parts.npz`` and, last, ``manifest.json`` are
     written. A folder holding samples or a manifest of another seed, size or generator version
-    raises :class:`~furpe.errors.FurpeError` (nothing is overwritten). ``model`` defaults to
+    raises :class:`~furpe.core.errors.FurpeError` (nothing is overwritten). ``model`` defaults to
     the shared Anny model (the sampler knows only the Anny rig).
     """
     from furpe.io.outputs import read_json, write_image, write_json
@@ -312,7 +305,7 @@ def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int 
                          (width, height))]
     if todo or not isinstance(old, dict) or old.get("n") != n:
         manifest_path.unlink(missing_ok=True)  # the set is incomplete until the manifest is back
-    bar = _bar(progress, total=n, initial=n - len(todo), desc="make-synthetic", unit="image")
+    bar = progress_bar(progress, total=n, initial=n - len(todo), desc="make-synthetic", unit="image")
     try:
         for i in todo:
             rng = np.random.default_rng([seed, i])
@@ -434,7 +427,7 @@ class SyntheticDataset(Dataset):
 
     def score(self, sample: Sample, prediction: Prediction) -> dict[str, float]:
         """Metric values for one sample (see the module docstring), millimetres."""
-        from furpe.evaluation import metrics
+        from furpe import metrics
 
         if not self.parts:
             self._load_set()

@@ -3,56 +3,33 @@
 A method turns one :class:`~furpe.datasets.base.Sample` into a
 :class:`~furpe.datasets.base.Prediction`. ``--method experts`` (:class:`ExpertMethod`) is
 furpe's reconstruction pipeline (part experts, whole-body fit, selection); another method (for
-example a network checkpoint) plugs in with :func:`register_method` and is then selectable by
-name::
+example a network checkpoint) plugs in through the registry and is then selectable by name::
 
+    from furpe.core.registry import register
+
+    @register("method", "mynet")
     class MyNet(Method):
-        name = "mynet"
-        def __init__(self, options: MethodOptions) -> None: ...
+        def __init__(self, config: ReconstructConfig) -> None: ...
         def predict(self, sample: Sample) -> Prediction: ...
 
-    register_method("mynet", MyNet)          # or "package.module:MyNet"
-
 A sample the method cannot handle (nobody found, an unsupported crop) raises a
-:class:`~furpe.errors.FurpeError`; the harness records it as a failed sample.
+:class:`~furpe.core.errors.FurpeError`; the harness records it as a failed sample.
 """
 from __future__ import annotations
 
-import importlib
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from furpe.config import ReconstructConfig
+from furpe.core.boxes import box_area, box_iou
+from furpe.core.errors import NoPersonError
 from furpe.datasets.base import Prediction, Sample
-from furpe.errors import FurpeError, NoPersonError
 
-__all__ = ["METHODS", "Method", "MethodOptions", "ExpertMethod", "build_method", "method_class", "register_method", "box_iou", "pick_person",
-           "prediction_from_person"]
-
-
-@dataclass(frozen=True)
-class MethodOptions:
-    """Options of ``furpe evaluate`` that configure the method.
-
-    Attributes:
-        body_model: parametric model name (``"anny"``, ``"smplx"``).
-        model_path: folder with the body-model files (SMPL-X).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        max_people: most people the experts look for per image.
-        checkpoint: a method's weights file (unused by ``experts``).
-        extra: method-specific ``key=value`` options.
-    """
-
-    body_model: str = "anny"
-    model_path: str | None = None
-    device: str = "auto"
-    max_people: int = 4
-    checkpoint: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+__all__ = ["Method", "ExpertMethod", "pick_person", "prediction_from_person"]
 
 
 class Method(ABC):
@@ -67,49 +44,12 @@ class Method(ABC):
     @abstractmethod
     def predict(self, sample: Sample) -> Prediction:
         """The method's estimate for ``sample`` (camera frame, metres); raises
-        :class:`~furpe.errors.FurpeError` when it has none."""
-
-
-#: ``--method`` name -> "module:Class" (or the class itself, once registered).
-METHODS: dict[str, Any] = {"experts": "furpe.evaluation.methods:ExpertMethod"}
-
-
-def register_method(name: str, target: str | type[Method]) -> None:
-    """Make ``target`` (a :class:`Method` subclass or ``"module:Class"``) available as
-    ``--method name``. Its constructor takes one :class:`MethodOptions`."""
-    METHODS[name] = target
-
-
-def method_class(name: str) -> type[Method]:
-    """The class registered as ``name`` (a :class:`FurpeError` lists the known names)."""
-    try:
-        target = METHODS[name]
-    except KeyError:
-        raise FurpeError(f"unknown method '{name}'; choose from {', '.join(METHODS)}") from None
-    if isinstance(target, str):
-        module, cls = target.split(":")
-        target = getattr(importlib.import_module(module), cls)
-    return target
-
-
-def build_method(name: str, options: MethodOptions | None = None) -> Method:
-    """Build the method registered as ``name`` with ``options``."""
-    return method_class(name)(options or MethodOptions())
+        :class:`~furpe.core.errors.FurpeError` when it has none."""
 
 
 # ---------------------------------------------------------------------------------------
 # Picking the evaluated person
 # ---------------------------------------------------------------------------------------
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes (0 when either is empty)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area = lambda r: max(0.0, r[2] - r[0]) * max(0.0, r[3] - r[1])  # noqa: E731
-    union = area(a) + area(b) - inter
-    return float(inter / union) if union > 0 else 0.0
-
 
 def pick_person(boxes: Sequence[Sequence[float]], gt_box: Sequence[float] | None) -> int:
     """Index of the detection to evaluate: the best IoU with ``gt_box``, else the largest.
@@ -120,7 +60,7 @@ def pick_person(boxes: Sequence[Sequence[float]], gt_box: Sequence[float] | None
     if not boxes:
         raise NoPersonError("no person found")
     if gt_box is None:
-        areas = [max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) for b in boxes]
+        areas = [box_area(b) for b in boxes]
         return int(np.argmax(areas))
     ious = [box_iou(b, gt_box) for b in boxes]
     best = int(np.argmax(ious))
@@ -176,14 +116,12 @@ class ExpertMethod(Method):
 
     name: ClassVar[str] = "experts"
 
-    def __init__(self, options: MethodOptions | None = None, reconstructor: Any = None) -> None:
-        self.options = options or MethodOptions()
+    def __init__(self, config: ReconstructConfig | None = None, reconstructor: Any = None) -> None:
+        self.config = config or ReconstructConfig()
         if reconstructor is None:
             from furpe.pipeline import Reconstructor
 
-            reconstructor = Reconstructor(
-                body_model=self.options.body_model, model_path=self.options.model_path,
-                device=self.options.device, max_people=self.options.max_people)
+            reconstructor = Reconstructor(self.config)
         self.reconstructor = reconstructor
         self.model = reconstructor.body_model
         self.topology = self.model.name

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,9 @@ import numpy as np
 
 import furpe
 from furpe.datasets.base import Dataset, Sample
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError, SetupError
 from furpe.evaluation.methods import Method
-from furpe.runner import SetupError, format_error
+from furpe.io.console import format_error, internal_error, progress_bar, say
 
 __all__ = ["EvalSummary", "evaluate", "read_records", "latest_records", "summarize",
            "markdown_table",
@@ -227,24 +226,6 @@ def markdown_table(results: dict[str, Any]) -> str:
 # The run
 # ---------------------------------------------------------------------------------------
 
-def _bar(progress: bool, **kwargs: Any):
-    from tqdm import tqdm
-
-    enabled = progress and getattr(sys.stderr, "isatty", lambda: False)()
-    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
-
-
-def _say(line: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(line, file=sys.stderr)
-
-
-def _internal(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"internal error: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def _options_dict(dataset: Dataset) -> dict[str, Any]:
     o = dataset.options
     as_str = lambda p: None if p is None else str(p)  # noqa: E731
@@ -263,7 +244,7 @@ def evaluate(dataset: Dataset, method_factory: Callable[[], Method], out_dir: st
     everything done never builds the method); a failure raises
     :class:`~furpe.runner.SetupError`. ``dataset.samples()`` raising
     :class:`~furpe.datasets.base.DatasetError` propagates. A sample whose prediction or score
-    raises :class:`~furpe.errors.FurpeError` is recorded as failed (one ``furpe: error:`` line)
+    raises :class:`~furpe.core.errors.FurpeError` is recorded as failed (one ``furpe: error:`` line)
     and the run goes on; so is any other exception unless ``debug``. A ``FurpeError`` from
     ``dataset.finalize`` (e.g. a submission file that needs every sample) is printed and kept
     as ``finalize_error`` (exit status 1); the summary is still written. Ctrl-C stops the run
@@ -301,11 +282,11 @@ def evaluate(dataset: Dataset, method_factory: Callable[[], Method], out_dir: st
             except Exception as exc:
                 if debug:
                     raise
-                raise SetupError(f"cannot build the method '{method_name}': {_internal(exc)}") \
+                raise SetupError(f"cannot build the method '{method_name}': {internal_error(exc)}") \
                     from exc
         return method[0]
 
-    bar = _bar(progress, total=len(samples), desc=f"evaluate {dataset.name}", unit="image")
+    bar = progress_bar(progress, total=len(samples), desc=f"evaluate {dataset.name}", unit="image")
     try:
         with open(jsonl, "a", encoding="utf-8") as fh:
             for sample in samples:
@@ -330,10 +311,10 @@ def evaluate(dataset: Dataset, method_factory: Callable[[], Method], out_dir: st
                 except Exception as exc:
                     if debug:
                         raise
-                    record.update(status="failed", message=_internal(exc))
+                    record.update(status="failed", message=internal_error(exc))
                 record["meta"] = _plain(sample.meta)
                 if record["status"] == "failed":
-                    _say(format_error(f"{dataset.name} sample {sample.id}", record["message"]))
+                    say(format_error(f"{dataset.name} sample {sample.id}", record["message"]))
                 fh.write(_dump(record) + "\n")
                 fh.flush()
                 latest[sample.id] = record
@@ -349,7 +330,7 @@ def evaluate(dataset: Dataset, method_factory: Callable[[], Method], out_dir: st
             files = [str(p) for p in dataset.finalize(out)]
         except FurpeError as exc:  # e.g. a submission file that needs every sample
             summary.finalize_error = str(exc) or type(exc).__name__
-            _say(format_error(f"{dataset.name} predictions", summary.finalize_error))
+            say(format_error(f"{dataset.name} predictions", summary.finalize_error))
     final = [latest[s.id] for s in samples if s.id in latest]
     stats = summarize(final)
     summary.ok = stats["counts"]["ok"] - summary.skipped

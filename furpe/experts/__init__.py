@@ -1,72 +1,48 @@
-"""Part experts: the interface, the built-in MediaPipe experts and a registry.
+"""Part experts: the interface and the built-in MediaPipe experts.
 
 Typical use::
 
-    from furpe.experts import default_experts, run_experts
+    from furpe.experts import build_experts, run_experts
 
-    experts = default_experts()            # [body, hands, face]
+    experts = build_experts(["mediapipe_pose", "mediapipe_hands", "mediapipe_face_mesh"])
     people = run_experts(experts, rgb)     # list[PersonObservation]
 
 Another expert (say, a wrapper reading SPIN or DECA output files) plugs in without touching
-the fitting code: implement :class:`~furpe.experts.base.Expert` and register a factory::
+the fitting code: implement :class:`~furpe.experts.base.Expert` and register it::
 
-    register_expert("deca_files", lambda **kw: DecaFileExpert(**kw))
-    experts = [create_expert("mediapipe_pose"), create_expert("deca_files", root="out/")]
+    from furpe.core.registry import register
+
+    @register("expert", "deca_files")
+    class DecaFileExpert: ...
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import inspect
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from furpe.experts.base import PARTS, Expert, Part, PartObservation, PersonObservation
-from furpe.experts.conventions import CONVENTIONS
-from furpe.experts.mediapipe_experts import (
-    MediaPipeBodyExpert,
-    MediaPipeFaceExpert,
-    MediaPipeHandExpert,
-)
-
-ExpertFactory = Callable[..., Expert]
-
-EXPERTS: dict[str, ExpertFactory] = {}
-"""Expert factories by name; see :func:`register_expert` and :func:`create_expert`."""
+from furpe.core.registry import lookup
+from furpe.experts.base import Expert, PartObservation, PersonObservation
 
 
-def register_expert(name: str, factory: ExpertFactory, *, replace: bool = False) -> None:
-    """Register ``factory`` (called with keyword options, returns an expert) under ``name``.
-
-    Raises ``ValueError`` if the name is taken, unless ``replace`` is true.
-    """
-    if not replace and name in EXPERTS:
-        raise ValueError(f"an expert named {name!r} is already registered")
-    EXPERTS[name] = factory
-
-
-def create_expert(name: str, **options: object) -> Expert:
-    """Build the expert registered as ``name`` (``KeyError`` listing the known names)."""
-    try:
-        factory = EXPERTS[name]
-    except KeyError:
-        raise KeyError(f"unknown expert {name!r}; registered: {sorted(EXPERTS)}") from None
-    return factory(**options)
-
-
-register_expert(MediaPipeBodyExpert.name, MediaPipeBodyExpert)
-register_expert(MediaPipeHandExpert.name, MediaPipeHandExpert)
-register_expert(MediaPipeFaceExpert.name, MediaPipeFaceExpert)
-
-
-def default_experts(video: bool = False, max_people: int = 4) -> list[Expert]:
-    """The built-in experts, body first: ``[MediaPipe Pose, Hands, Face Mesh]``.
-
-    ``video=True`` puts the body expert in tracking mode (consecutive frames of one video).
-    """
-    return [
-        MediaPipeBodyExpert(max_people=max_people, video=video),
-        MediaPipeHandExpert(),
-        MediaPipeFaceExpert(),
-    ]
+def build_experts(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None,
+                  *, max_people: int = 4, video: bool = False) -> list[Expert]:
+    """The registered experts ``names``, in order, each built with its ``options``; a
+    factory that takes ``max_people`` or ``video`` gets them unless its options set them."""
+    experts = []
+    for name in names:
+        factory = lookup("expert", name)
+        kwargs = dict((options or {}).get(name, {}))
+        try:
+            accepted = inspect.signature(factory).parameters
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            accepted = {}
+        for key, value in (("max_people", max_people), ("video", video)):
+            if key in accepted:
+                kwargs.setdefault(key, value)
+        experts.append(factory(**kwargs))
+    return experts
 
 
 def run_experts(experts: Iterable[Expert], image: np.ndarray) -> list[PersonObservation]:
@@ -78,29 +54,22 @@ def run_experts(experts: Iterable[Expert], image: np.ndarray) -> list[PersonObse
     return people
 
 
+def _call_each(experts: Iterable[object], method: str) -> None:
+    for expert in experts:
+        fn = getattr(expert, method, None)
+        if callable(fn):
+            fn()
+
+
+def reset_experts(experts: Iterable[object]) -> None:
+    """Call ``reset()`` on every expert that has one (forget tracking state)."""
+    _call_each(experts, "reset")
+
+
 def close_experts(experts: Iterable[object]) -> None:
     """Call ``close()`` on every expert that has one."""
-    for expert in experts:
-        close = getattr(expert, "close", None)
-        if callable(close):
-            close()
+    _call_each(experts, "close")
 
 
-__all__ = [
-    "CONVENTIONS",
-    "EXPERTS",
-    "PARTS",
-    "Expert",
-    "ExpertFactory",
-    "MediaPipeBodyExpert",
-    "MediaPipeFaceExpert",
-    "MediaPipeHandExpert",
-    "Part",
-    "PartObservation",
-    "PersonObservation",
-    "close_experts",
-    "create_expert",
-    "default_experts",
-    "register_expert",
-    "run_experts",
-]
+__all__ = ["Expert", "PartObservation", "PersonObservation", "build_experts", "close_experts",
+           "reset_experts", "run_experts"]

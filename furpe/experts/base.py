@@ -9,12 +9,11 @@ output files, ...) plugs in by returning them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-Part = Literal["body", "left_hand", "right_hand", "face"]
-PARTS: tuple[Part, ...] = ("body", "left_hand", "right_hand", "face")
+from furpe.core.vocab import Part
 
 
 @dataclass
@@ -65,7 +64,14 @@ class PersonObservation:
 
 
 class Expert(Protocol):
-    """A part expert: ``name`` and ``parts`` describe it; ``observe`` runs it."""
+    """A part expert: ``name`` and ``parts`` describe it; ``observe`` runs it.
+
+    Experts are built through the registry (kind ``expert``, see
+    :mod:`furpe.core.registry`). A factory that takes ``max_people`` or ``video`` keywords
+    gets them from the pipeline; a video-mode expert may keep tracking state between frames,
+    forgotten by an optional ``reset()`` (called before each video), and may hold resources
+    released by an optional ``close()``.
+    """
 
     name: str
     parts: Sequence[Part]

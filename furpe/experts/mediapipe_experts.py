@@ -30,13 +30,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from furpe.experts import conventions as C
-from furpe.experts.base import Part, PartObservation, PersonObservation
-
-Box = tuple[float, float, float, float]
-
-MIN_IMAGE_SIDE = 16
-"""Images whose width or height is smaller than this give no observation."""
+from furpe.core import vocab as C
+from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, box_iou,
+                              crop_square, crop_to_image, expand_box, face_crop_box,
+                              hand_crop_box, landmark_box, points_inside, square_box)
+from furpe.core.vocab import Part
+from furpe.experts.base import PartObservation, PersonObservation
 
 # The 13 major pose joints (nose, shoulders, elbows, wrists, hips, knees, ankles) whose
 # visibilities make the body detection score.
@@ -46,192 +45,6 @@ _MAJOR_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 def _body_score(visibility: np.ndarray) -> float:
     """The body detection score: the mean of the 6 highest visibilities of the major joints."""
     return float(np.sort(visibility[list(_MAJOR_JOINTS)])[-6:].mean())
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers (no MediaPipe): image checks, boxes, crops.
-# --------------------------------------------------------------------------------------------
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray | None:
-    """Return ``image`` as a C-contiguous (H, W, 3) uint8 RGB array, or None if it is too small.
-
-    Greyscale (H, W) / (H, W, 1) images are replicated to three channels and an alpha channel
-    is dropped. Raises ``TypeError`` for a non-uint8 array and ``ValueError`` for a shape that
-    is no image.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.shape[2] == 4:
-        image = image[:, :, :3]
-    if min(image.shape[0], image.shape[1]) < MIN_IMAGE_SIDE:
-        return None
-    return np.ascontiguousarray(image)
-
-
-def box_area(box: Box) -> float:
-    """Area of a box (x0, y0, x1, y1); 0 for an empty one."""
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def box_intersection(a: Box, b: Box) -> float:
-    """Area of the intersection of two boxes."""
-    return box_area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    inter = box_intersection(a, b)
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def expand_box(box: Box, margin: float) -> Box:
-    """Grow a box by ``margin`` times its width/height on each side."""
-    w, h = box[2] - box[0], box[3] - box[1]
-    return (box[0] - margin * w, box[1] - margin * h, box[2] + margin * w, box[3] + margin * h)
-
-
-def landmark_box(
-    points: np.ndarray,
-    confidence: np.ndarray | None = None,
-    min_confidence: float = 0.5,
-    image_size: tuple[int, int] | None = None,
-) -> Box | None:
-    """Bounding box of the landmarks whose confidence is at least ``min_confidence``.
-
-    Falls back to all landmarks when fewer than two pass. With ``image_size = (W, H)`` the box
-    is clipped to the image. Returns None when there is nothing (or an empty box) left.
-    """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if confidence is not None:
-        keep = np.asarray(confidence).reshape(-1) >= min_confidence
-        if keep.sum() >= 2:
-            points = points[keep]
-    points = points[np.isfinite(points).all(axis=1)]
-    if len(points) == 0:
-        return None
-    x0, y0 = points.min(axis=0)
-    x1, y1 = points.max(axis=0)
-    if image_size is not None:
-        w, h = image_size
-        x0, x1 = float(np.clip(x0, 0, w)), float(np.clip(x1, 0, w))
-        y0, y1 = float(np.clip(y0, 0, h)), float(np.clip(y1, 0, h))
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return (float(x0), float(y0), float(x1), float(y1))
-
-
-def square_box(cx: float, cy: float, side: float) -> Box:
-    """The square box of side ``side`` centred on (cx, cy)."""
-    half = side / 2.0
-    return (cx - half, cy - half, cx + half, cy + half)
-
-
-def hand_crop_box(
-    wrist: np.ndarray,
-    elbow: np.ndarray | None = None,
-    knuckles: np.ndarray | None = None,
-    shoulder_width: float | None = None,
-    scale: float = 1.0,
-    min_side: float = 16.0,
-) -> Box | None:
-    """Square crop box (x0, y0, x1, y1) for one hand, placed from body landmarks.
-
-    The hand length ``L`` is estimated as the largest of the available cues (the largest,
-    because foreshortening only ever shrinks them): 0.8 x forearm length (wrist-elbow),
-    2.2 x the wrist-to-knuckles distance (``knuckles``: e.g. the mean of BlazePose's index and
-    pinky points), 0.55 x ``shoulder_width``. The box has side ``2 * scale * L`` and is centred
-    ``L / 2`` beyond the wrist, towards the knuckles when they are far enough from the wrist
-    to give a direction, else along the forearm. The box may extend beyond the image.
-
-    Returns None when no cue gives a positive length.
-    """
-    wrist = np.asarray(wrist, dtype=np.float64).reshape(2)
-    cues: list[float] = []
-    forearm_dir: np.ndarray | None = None
-    knuckle_dir: np.ndarray | None = None
-    if elbow is not None:
-        v = wrist - np.asarray(elbow, dtype=np.float64).reshape(2)
-        n = float(np.linalg.norm(v))
-        if n > 1e-6:
-            cues.append(0.8 * n)
-            forearm_dir = v / n
-    knuckle_len = 0.0
-    if knuckles is not None:
-        v = np.asarray(knuckles, dtype=np.float64).reshape(2) - wrist
-        knuckle_len = float(np.linalg.norm(v))
-        if knuckle_len > 1e-6:
-            cues.append(2.2 * knuckle_len)
-            knuckle_dir = v / knuckle_len
-    if shoulder_width is not None and shoulder_width > 0:
-        cues.append(0.55 * float(shoulder_width))
-    if not cues or not all(math.isfinite(c) for c in cues) or not np.isfinite(wrist).all():
-        return None
-    length = max(cues)
-    if knuckle_dir is not None and knuckle_len >= 0.2 * length:
-        direction = knuckle_dir
-    elif forearm_dir is not None:
-        direction = forearm_dir
-    else:
-        direction = np.zeros(2)
-    centre = wrist + 0.5 * length * direction
-    side = max(2.0 * scale * length, min_side)
-    return square_box(float(centre[0]), float(centre[1]), side)
-
-
-def face_crop_box(points: np.ndarray, scale: float = 2.2, min_side: float = 16.0) -> Box | None:
-    """Square crop box around head landmarks (e.g. BlazePose's nose, eyes, ears, mouth).
-
-    The box is centred on the landmarks' bounding box, with side ``scale`` times its larger
-    dimension (at least ``min_side``). Returns None for fewer than two finite points.
-    """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    points = points[np.isfinite(points).all(axis=1)]
-    if len(points) < 2:
-        return None
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    extent = float((hi - lo).max())
-    if extent <= 0:
-        return None
-    centre = (lo + hi) / 2.0
-    return square_box(float(centre[0]), float(centre[1]), max(scale * extent, min_side))
-
-
-def crop_square(image: np.ndarray, box: Box, size: int) -> tuple[np.ndarray, Box]:
-    """Cut a square ``box`` out of ``image`` (zero-padded outside it) and resize it to ``size``.
-
-    The box is first rounded to whole pixels (same side in x and y); that rounded box, the one
-    actually cut, is returned with the (size, size, 3) crop. A crop point (u, v) in crop pixels
-    maps back to ``(x0 + u * side / size, y0 + v * side / size)``.
-    """
-    import cv2
-
-    h, w = image.shape[:2]
-    side = max(1, int(round(box[2] - box[0])))
-    x0 = int(round((box[0] + box[2]) / 2.0 - side / 2.0))
-    y0 = int(round((box[1] + box[3]) / 2.0 - side / 2.0))
-    x1, y1 = x0 + side, y0 + side
-    region = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if sx1 > sx0 and sy1 > sy0:
-        region[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
-    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    crop = cv2.resize(region, (size, size), interpolation=interp)
-    return np.ascontiguousarray(crop), (float(x0), float(y0), float(x1), float(y1))
-
-
-def _inside(points: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Which (K, 2) points lie inside a width x height image."""
-    x, y = points[:, 0], points[:, 1]
-    return (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
 
 
 def _mp_solutions() -> Any:
@@ -310,7 +123,7 @@ class MediaPipeBodyExpert(_GraphOwner):
 
     **Flip test** (``flip_test=True``, the default). Each person found is also looked at in
     the mirrored image: that second Pose run's landmarks are mirrored back (left and right
-    swapped through :data:`~furpe.experts.conventions.POSE_FLIP`) and averaged with the first
+    swapped through :data:`~furpe.core.vocab.POSE_FLIP`) and averaged with the first
     (2D, 3D and visibilities), when both runs found the same person (box IoU above
     ``dedupe_iou``). BlazePose's depth errors in the two runs are partly independent: on 50
     synthetic renders (seeds 0-49) the median PA-MPJPE of the 3D landmarks drops from 58.4 to
@@ -639,7 +452,7 @@ class MediaPipeHandExpert(_GraphOwner):
             kp3d = np.array(
                 [[lm.x, lm.y, lm.z] for lm in result.multi_hand_world_landmarks[i].landmark]
             )
-        conf = np.where(_inside(kp2d, width, height), score, 0.0)
+        conf = np.where(points_inside(kp2d, width, height), score, 0.0)
         return PartObservation(
             part=f"{side}_hand",  # type: ignore[arg-type]
             convention="mediapipe_hand",
@@ -657,12 +470,8 @@ class MediaPipeHandExpert(_GraphOwner):
         21 landmarks in full-image pixels."""
         crop, used = crop_square(img, box, self.crop_size)
         result = self._graph("hands").process(crop)
-        side_px = used[2] - used[0]
-        hands = [
-            np.array([[used[0] - 0.5 + lm.x * side_px, used[1] - 0.5 + lm.y * side_px]
-                      for lm in lms.landmark])
-            for lms in (result.multi_hand_landmarks or [])
-        ]
+        hands = [crop_to_image([[lm.x, lm.y] for lm in lms.landmark], used)
+                 for lms in (result.multi_hand_landmarks or [])]
         return result, used, hands
 
 
@@ -835,13 +644,8 @@ class MediaPipeFaceExpert(_GraphOwner):
         result = self._graph("face").process(crop)
         if not result.multi_face_landmarks:
             return None
-        side_px = used[2] - used[0]
-        kp2d = np.array(
-            [
-                [used[0] - 0.5 + lm.x * side_px, used[1] - 0.5 + lm.y * side_px]
-                for lm in result.multi_face_landmarks[0].landmark
-            ]
-        )
+        kp2d = crop_to_image([[lm.x, lm.y] for lm in result.multi_face_landmarks[0].landmark],
+                             used)
         if len(kp2d) != C.FACE_MESH_REFINED_SIZE:
             return None
         return kp2d, used
@@ -857,7 +661,7 @@ class MediaPipeFaceExpert(_GraphOwner):
 
     def _observation(self, kp2d: np.ndarray, used: Box, width: int, height: int,
                      agreement: float) -> PartObservation:
-        inside = _inside(kp2d, width, height)
+        inside = points_inside(kp2d, width, height)
         score = float(inside.mean()) * agreement
         return PartObservation(
             part="face",

@@ -24,16 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from furpe.bodymodels.base import (
-    BodyModel,
-    BodyOutput,
-    KeypointSampler,
-    Regressor,
-    rotvec_to_rotmat,
-)
-from furpe.errors import FurpeError
-from furpe.experts.base import PARTS, PartObservation, PersonObservation
-from furpe.fitting.camera import project
+from furpe.bodymodels.base import BodyModel, BodyOutput, KeypointSampler, Regressor, apply_regressor
+from furpe.core.align import kabsch
+from furpe.core.camera import project
+from furpe.core.errors import FurpeError
+from furpe.core.robust import gmof
+from furpe.core.rotations import rotmat_to_rotvec, rotvec_to_rotmat
+from furpe.core.vocab import ANCHOR_ORDER, DETAIL_PARTS, FACE_TO_IBUG68, PARTS, part_convention
+from furpe.experts.base import PartObservation, PersonObservation
 
 #: Landmark names of the torso in the MediaPipe pose convention (used for initialisation).
 TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
@@ -53,10 +51,9 @@ class FitConfig:
     w2d: dict[str, float] = field(
         default_factory=lambda: {"body": 1.0, "left_hand": 1.0, "right_hand": 1.0, "face": 1.0}
     )
-    #: Robust scale of the 3D term, as a fraction of the part's size. Wide for the body: its 3D
-    #: landmarks are what tells an arm reaching forward from one reaching back (wrist errors
-    #: 274 -> 110 mm on seeds 0-7); narrow for hands, whose 3D landmarks are noisy (hand
-    #: PA-PVE 25 -> 19 mm on seeds 0-19).
+    #: Robust scale of the 3D term, as a fraction of the part's size: wide for the body (its 3D
+    #: landmarks tell an arm reaching forward from one reaching back), narrow for the noisier
+    #: hand landmarks.
     sigma3d: dict[str, float] = field(
         default_factory=lambda: {"body": 0.3, "left_hand": 0.1, "right_hand": 0.1, "face": 0.3}
     )
@@ -70,10 +67,7 @@ class FitConfig:
     #: Finger bones bend about one hinge axis (the model's ``finger_hinge_axes``): rotation
     #: about it costs ``w_finger_flex``, any other rotation (twist, sideways) costs
     #: ``w_finger_other`` (per squared radian, averaged over the block's bones like
-    #: ``w_pose``); bones without a hinge (metacarpals) keep ``w_pose``. Measured against the
-    #: isotropic prior on held-out renders, median hand PA-PVE of accepted / all visible
-    #: hands: standing seeds 50-79 18.2 -> 15.4 / 16.4 -> 16.1 mm; varied scenes 0-39
-    #: 18.9 -> 17.4 / 19.0 -> 18.8 mm; with exact hand keypoints 14.9 -> 14.0 / 16.9 -> 16.4.
+    #: ``w_pose``); bones without a hinge (metacarpals) keep ``w_pose``.
     w_finger_flex: float = 5e-3
     w_finger_other: float = 0.3
     #: Rotation magnitude (radians) above which a joint is penalised steeply.
@@ -81,7 +75,8 @@ class FitConfig:
     w_limit: float = 1e-1
     w_shape: float = 1e-3
     w_face_sparsity: float = 1e-4
-    w_temporal: float = 0.0
+    #: Closeness to the previous frame's parameters, for people warm-started from it (video).
+    w_temporal: float = 1e-3
     #: Learning-rate multiplier of global/body/shape blocks in the last stage.
     body_lr_final: float = 0.2
     #: Iterations of the placement and part stages for part-only input (a head or hand crop,
@@ -100,6 +95,7 @@ class PartTargets:
     """Observations of one part for a batch of people (zero confidence where absent)."""
 
     regressor: str
+    names: tuple[str, ...]  # the K keypoint names
     kp2d: torch.Tensor  # (B, K, 2)
     conf: torch.Tensor  # (B, K)
     kp3d: torch.Tensor  # (B, K, 3)
@@ -121,43 +117,42 @@ class FitOutput:
 
 
 def resolve_convention(
-    model: BodyModel, part: str, convention: str
+    regressors: dict[str, Regressor], part: str, convention: str, model_name: str = "model"
 ) -> tuple[str, np.ndarray | None]:
-    """The model regressor for ``convention`` and, when the model serves it only through another
+    """The regressor for ``convention`` and, when the model serves it only through another
     landmark set, the observation rows to use (``None``: all of them, in order).
 
     Face Mesh landmarks are fitted to a model with only the iBUG-68 face landmarks (SMPL-X)
-    through :data:`~furpe.experts.conventions.FACE_TO_IBUG68`: a regressor of the mapped iBUG
-    rows is added to the model once, as ``"mediapipe_face>ibug68"``. Raises
+    through :data:`~furpe.core.vocab.FACE_TO_IBUG68`: a regressor of the mapped iBUG rows is
+    added to ``regressors`` (the fitter's own dict) as ``"mediapipe_face>ibug68"``. Raises
     :class:`FurpeError` when there is no way.
     """
-    side = {"left_hand": "_left", "right_hand": "_right"}.get(part, "")
-    if side and convention + side in model.regressors:
-        return convention + side, None
-    if convention in model.regressors:
+    sided = part_convention(convention, part)
+    if sided != convention and sided in regressors:
+        return sided, None
+    if convention in regressors:
         return convention, None
-    if convention == "mediapipe_face" and "ibug68" in model.regressors:
-        from furpe.experts.conventions import FACE_TO_IBUG68
-
+    if convention == "mediapipe_face" and "ibug68" in regressors:
         key = "mediapipe_face>ibug68"
-        ibug = model.regressors["ibug68"]
+        ibug = regressors["ibug68"]
         pairs = [(ibug.names.index(f"ibug_{i:02d}"), mp)
                  for i, mp in sorted(FACE_TO_IBUG68.items()) if f"ibug_{i:02d}" in ibug.names]
-        if key not in model.regressors:
+        if key not in regressors:
             rows = [r for r, _ in pairs]
-            model.regressors[key] = Regressor(
+            regressors[key] = Regressor(
                 tuple(ibug.names[r] for r in rows), ibug.indices[rows], ibug.weights[rows])
         return key, np.array([mp for _, mp in pairs])
     raise FurpeError(
-        f"body model '{model.name}' has no correspondences for the {part} landmarks of "
+        f"body model '{model_name}' has no correspondences for the {part} landmarks of "
         f"convention '{convention}'"
     )
 
 
 def build_targets(
-    model: BodyModel, people: list[PersonObservation], device: torch.device | str = "cpu"
+    regressors: dict[str, Regressor], people: list[PersonObservation],
+    device: torch.device | str = "cpu", model_name: str = "model",
 ) -> dict[str, PartTargets]:
-    """Stack the people's observations part by part."""
+    """Stack the people's observations part by part (``regressors``: the fitter's own)."""
     targets: dict[str, PartTargets] = {}
     B = len(people)
     for part in PARTS:
@@ -167,8 +162,9 @@ def build_targets(
             continue
         if len(convs) > 1:
             raise FurpeError(f"people of one batch use different {part} conventions: {convs}")
-        key, rows = resolve_convention(model, part, convs.pop())
-        K = len(model.regressors[key].names)
+        key, rows = resolve_convention(regressors, part, convs.pop(), model_name)
+        names = regressors[key].names
+        K = len(names)
         kp2d = np.zeros((B, K, 2))
         conf = np.zeros((B, K))
         kp3d = np.zeros((B, K, 3))
@@ -194,7 +190,7 @@ def build_targets(
             if o.keypoints_3d is not None:
                 kp3d[b], has3d[b] = o.keypoints_3d, True
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
-        targets[part] = PartTargets(key, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
+        targets[part] = PartTargets(key, names, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
                                     t(scale), t(present, torch.bool))
     return targets
 
@@ -208,37 +204,17 @@ def _rows(obs: PartObservation, rows: np.ndarray) -> PartObservation:
                    keypoints_3d=k3)
 
 
-def gmof(sq: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Geman-McClure robust penalty of squared residuals (quadratic near 0, saturates at sigma^2)."""
-    s2 = sigma * sigma
-    return s2 * sq / (sq + s2)
-
-
-def _kabsch(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Rotation R minimising sum w |R src - dst|^2 for centred point sets."""
-    H = (src * w[:, None]).T @ dst
-    U, _, Vt = np.linalg.svd(H)
-    d = np.sign(np.linalg.det(Vt.T @ U.T))
-    D = np.diag([1.0, 1.0, d])
-    return Vt.T @ D @ U.T
-
-
-def _rotmat_to_rotvec(R: np.ndarray) -> np.ndarray:
-    import roma
-
-    return roma.rotmat_to_rotvec(torch.as_tensor(R, dtype=torch.float64)).numpy()
-
-
 def anchor_part(targets: dict[str, PartTargets]) -> str:
     """The part that places the model: the body when observed, else the face, else a hand."""
-    for part in ("body", "face", "left_hand", "right_hand"):
+    for part in ANCHOR_ORDER:
         if part in targets and bool(targets[part].present.any()):
             return part
     raise FurpeError("nothing to fit: no person part was observed")
 
 
 def initial_placement(
-    model: BodyModel, targets: dict[str, PartTargets], K: np.ndarray
+    model: BodyModel, regressors: dict[str, Regressor], targets: dict[str, PartTargets],
+    K: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Global orientation (B, 3) and translation (B, 3) from the body observation, or for
     part-only input (a head or hand crop) from that part's observation.
@@ -251,8 +227,10 @@ def initial_placement(
     body = targets[anchor_part(targets)]
     B = body.kp2d.shape[0]
     with torch.no_grad():
-        rest = model.keypoints(model(model.neutral_params(1)), body.regressor)[0].cpu().numpy()
-    names = list(model.regressors[body.regressor].names)
+        out = model(model.neutral_params(1, device=body.kp2d.device))
+        points = torch.cat([out.vertices, out.joints], 1)
+        rest = apply_regressor(regressors[body.regressor], points)[0].cpu().numpy()
+    names = list(body.names)
     torso = [names.index(n) for n in TORSO if n in names]
     if len(torso) < 3:
         torso = list(range(len(names)))
@@ -267,14 +245,12 @@ def initial_placement(
             obs3 = body.kp3d[b].cpu().numpy()
             w = conf * (conf > 0.3)
             if w.sum() > 0 and (w > 0).sum() >= 4:
-                src = rest - (rest * w[:, None]).sum(0) / w.sum()
-                dst = obs3 - (obs3 * w[:, None]).sum(0) / w.sum()
-                R = _kabsch(src, dst, w)
+                R = kabsch(rest, obs3, w)
         elif len(torso) >= 2 and "left_shoulder" in names and "right_shoulder" in names:
             ls, rs = names.index("left_shoulder"), names.index("right_shoulder")
             if kp[ls, 0] < kp[rs, 0]:  # the left shoulder appears on the left: back view
                 R = np.diag([-1.0, 1.0, -1.0])
-        orient[b] = _rotmat_to_rotvec(R)
+        orient[b] = rotmat_to_rotvec(R).numpy()
         sel = [i for i in torso if conf[i] > 0.3] or [i for i in range(len(conf)) if conf[i] > 0.3]
         if len(sel) < 2:
             sel = list(range(len(conf)))
@@ -296,6 +272,9 @@ class Fitter:
     def __init__(self, model: BodyModel, config: FitConfig | None = None) -> None:
         self.model = model
         self.config = config or FitConfig()
+        #: The fitter's own regressors: the model's, plus any derived ones it needs (never
+        #: added to the model, which other fitters may share).
+        self.regressors: dict[str, Regressor] = dict(model.regressors)
         self._samplers: dict[tuple[str, ...], KeypointSampler] = {}
         self._hinges: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
@@ -304,28 +283,51 @@ class Fitter:
         people: list[PersonObservation],
         K: np.ndarray,
         init: dict[str, torch.Tensor] | None = None,
+        warm: np.ndarray | None = None,
         device: torch.device | str = "cpu",
     ) -> FitOutput:
-        """Fit one model instance per person; ``init`` (batched params) warm-starts the fit."""
+        """Fit one model instance per person.
+
+        ``init`` (batched params) warm-starts the fit from a previous frame: the people where
+        ``warm`` (B,) is true (default: all of them) start from their ``init`` row and are
+        held close to it; the others are placed from their observations. Only when everyone
+        is warm does the fit take the short warm-start schedule.
+        """
         cfg = self.config
         model = self.model
-        targets = build_targets(model, people, device)
+        targets = build_targets(self.regressors, people, device, model.name)
         B = len(people)
         Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
         params = model.neutral_params(B, device=device)
-        warm = init is not None
-        if warm:
+        is_warm = np.zeros(B, dtype=bool)
+        if init is not None:
+            is_warm = np.ones(B, dtype=bool) if warm is None else np.asarray(warm, dtype=bool)
             for k, v in init.items():
                 params[k] = v.detach().clone().to(device)
-        else:
-            orient, transl = initial_placement(model, targets, K)
-            params["global_orient"] = torch.as_tensor(orient, dtype=torch.float32,
-                                                      device=device)[:, None]
-            params["transl"] = torch.as_tensor(transl, dtype=torch.float32, device=device)
-        prev = {k: v.detach().clone() for k, v in params.items()} if warm else None
+        if not is_warm.all():
+            orient, transl = initial_placement(model, self.regressors, targets, K)
+            cold = torch.as_tensor(~is_warm, device=device)
+            params["global_orient"] = torch.where(
+                cold[:, None, None], torch.as_tensor(orient, dtype=torch.float32,
+                                                     device=device)[:, None],
+                params["global_orient"])
+            params["transl"] = torch.where(
+                cold[:, None], torch.as_tensor(transl, dtype=torch.float32, device=device),
+                params["transl"])
+            if init is not None:  # cold rows start from neutral, not from a stale init row
+                neutral = model.neutral_params(B, device=device)
+                for k in model.blocks:
+                    if k not in ("global_orient", "transl"):
+                        shape = (-1,) + (1,) * (params[k].dim() - 1)
+                        params[k] = torch.where(cold.view(shape), neutral[k], params[k])
+        warm_all = bool(is_warm.all())
+        prev = None
+        if is_warm.any():
+            prev = {k: v.detach().clone() for k, v in params.items()}
+            prev["_warm"] = torch.as_tensor(is_warm, dtype=torch.float32, device=device)
         sampler = self._sampler(tuple(sorted({tg.regressor for tg in targets.values()})))
 
-        stages = self._plan(targets, warm)
+        stages = self._plan(targets, warm_all)
         for stage, (iters, names, parts) in enumerate(stages):
             if iters <= 0:
                 continue
@@ -338,7 +340,8 @@ class Fitter:
                 else None
             groups = [
                 {"params": [params[n]],
-                 "lr": cfg.lr * self._lr_scale(n, final_stage) * (cfg.warm_lr_scale if warm else 1.0)}
+                 "lr": cfg.lr * self._lr_scale(n, final_stage)
+                 * (cfg.warm_lr_scale if warm_all else 1.0)}
                 for n in names
             ]
             opt = torch.optim.Adam(groups, lr=cfg.lr)
@@ -361,7 +364,8 @@ class Fitter:
             out = model(params)
             projected, residual = {}, {}
             for part, tg in targets.items():
-                kp3 = model.keypoints(out, tg.regressor)
+                kp3 = apply_regressor(self.regressors[tg.regressor],
+                                      torch.cat([out.vertices, out.joints], 1))
                 projected[part] = project(kp3, Kt)
                 err = (projected[part] - tg.kp2d).norm(dim=-1) / tg.scale[:, None]
                 residual[part] = _weighted_median(err, tg.conf)
@@ -385,8 +389,7 @@ class Fitter:
         body_blocks = [n for n, b in model.blocks.items() if b.part == "body" and with_body]
         shape_blocks = [n for n, b in model.blocks.items() if b.part == "shape"]
         part_blocks = [n for n, b in model.blocks.items()
-                       if b.part in ("left_hand", "right_hand", "face")
-                       and (with_body or b.part in observed)]
+                       if b.part in DETAIL_PARTS and (with_body or b.part in observed)]
         final_shape = shape_blocks if cfg.shape_in_final_stage or not with_body else []
         it_global = cfg.iters_global if with_body else cfg.part_only_iters[0]
         it_body = cfg.iters_body if with_body else 0
@@ -402,7 +405,8 @@ class Fitter:
 
     def _sampler(self, conventions: tuple[str, ...]) -> KeypointSampler:
         if conventions not in self._samplers:
-            self._samplers[conventions] = KeypointSampler(self.model, conventions)
+            self._samplers[conventions] = KeypointSampler(self.model, conventions,
+                                                          self.regressors)
         return self._samplers[conventions]
 
     @staticmethod
@@ -491,10 +495,12 @@ class Fitter:
             elif blk.part == "face" and blk.kind == "linear":
                 total = total + cfg.w_face_sparsity * x.pow(2).sum()
         if prev is not None and cfg.w_temporal > 0:
+            warm = prev["_warm"]
             for name in params:
                 if name == "transl":
                     continue
-                total = total + cfg.w_temporal * (params[name] - prev[name]).pow(2).sum()
+                d2 = (params[name] - prev[name]).pow(2).flatten(1).sum(1)
+                total = total + cfg.w_temporal * (warm * d2).sum()
         return total
 
     def plausibility(self, params) -> dict[str, torch.Tensor]:

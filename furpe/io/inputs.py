@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from furpe.errors import InputError
+from furpe.core.errors import InputError
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "InputItem", "collect_inputs",
            "media_kind", "read_image"]

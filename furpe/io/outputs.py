@@ -8,20 +8,18 @@ truncated file under a final name. The layout and every JSON key are documented 
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import re
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 import furpe
+from furpe.core.files import atomic_write, dumps, read_json, write_json
 from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
 
 __all__ = ["SCHEMA_VERSION", "UNITS", "COORDINATE_FRAME", "PERSON_COLORS", "FrameOutputs",
@@ -57,87 +55,6 @@ PERSON_COLORS: tuple[tuple[float, float, float], ...] = (
     (0.90, 0.50, 0.55),  # red
     (0.75, 0.75, 0.75),  # grey
 )
-
-
-# ---------------------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------------------
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on success it replaces ``path``.
-
-    On any exception (including KeyboardInterrupt) the temporary file is deleted and
-    ``path`` is left as it was. Parent folders are created. The file gets the permissions of
-    an ordinary new file (``0o666`` less the umask), not ``mkstemp``'s private ``0o600``.
-    """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    tmp_path = Path(tmp)
-    try:
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as fh:
-            yield fh
-            fh.flush()
-        os.replace(tmp_path, final)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def _is_scalar(x: Any) -> bool:
-    return x is None or isinstance(x, (int, float, str))
-
-
-def _is_inline(obj: Any) -> bool:
-    """A list of scalars, or a list of lists of scalars: written on one line."""
-    return isinstance(obj, list) and all(
-        _is_scalar(x) or (isinstance(x, list) and all(_is_scalar(y) for y in x)) for x in obj)
-
-
-def dumps(obj: Any, indent: int = 1, _level: int = 0) -> str:
-    """Indented JSON in which vectors and matrices of scalars stay on one line (strict JSON)."""
-    if _is_inline(obj):
-        return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
-    pad, inner = " " * (indent * _level), " " * (indent * (_level + 1))
-    if isinstance(obj, dict) and obj:
-        body = ",\n".join(f"{inner}{json.dumps(str(k), ensure_ascii=False)}: "
-                          f"{dumps(v, indent, _level + 1)}" for k, v in obj.items())
-        return "{\n" + body + "\n" + pad + "}"
-    if isinstance(obj, (list, tuple)) and obj:
-        body = ",\n".join(inner + dumps(v, indent, _level + 1) for v in obj)
-        return "[\n" + body + "\n" + pad + "]"
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented UTF-8 JSON (strict: NaN/inf are refused), atomically.
-
-    Numeric vectors and matrices are kept on one line each to stay readable.
-    """
-    text = dumps(obj)
-    with atomic_write(path, "w") as fh:
-        fh.write(text + "\n")
-    return Path(path)
-
-
-def read_json(path: str | os.PathLike[str]) -> Any | None:
-    """Parsed JSON, or None if the file is missing or not valid JSON."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
 
 
 def write_ply(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray) -> Path:
@@ -313,13 +230,14 @@ def frame_to_dict(result: FrameResult, source: str, frame_index: int | None = No
         "body_model": result.body_model,
         "timings": {k: _num(v, 4) for k, v in result.timings.items()},
         "people": people,
+        "config": result.config,
     })
     return doc
 
 
 def no_person_dict(source: str, image_size: tuple[int, int], frame_index: int | None = None, *,
-                   message: str = "no person found",
-                   timestamp: float | None = None) -> dict[str, Any]:
+                   message: str = "no person found", timestamp: float | None = None,
+                   config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON document of a video frame in which nobody was found (``status: no_person``)."""
     doc = _header(source, frame_index, timestamp)
     doc.update({
@@ -330,6 +248,7 @@ def no_person_dict(source: str, image_size: tuple[int, int], frame_index: int | 
         "body_model": None,
         "timings": {},
         "people": [],
+        "config": config or {},
     })
     return doc
 
@@ -390,6 +309,7 @@ def frame_from_dict(doc: dict[str, Any], meshes: Sequence[np.ndarray | None] | N
         faces=np.zeros((0, 3), np.int32) if faces is None else np.asarray(faces),
         people=people,
         timings={k: float(v) for k, v in doc.get("timings", {}).items() if v is not None},
+        config=doc.get("config") or {},
     )
 
 

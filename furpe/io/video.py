@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from furpe.errors import InputError
+from furpe.core.errors import InputError
 
 __all__ = ["VideoReader", "VideoWriter", "open_video"]
 

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
 
 __all__ = ["Mesh", "RenderResult", "available_backends", "render", "overlay",
            "vertex_normals", "NEAR", "FAR", "AMBIENT", "DIFFUSE"]

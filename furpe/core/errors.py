@@ -12,3 +12,11 @@ class InputError(FurpeError):
 
 class NoPersonError(FurpeError):
     """The experts found no person in an image."""
+
+
+class SetupError(FurpeError):
+    """A configuration problem: bad option, model files missing, reconstructor not built."""
+
+
+class DatasetError(InputError):
+    """A dataset folder is incomplete or a file in it cannot be read."""

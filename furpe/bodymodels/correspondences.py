@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from furpe.bodymodels.base import Regressor
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
 
 if TYPE_CHECKING:
     from furpe.bodymodels.base import BodyModel
@@ -83,25 +83,12 @@ def load(path: Path, num_vertices: int, num_joints: int) -> dict[str, Regressor]
 
 
 def load_regressors(model: "BodyModel") -> dict[str, Regressor]:
-    """Built-in regressors of ``model`` plus its shipped correspondence file, if any."""
+    """The regressors of ``model``: its joints (``<name>_joints``), what the model itself
+    provides (:meth:`BodyModel.own_regressors`) and its shipped correspondence file, if any."""
     nv, nj = model.num_vertices, len(model.joint_names)
     regs = {f"{model.name}_joints": identity_regressor(list(model.joint_names), nv)}
-    if model.name == "anny":
-        regs["coco"] = model.coco_regressor()
+    regs.update(model.own_regressors())
     path = data_path(model.name)
     if path.exists():
         regs.update(load(path, nv, nj))
     return regs
-
-
-def anny_coco(model) -> Regressor:
-    """Anny's own COCO(-WholeBody feet) keypoint regressor, made sparse."""
-    import anny
-
-    kr = anny.KeypointsRegressor.coco(model.anny)
-    dense = kr.regression_weights.detach().cpu().numpy()
-    rows = []
-    for k in range(dense.shape[0]):
-        nz = np.flatnonzero(dense[k] > 1e-6)
-        rows.append({int(i): float(dense[k, i]) for i in nz})
-    return pack_rows(list(kr.labels), rows)

@@ -1,24 +1,47 @@
-"""Landmark conventions: names, index groups and left/right flip permutations.
+"""The vocabulary: part names, landmark conventions, their name lists and mappings.
 
-Every :class:`~furpe.experts.base.PartObservation` names its ``convention``; the tuples here
-give the landmark names of each convention, in the order the expert returns them, so that
+Defined once here and used everywhere else. Every
+:class:`~furpe.experts.base.PartObservation` names its ``convention``; the tuples here give
+the landmark names of each convention, in the order the expert returns them, so that
 correspondence tables can be written by name.
 
 Facts from MediaPipe's documentation and its bundled legacy solutions (0.10.21):
 
 * ``mediapipe_pose``: BlazePose's 33 landmarks, ``left``/``right`` meaning the *subject's*
   side (a person facing the camera has ``left_shoulder`` on the image's right).
-* ``mediapipe_hand``: 21 landmarks per hand, the same for either hand.
+* ``mediapipe_hand``: 21 landmarks per hand, the same for either hand. A body model serves
+  it per side as ``mediapipe_hand_left`` / ``mediapipe_hand_right`` (:func:`part_convention`).
 * ``mediapipe_face``: the face mesh's 468 landmarks, plus 10 iris landmarks (468-477) when
-  iris refinement is on (:class:`~furpe.experts.mediapipe_experts.MediaPipeFaceExpert` always
-  turns it on, so it always returns 478). ``LEFT``/``RIGHT`` groups are the subject's side,
-  as in MediaPipe's ``face_mesh_connections`` (index 33 is the outer corner of the subject's
-  right eye, 263 of the left one).
+  iris refinement is on (the built-in face expert always turns it on, so it always returns
+  478). ``LEFT``/``RIGHT`` groups are the subject's side, as in MediaPipe's
+  ``face_mesh_connections`` (index 33 is the outer corner of the subject's right eye, 263 of
+  the left one).
+* ``ibug68``: the 68 iBUG face landmarks (names ``ibug_00`` ... ``ibug_67``).
 
 The face index groups below are the landmark sets of MediaPipe's ``FACEMESH_*`` connection
 lists (the test suite checks them against the installed package).
 """
 from __future__ import annotations
+
+from typing import Literal
+
+Part = Literal["body", "left_hand", "right_hand", "face"]
+#: The parts of a person, body first (the body places everything else).
+PARTS: tuple[Part, ...] = ("body", "left_hand", "right_hand", "face")
+#: The parts that hang on the body: reset to their neutral pose when rejected.
+DETAIL_PARTS: tuple[Part, ...] = ("left_hand", "right_hand", "face")
+#: The order in which parts can place a whole model (body, else face, else a hand).
+ANCHOR_ORDER: tuple[Part, ...] = ("body", "face", "left_hand", "right_hand")
+#: Keys of the parameter-block ``part`` field besides :data:`PARTS`.
+BLOCK_GROUPS: tuple[str, ...] = ("global", "shape")
+
+
+def part_convention(convention: str, part: str) -> str:
+    """The name a body model gives ``convention`` for ``part``: hand conventions are served
+    per side (``mediapipe_hand`` + ``left_hand`` -> ``mediapipe_hand_left``)."""
+    side = {"left_hand": "_left", "right_hand": "_right"}.get(part, "")
+    return convention + side
+
 
 MEDIAPIPE_POSE: tuple[str, ...] = (
     "nose",
@@ -55,10 +78,13 @@ FACE_MESH_REFINED_SIZE = 478
 
 MEDIAPIPE_FACE: tuple[str, ...] = tuple(f"face_{i:03d}" for i in range(FACE_MESH_REFINED_SIZE))
 
+IBUG68: tuple[str, ...] = tuple(f"ibug_{i:02d}" for i in range(68))
+
 CONVENTIONS: dict[str, tuple[str, ...]] = {
     "mediapipe_pose": MEDIAPIPE_POSE,
     "mediapipe_hand": MEDIAPIPE_HAND,
     "mediapipe_face": MEDIAPIPE_FACE,
+    "ibug68": IBUG68,
 }
 
 

@@ -28,6 +28,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
+from furpe.core.align import as_point_pair as _pair
+from furpe.core.align import as_points as _points
+from furpe.core.align import procrustes_align, similarity_transform
+
 __all__ = [
     "MM_PER_M",
     "accel_error",
@@ -53,24 +57,6 @@ PVE_ALIGNMENTS = ("none", "mean", "root", "procrustes")
 
 # -- input checks ---------------------------------------------------------------------------
 
-def _points(x: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim not in (2, 3):
-        raise ValueError(f"{name} must be an (N, D) or (B, N, D) array, got shape {a.shape}")
-    if a.shape[-2] == 0 or a.shape[-1] == 0 or (a.ndim == 3 and a.shape[0] == 0):
-        raise ValueError(f"{name} is empty (shape {a.shape})")
-    return a
-
-
-def _pair(pred: np.ndarray, gt: np.ndarray,
-          names: tuple[str, str] = ("pred", "gt")) -> tuple[np.ndarray, np.ndarray]:
-    p, g = _points(pred, names[0]), _points(gt, names[1])
-    if p.shape != g.shape:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, "
-                         f"got {p.shape} and {g.shape}")
-    return p, g
-
-
 def _per_sample(values: np.ndarray) -> float | np.ndarray:
     """A 0-d result as a float, a (B,) result as an array."""
     return float(values) if np.ndim(values) == 0 else values
@@ -78,47 +64,6 @@ def _per_sample(values: np.ndarray) -> float | np.ndarray:
 
 def _mean_distance_mm(p: np.ndarray, g: np.ndarray) -> float | np.ndarray:
     return _per_sample(np.linalg.norm(p - g, axis=-1).mean(axis=-1) * MM_PER_M)
-
-
-# -- Procrustes -----------------------------------------------------------------------------
-
-def similarity_transform(
-    pred: np.ndarray, gt: np.ndarray
-) -> tuple[float | np.ndarray, np.ndarray, np.ndarray]:
-    """Scale ``s``, rotation ``R`` and translation ``t`` minimising
-    ``sum_i |s R pred_i + t - gt_i|^2`` (Umeyama 1991), reflections excluded (det R = +1).
-
-    Args:
-        pred, gt: (N, D) or (B, N, D) arrays of corresponding points.
-
-    Returns:
-        ``(s, R, t)``: a float, (D, D) and (D,) for one sample; (B,), (B, D, D), (B, D) for a
-        batch. A degenerate ``pred`` (all points equal) gets ``s = 1``, ``R = I``-like SVD
-        output and ``t`` moving it to the centroid of ``gt``.
-    """
-    p, g = _pair(pred, gt)
-    mp, mg = p.mean(axis=-2, keepdims=True), g.mean(axis=-2, keepdims=True)
-    pc, gc = p - mp, g - mg
-    var_p = (pc ** 2).sum(axis=(-2, -1))
-    cov = np.swapaxes(gc, -1, -2) @ pc  # (..., D, D): sum_i gc_i pc_i^T
-    U, S, Vt = np.linalg.svd(cov)
-    sign = np.sign(np.linalg.det(U) * np.linalg.det(Vt))
-    sign = np.where(sign == 0, 1.0, sign)
-    d = np.ones(S.shape)
-    d[..., -1] = sign
-    R = (U * d[..., None, :]) @ Vt
-    safe_var = np.where(var_p > 0, var_p, 1.0)
-    s = np.where(var_p > 0, (S * d).sum(axis=-1) / safe_var, 1.0)
-    t = mg[..., 0, :] - s[..., None] * (R @ mp[..., 0, :, None])[..., 0]
-    return _per_sample(s), R, t
-
-
-def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """``pred`` mapped onto ``gt`` by :func:`similarity_transform` (same shape, float64)."""
-    p, _ = _pair(pred, gt)
-    s, R, t = similarity_transform(p, gt)
-    s = np.asarray(s)[..., None, None]
-    return s * (p @ np.swapaxes(R, -1, -2)) + t[..., None, :]
 
 
 # -- joint and vertex errors ----------------------------------------------------------------
