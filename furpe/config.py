@@ -191,11 +191,11 @@ def load_config(path: str | Path) -> ReconstructConfig:
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError's parse errors
-        raise SetupError(f"--config {path}: not valid {p.suffix.lstrip('.') or 'JSON'}: "
-                         f"{exc}") from None
-    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError is not a ValueError
-        raise SetupError(f"--config {path}: cannot parse: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - json's ValueError, yaml.YAMLError
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        first = str(getattr(exc, "problem", None) or exc).strip().splitlines()[0]
+        raise SetupError(f"--config {path}: cannot parse{at}: {first}") from None
     try:
         return config_from_dict(data if data is not None else {})
     except SetupError as exc:

@@ -318,7 +318,7 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
                                    no_person_dict(str(item.path), size, index,
                                                   message=str(exc) or "no person found",
                                                   timestamp=timestamp,
-                                                  config=_config_of(session.reconstructor)))
+                                                  config=_config_of(ctx.reconstructor())))
                         entry.update(status="no_person", people=0)
                     except FurpeError as exc:
                         entry.update(status="failed", people=0, file=None, message=str(exc))

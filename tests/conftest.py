@@ -11,14 +11,15 @@ import pytest
 @pytest.fixture(scope="session")
 def anny_model():
     """The process-wide Anny body model (CPU, float32)."""
-    from furpe.bodymodels.anny_model import load_anny
+    from furpe.bodymodels import load_body_model
 
-    return load_anny()
+    return load_body_model("anny")
 
 
 @pytest.fixture(scope="session")
 def reconstructor(anny_model):
     """A :class:`furpe.pipeline.Reconstructor` on the CPU with the default experts."""
+    from furpe.config import ReconstructConfig
     from furpe.pipeline import Reconstructor
 
-    return Reconstructor(anny_model, device="cpu")
+    return Reconstructor(ReconstructConfig(device="cpu"), body_model=anny_model)

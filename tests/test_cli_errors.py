@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import furpe
-from furpe.cli import ReconstructorOptions, main
-from furpe.errors import FurpeError, NoPersonError
+from furpe.cli import main
+from furpe.config import ReconstructConfig
+from furpe.core.errors import FurpeError, NoPersonError
 from furpe.io.video import VideoWriter
 from furpe.results import FrameResult, PartResult, PersonResult
 
@@ -32,12 +33,22 @@ class FakeBodyModel:
 class FakeReconstructor:
     """Returns a tetrahedron in front of the camera; nobody in a (nearly) uniform image."""
 
-    def __init__(self, options: ReconstructorOptions) -> None:
-        self.options = options
+    def __init__(self, config: ReconstructConfig) -> None:
+        self.config = config
         self.body_model = FakeBodyModel()
         self.previous: list[FrameResult | None] = []
+        self.modes: list[str] = []  # "image", or "video<k>" for the k-th video session
+        self.sessions = 0
 
-    def reconstruct_image(self, image: np.ndarray, previous: FrameResult | None = None) -> FrameResult:
+    def reconstruct_image(self, image: np.ndarray) -> FrameResult:
+        self.modes.append("image")
+        return self._reconstruct(image, None)
+
+    def video(self) -> "FakeSession":
+        self.sessions += 1
+        return FakeSession(self, f"video{self.sessions}")
+
+    def _reconstruct(self, image: np.ndarray, previous: FrameResult | None) -> FrameResult:
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         self.previous.append(previous)
         if image.std() < 2.0:
@@ -57,6 +68,23 @@ class FakeReconstructor:
                            timings={"total": 0.01})
 
 
+class FakeSession:
+    """Like :class:`furpe.pipeline.VideoSession`: warm-starts each frame from the last."""
+
+    def __init__(self, rec: FakeReconstructor, mode: str) -> None:
+        self.rec, self.mode = rec, mode
+        self.previous: FrameResult | None = None
+
+    def reconstruct_frame(self, image: np.ndarray) -> FrameResult:
+        self.rec.modes.append(self.mode)
+        try:
+            self.previous = self.rec._reconstruct(image, self.previous)
+        except Exception:
+            self.previous = None
+            raise
+        return self.previous
+
+
 class Factory:
     """Counts how often the reconstructor is built; keeps the instance."""
 
@@ -64,9 +92,9 @@ class Factory:
         self.built = 0
         self.instance: FakeReconstructor | None = None
 
-    def __call__(self, options: ReconstructorOptions) -> FakeReconstructor:
+    def __call__(self, config: ReconstructConfig) -> FakeReconstructor:
         self.built += 1
-        self.instance = FakeReconstructor(options)
+        self.instance = FakeReconstructor(config)
         return self.instance
 
 
@@ -156,7 +184,7 @@ def test_folder_with_corrupt_image(tmp_path: Path, capsys: pytest.CaptureFixture
     assert doc["source"] == str(src / "a.png") and doc["people"][0]["mesh"] == "a_person0.ply"
     assert "render" in doc["timings"]
     assert factory.built == 1
-    assert factory.instance is not None and factory.instance.options.video is False
+    assert factory.instance is not None and factory.instance.modes == ["image", "image"]
 
 
 def test_options_reach_the_factory(tmp_path: Path) -> None:
@@ -168,9 +196,8 @@ def test_options_reach_the_factory(tmp_path: Path) -> None:
                  "--model-path", str(models), "--focal", "800", "--max-people", "2",
                  "--device", "cpu", "--no-overlay", "--no-mesh", "-q"], factory) == 0
     assert factory.instance is not None
-    assert factory.instance.options == ReconstructorOptions(
-        body_model="smplx", model_path=str(models), focal=800.0, device="cpu", max_people=2,
-        video=False)
+    assert factory.instance.config == ReconstructConfig(
+        body_model="smplx", model_path=str(models), focal=800.0, device="cpu", max_people=2)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.json"]
 
 
@@ -199,7 +226,7 @@ def test_smplx_without_model_path(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_setup_error_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    def broken(options: ReconstructorOptions) -> FakeReconstructor:
+    def broken(config: ReconstructConfig) -> FakeReconstructor:
         raise FurpeError("SMPL-X model files not found in /models (expected SMPLX_NEUTRAL.npz)")
 
     img = _save(tmp_path / "x.png", _image())
@@ -246,10 +273,52 @@ def test_video_frames_and_overlay(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert summary["fps"] == pytest.approx(10) and summary["overlay_video"] == "../clip_overlay.mp4"
     assert _count_frames(out / "clip_overlay.mp4") == (5, (64, 48), pytest.approx(10))
     # Warm start: each frame gets the previous result; none after a frame with nobody.
-    assert factory.instance is not None and factory.instance.options.video is True
+    assert factory.instance is not None and factory.instance.modes == ["video1"] * 5
     prev = factory.instance.previous
     assert [p is None for p in prev] == [True, False, False, True, False]
     assert _no_temp_files(out)
+
+
+def test_images_next_to_videos_stay_single_images(tmp_path: Path) -> None:
+    """A batch with videos: the images are reconstructed as single images (no tracking
+    state, no warm start), and each video gets a session of its own (its experts reset)."""
+    src = tmp_path / "in"
+    _save(src / "a.png", _image(seed=1))
+    _video(src / "b.mp4", n=3, blank=())
+    _video(src / "c.mp4", n=2, blank=())
+    _save(src / "d.png", _image(seed=2))
+    factory = Factory()
+    assert main(["reconstruct", str(src), "-o", str(tmp_path / "out"), "-q", "--no-overlay",
+                 "--no-mesh"], factory) == 0
+    rec = factory.instance
+    assert rec is not None and rec.sessions == 2
+    assert rec.modes == ["image", "video1", "video1", "video1", "video2", "video2", "image"]
+    # A video's first frame starts cold, even right after another video or an image.
+    assert [p is None for p in rec.previous] == [True, True, False, False, True, False, True]
+
+
+def test_config_file_and_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    img = _save(tmp_path / "x.png", _image())
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("max_people: 3\nfocal: 500\nfit:\n  iters_body: 7\n  w2d: {face: 2.0}\n")
+    factory = Factory()
+    assert main(["reconstruct", str(img), "-o", str(tmp_path / "o"), "--config", str(cfg),
+                 "--max-people", "2", "-q"], factory) == 0
+    config = factory.instance.config
+    assert config.max_people == 2 and config.focal == 500.0 and config.fit.iters_body == 7
+    assert config.fit.w2d == {"body": 1.0, "left_hand": 1.0, "right_hand": 1.0, "face": 2.0}
+    # Unknown keys and wrong types: one line, exit 2, nothing built.
+    for text, message in (("fit:\n  iters_bodyy: 3\n", "unknown key 'fit.iters_bodyy'"),
+                          ("max_people: many\n", "max_people must be a whole number"),
+                          ("experts: [mediapipe_pose, nope]\n", "unknown expert 'nope'"),
+                          ("fit: [1, 2\n", "cannot parse")):
+        cfg.write_text(text)
+        factory = Factory()
+        assert main(["reconstruct", str(img), "-o", str(tmp_path / "o"), "--config",
+                     str(cfg)], factory) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"furpe: error: --config {cfg}: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1 and factory.built == 0
 
 
 def test_undecodable_video_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,10 +386,10 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         _save(src / f"{k}.png", _image(seed=k))
 
     class Interrupting(FakeReconstructor):
-        def reconstruct_image(self, image, previous=None):
+        def reconstruct_image(self, image):
             if len(self.previous) == 1:
                 raise KeyboardInterrupt
-            return super().reconstruct_image(image, previous)
+            return super().reconstruct_image(image)
 
     out = tmp_path / "out"
     assert main(["reconstruct", str(src), "-o", str(out)], Interrupting) == 130

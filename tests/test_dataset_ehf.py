@@ -18,7 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from furpe.datasets import DatasetError, Prediction, ProtocolOptions, load_dataset
 from furpe.datasets.ehf import EHF, EHF_K, EHF_ROTATION, EHF_RVEC, EHF_T, read_ply_mesh
-from furpe.bodymodels.smplx_model import MEDIAPIPE_POSE_NAMES
+from furpe.core.vocab import MEDIAPIPE_POSE as MEDIAPIPE_POSE_NAMES
 from furpe.datasets.joints import (
     J14_HIPS,
     J14_NAMES,

@@ -15,9 +15,10 @@ import pytest
 from furpe.cli import main
 from furpe.datasets import Prediction, Sample
 from furpe.datasets.synthetic import generate, read_npz
-from furpe.errors import FurpeError, NoPersonError
-from furpe.evaluation.methods import (METHODS, ExpertMethod, Method,
-                                      box_iou, build_method, pick_person, register_method)
+from furpe.core.errors import FurpeError, NoPersonError
+from furpe.core.boxes import box_iou
+from furpe.core.registry import create, names, register, unregister
+from furpe.evaluation.methods import ExpertMethod, Method, pick_person
 from furpe.evaluation.runner import markdown_table, read_records, summarize
 from furpe.results import FrameResult, PartResult, PersonResult
 
@@ -44,9 +45,9 @@ def real_run(data, tmp_path_factory, reconstructor):
     """One real ``furpe evaluate --dataset synthetic`` (MediaPipe experts + Anny fit)."""
     out = tmp_path_factory.mktemp("evaluate") / "out"
 
-    def factory(name, options):
-        assert name == "experts" and options.body_model == "anny" and options.device == "cpu"
-        return ExpertMethod(options, reconstructor=reconstructor)
+    def factory(name, config):
+        assert name == "experts" and config.body_model == "anny" and config.device == "cpu"
+        return ExpertMethod(config, reconstructor=reconstructor)
 
     code, stdout, stderr = _run(["evaluate", "--dataset", "synthetic", "--data-root", data,
                                  "-o", out, "--device", "cpu"], method_factory=factory)
@@ -265,7 +266,7 @@ class FakeReconstructor:
         self.body_model, self.verts, self.joints, self.box = model, gt_vertices, gt_joints, box
         self.K = None
 
-    def reconstruct_image(self, image, previous=None, K=None):
+    def reconstruct_image(self, image, K=None):
         self.K = K
         parts = {p: PartResult(p, True, p != "face") for p in ("body", "left_hand",
                                                                 "right_hand", "face")}
@@ -304,24 +305,32 @@ def test_expert_method_prediction(data, anny_model):
 
 
 def test_method_registry():
-    assert "experts" in METHODS
+    assert "experts" in names("method")
     with pytest.raises(FurpeError, match="unknown method 'nope'; choose from experts"):
-        build_method("nope")
+        create("method", "nope", None)
 
     class Echo(Method):
         name = "echo"
 
-        def __init__(self, options):
-            self.options = options
+        def __init__(self, config):
+            self.config = config
 
         def predict(self, sample):
             return Prediction(topology="none")
 
-    register_method("echo", Echo)
+    register("method", "echo", Echo)
     try:
-        assert isinstance(build_method("echo"), Echo)
+        assert isinstance(create("method", "echo", None), Echo)
+        with pytest.raises(ValueError, match="already registered"):
+            register("method", "echo", Echo)
+        # The command line offers what the registry holds.
+        from furpe.cli import build_parser
+
+        ev = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+        method = next(a for a in ev._actions if a.dest == "method")
+        assert "echo" in method.choices
     finally:
-        METHODS.pop("echo")
+        unregister("method", "echo")
 
 
 def test_summary_and_table():

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from furpe.bodymodels.base import apply_regressor
+from furpe.core.vocab import MEDIAPIPE_HAND as MEDIAPIPE_HAND_NAMES
+from furpe.core.vocab import MEDIAPIPE_POSE as MEDIAPIPE_POSE_NAMES
 from furpe.bodymodels.smplx_model import (
-    MEDIAPIPE_HAND_NAMES,
-    MEDIAPIPE_POSE_NAMES,
     SMPLX_JOINT_NAMES,
     SMPLX_NUM_VERTICES,
     SMPLXBodyModel,
     _vertex_points,
 )
 from furpe.bodymodels.synthetic_smplx import synthetic_joints, write_synthetic_smplx
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
 
 J = {n: j for j, n in enumerate(SMPLX_JOINT_NAMES)}
 
@@ -318,8 +318,8 @@ def test_face_mesh_observations_fit_smplx_through_ibug68(model):
     """A Face Mesh (478) observation drives an SMPL-X fit through the model's iBUG-68 face
     landmarks: the mapped rows are used, the face lands on them, the jaw opening is found."""
     from furpe.experts.base import PartObservation, PersonObservation
-    from furpe.experts.conventions import FACE_MESH_REFINED_SIZE, FACE_TO_IBUG68
-    from furpe.fitting.camera import intrinsics, project
+    from furpe.core.vocab import FACE_MESH_REFINED_SIZE, FACE_TO_IBUG68
+    from furpe.core.camera import intrinsics, project
     from furpe.fitting.fit import Fitter, resolve_convention
 
     K = intrinsics(640, 640)
@@ -336,16 +336,19 @@ def test_face_mesh_observations_fit_smplx_through_ibug68(model):
     for i, mp in FACE_TO_IBUG68.items():
         if f"ibug_{i:02d}" in names:
             kp[mp], conf[mp] = uv[names.index(f"ibug_{i:02d}")], 1.0
-    key, rows = resolve_convention(model, "face", "mediapipe_face")
+    fitter = Fitter(model)
+    key, rows = resolve_convention(fitter.regressors, "face", "mediapipe_face")
     assert key == "mediapipe_face>ibug68" and len(rows) == int(conf.sum()) >= 45
+    # The derived regressor belongs to the fitter: the shared model is left as it was.
+    assert key in fitter.regressors and key not in model.regressors
     face = PartObservation("face", "mediapipe_face", kp, conf, score=0.9, expert="test")
-    fit = Fitter(model).fit([PersonObservation({"face": face})], K)
+    fit = fitter.fit([PersonObservation({"face": face})], K)
     assert float(fit.residual["face"][0]) < 0.02
     jaw = float(fit.params["jaw_pose"][0, 0].norm())
     print(f"\njaw opening fitted {jaw:.3f} rad (true 0.25)")
     assert 0.12 < jaw < 0.4
     with pytest.raises(FurpeError, match="no correspondences"):
-        resolve_convention(model, "face", "dlib_5")
+        resolve_convention(dict(model.regressors), "face", "dlib_5")
 
 
 def test_real_photo_through_the_pipeline_with_smplx(model):
@@ -353,11 +356,12 @@ def test_real_photo_through_the_pipeline_with_smplx(model):
     reach the fit (the face through iBUG-68), and a person comes out in the camera frame."""
     import cv2
 
+    from furpe.config import ReconstructConfig
     from furpe.pipeline import Reconstructor
 
     photo = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
     rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
-    rec = Reconstructor(model, device="cpu")
+    rec = Reconstructor(ReconstructConfig(device="cpu"), body_model=model)
     frame = rec.reconstruct_image(rgb)
     (person,) = frame.people
     assert frame.body_model == "smplx"
