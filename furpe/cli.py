@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import furpe
 from furpe.core.errors import DatasetError, FurpeError, SetupError
 from furpe.core.registry import names
+from furpe.io.console import internal_error
 
 __all__ = ["build_config", "build_parser", "default_factory", "default_method_factory", "main"]
 
@@ -221,6 +222,32 @@ def _error(message: str) -> None:
     print(f"furpe: error: {message}", file=sys.stderr)
 
 
+def _guarded(args: argparse.Namespace, action: Callable[[], Any], *, failure_code: int = 1,
+             interrupted: str = "furpe: interrupted") -> tuple[int | None, Any]:
+    """``(None, action())``, or ``(exit status, None)`` after one line on stderr: 2 for a
+    configuration or dataset problem, 130 for Ctrl-C, ``failure_code`` for another furpe or
+    file error, 1 for an internal error (re-raised with ``--debug``)."""
+    try:
+        return None, action()
+    except (SetupError, DatasetError) as exc:
+        _error(str(exc))
+        return 2, None
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130, None
+    except FurpeError as exc:
+        _error(str(exc))
+        return failure_code, None
+    except OSError as exc:
+        _error(f"{exc.filename or args.output}: {exc.strerror or exc}")
+        return failure_code, None
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        _error(internal_error(exc))
+        return 1, None
+
+
 _SMPLX_HINT = ("--body-model smplx needs --model-path DIR: the folder holding the SMPL-X "
                "model files (e.g. SMPLX_NEUTRAL.npz), which must be downloaded from "
                "https://smpl-x.is.tue.mpg.de after accepting its licence")
@@ -303,30 +330,17 @@ def _evaluate(args: argparse.Namespace, factory: Callable[[str, Any], Any]) -> i
         alignment=args.alignment or "standard", gt_regressor=as_path(args.gt_regressor),
         pred_regressor=as_path(args.pred_regressor), model_path=as_path(args.model_path),
         part_ids=as_path(args.part_ids), extra=dict(args.option))
-    try:
+    def action() -> Any:
         config = build_config(args)
         dataset = load_dataset(args.dataset, args.data_root, options)
-        summary = evaluate(dataset, lambda: factory(args.method, config), out,
-                           method_name=args.method, body_model=config.body_model,
-                           limit=args.limit, resume=args.resume, progress=not args.quiet,
-                           debug=args.debug)
-    except (DatasetError, SetupError) as exc:
-        _error(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        print("furpe: interrupted", file=sys.stderr)
-        return 130
-    except FurpeError as exc:
-        _error(str(exc))
-        return 1
-    except OSError as exc:
-        _error(f"{exc.filename or args.output}: {exc.strerror or exc}")
-        return 1
-    except Exception as exc:
-        if args.debug:
-            raise
-        _error(f"internal error: {type(exc).__name__}: {exc}")
-        return 1
+        return evaluate(dataset, lambda: factory(args.method, config), out,
+                        method_name=args.method, body_model=config.body_model,
+                        limit=args.limit, resume=args.resume, progress=not args.quiet,
+                        debug=args.debug)
+
+    code, summary = _guarded(args, action)
+    if code is not None:
+        return code
     if not args.quiet:
         print(markdown_table(summary.results))
     if not args.quiet or summary.interrupted:
@@ -338,19 +352,13 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     from furpe.datasets.synthetic import generate
 
     width, height = args.size
-    try:
-        summary = generate(args.output, n=args.n, seed=args.seed, width=width, height=height,
-                           progress=not args.quiet)
-    except KeyboardInterrupt:
-        print("furpe: interrupted (run the same command again to finish the set)",
-              file=sys.stderr)
-        return 130
-    except FurpeError as exc:
-        _error(str(exc))
-        return 2
-    except OSError as exc:
-        _error(f"{exc.filename or args.output}: {exc.strerror or exc}")
-        return 2
+    code, summary = _guarded(
+        args, lambda: generate(args.output, n=args.n, seed=args.seed, width=width,
+                               height=height, progress=not args.quiet),
+        failure_code=2,
+        interrupted="furpe: interrupted (run the same command again to finish the set)")
+    if code is not None:
+        return code
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
     return 0
@@ -371,27 +379,17 @@ def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int
         _error(f"-o {args.output}: cannot create the output folder ({exc.strerror or exc})")
         return 2
 
-    try:
+    def action() -> Any:
         errors: list[tuple[str, str]] = []
         config = build_config(args)
         items = collect_inputs(args.inputs, args.recursive, errors=errors, exclude=[out_dir])
-        summary = run(lambda: factory(config), items, out_dir,
-                      overlay=not args.no_overlay, mesh=not args.no_mesh, resume=args.resume,
-                      progress=not args.quiet, debug=args.debug, input_errors=errors)
-    except SetupError as exc:
-        _error(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        print("furpe: interrupted", file=sys.stderr)
-        return 130
-    except FurpeError as exc:  # defensive: every per-input error is handled by run()
-        _error(str(exc))
-        return 1
-    except Exception as exc:
-        if args.debug:
-            raise
-        _error(f"internal error: {type(exc).__name__}: {exc}")
-        return 1
+        return run(lambda: factory(config), items, out_dir,
+                   overlay=not args.no_overlay, mesh=not args.no_mesh, resume=args.resume,
+                   progress=not args.quiet, debug=args.debug, input_errors=errors)
+
+    code, summary = _guarded(args, action)
+    if code is not None:
+        return code
     if not args.quiet or summary.interrupted:
         print(summary.line(), file=sys.stderr)
     return summary.exit_code
