@@ -29,12 +29,13 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# each writes its own section of docs/results.md (the rest of the file is kept)
 bench: install
-	$(PY) benchmarks/bench_reconstruct.py --n 50
+	$(PY) benchmarks/bench_reconstruct.py --n 50 --seed 0
 
 # the results page: the standard synthetic set (200 images, seed 0) evaluated per part
 results: install
-	$(PY) benchmarks/results_page.py --n 200 --seed 0 --page out/results.md
+	$(PY) benchmarks/results_page.py --n 200 --seed 0
 
 clean:
 	rm -rf out .pytest_cache

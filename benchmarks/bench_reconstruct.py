@@ -1,13 +1,16 @@
 """Benchmark the reconstruction pipeline on seeded synthetic Anny renders with exact ground truth.
 
     python benchmarks/bench_reconstruct.py [--n 50] [--seed 0] [--device cpu]
+                                           [--results-file docs/results.md] [--no-write]
 
 For each of ``n`` renders (``make_person(model, seed + i, 640, 640, distance=2.6)``) it runs
 ``Reconstructor.reconstruct_image`` and renders the overlay (``furpe.render.overlay``), and
-collects per-stage times and errors, then prints a Markdown table (median and 90th percentile).
+collects per-stage times and errors, then prints a Markdown table (median and 90th percentile)
+and writes it, with what the rows mean, into its section of ``docs/results.md`` (``_report``;
+``--no-write`` only prints).
 
 Errors (millimetres, after Procrustes alignment = similarity transform without reflection,
-``furpe.evaluation.metrics.pa_mpjpe``), each on one part, aligned on that part alone:
+``furpe.metrics.pa_mpjpe``), each on one part, aligned on that part alone:
 
 * body PA-MPJPE: Anny's COCO keypoint regressor (17 COCO body keypoints + 6 feet keypoints =
   23 points) applied to the predicted and to the ground-truth mesh;
@@ -23,7 +26,7 @@ Errors (millimetres, after Procrustes alignment = similarity transform without r
   expert adds. (The part errors also hold the fitted shape's error: hand proportions and
   face shape come from the phenotype.)
 * face expression error: what the expression does, apart from identity shape
-  (``furpe.evaluation.metrics.displacement_error``): the displacement of the face vertices
+  (``furpe.metrics.displacement_error``): the displacement of the face vertices
   from the same face with expression and gaze at rest, predicted against true; its "face at
   rest" row (no displacement) is the mean size of the true expression.
 * "fit to exact landmarks" rows: the same fit given what the built-in experts would report if
@@ -44,16 +47,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from furpe.bodymodels.anny_model import AnnyBodyModel, load_anny  # noqa: E402
-from furpe.bodymodels.base import apply_regressor  # noqa: E402
-from furpe.errors import NoPersonError  # noqa: E402
-from furpe.evaluation.metrics import displacement_error, pa_mpjpe  # noqa: E402
-from furpe.io.outputs import person_meshes  # noqa: E402
-from furpe.pipeline import Reconstructor  # noqa: E402
-from furpe.render import overlay  # noqa: E402
-from furpe.synthetic import exact_observations, make_person  # noqa: E402
+import _report
+from furpe.bodymodels.anny_model import AnnyBodyModel, load_anny
+from furpe.bodymodels.base import apply_regressor
+from furpe.core.errors import NoPersonError
+from furpe.metrics import displacement_error, pa_mpjpe
+from furpe.io.outputs import person_meshes
+from furpe.config import ReconstructConfig
+from furpe.pipeline import Reconstructor
+from furpe.render import overlay
+from furpe.synthetic import exact_observations, make_person
 
 
 def pa_error(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -78,6 +81,30 @@ def _coco(model, vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
 
 
 FRESH_LOAD_RUNS = 5
+
+#: What the rows mean: written above the table in docs/results.md.
+EXPLANATION = """\
+Seeded synthetic Anny renders (`make_person(model, seed, 640, 640, distance=2.6)`: standing
+adults, 640x640, 2.6 m away, exact ground truth). Times per image: the part experts, the fit,
+the overlay render, and their total. Errors in millimetres after similarity Procrustes alignment
+(no reflection): body on Anny's 23 COCO(+feet) keypoints, joints on all 104 Anny joints, per
+part on that part's vertices, re-aligned per part. A hand counts as visible when it is in the
+frame, at least 20 px, and at least half of its vertices are not hidden
+(`furpe.synthetic.part_visibility`); "accepted" means accepted by the selection scheme. A
+render where the experts find nobody counts as a miss.
+
+- **"fit, part at rest"** rows score our own fit with only that part (a hand's fingers, the
+  face's expression and gaze) put back to the model's neutral pose: what the fit would score
+  without that part's expert, so the difference is what the expert adds.
+- **"face expression error"** (`furpe.metrics.displacement_error`) compares what the
+  expression does to the face (displacement from the same face with expression and gaze at
+  rest), so identity shape does not count; its "face at rest" row is the mean size of the true
+  expression.
+- **"fit to exact landmarks"** rows give the same fit what the built-in experts would report if
+  they were exact (`furpe.synthetic.exact_observations`: the true landmarks, confidence 1,
+  centred 3D for body and hands): they measure the fit alone, so the gap to the rows above is
+  what the experts' errors cost. They run after the timed loop.
+"""
 
 
 def _fresh_load_seconds(runs: int = FRESH_LOAD_RUNS) -> float | None:
@@ -111,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     ap.add_argument("--no-subprocess-load", action="store_true",
                     help="skip timing model loads in fresh processes")
+    _report.add_arguments(ap)
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
@@ -120,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     AnnyBodyModel()
     second_load = time.perf_counter() - t
     fresh = None if args.no_subprocess_load else _fresh_load_seconds()
-    rec = Reconstructor(model, device=args.device)
+    rec = Reconstructor(ReconstructConfig(device=args.device), body_model=model)
 
     times: dict[str, list[float]] = {"experts": [], "fit": [], "render": [], "total": []}
     errs: dict[str, list[float]] = {k: [] for k in (
@@ -206,24 +234,35 @@ def main(argv: list[str] | None = None) -> int:
         errs["hand PA-PVE, fit to exact landmarks (all visible)"].extend(
             pa_error(ev[pv[h]], sp.vertices[pv[h]]) for h in HANDS if sp.visible[h])
 
-    print(f"\n## furpe reconstruction benchmark: n={args.n}, seeds {args.seed}..{args.seed + args.n - 1}, "
-          f"640x640, distance 2.6 m, device {rec.device}, torch threads {torch.get_num_threads()}\n")
+    run = (f"n={args.n}, seeds {args.seed}..{args.seed + args.n - 1}, 640x640, distance 2.6 m, "
+           f"device {rec.device}, torch threads {torch.get_num_threads()}")
     fl = "n/a" if fresh is None else f"{fresh:.2f} s"
-    print(f"Model load: first in this process {first_load:.2f} s, again in-process "
-          f"{second_load:.2f} s, in a fresh process {fl} (median of {FRESH_LOAD_RUNS}, imports included).\n")
-    print(f"People found: {found}/{args.n} (misses {misses}, failures {len(failures)}); "
-          f"hands accepted/visible: {hands_accepted}/{hands_visible}; faces accepted: "
-          f"{faces_accepted}/{found}.\n")
-    print("| metric | median | p90 | count |")
-    print("|---|---:|---:|---:|")
+    lines = [
+        f"Model load: first in this process {first_load:.2f} s, again in-process "
+        f"{second_load:.2f} s, in a fresh process {fl} (median of {FRESH_LOAD_RUNS}, imports "
+        "included).", "",
+        f"People found: {found}/{args.n} (misses {misses}, failures {len(failures)}); "
+        f"hands accepted/visible: {hands_accepted}/{hands_visible}; faces accepted: "
+        f"{faces_accepted}/{found}.", "",
+        "| metric | median | p90 | count |",
+        "|---|---:|---:|---:|",
+    ]
     for k, vals in times.items():
         med, p90, n = _stats(vals, digits=3)
-        print(f"| time {k} (s) | {med} | {p90} | {n} |")
+        lines.append(f"| time {k} (s) | {med} | {p90} | {n} |")
     for k, vals in errs.items():
         med, p90, n = _stats(vals, 1000.0)
-        print(f"| {k} (mm) | {med} | {p90} | {n} |")
+        lines.append(f"| {k} (mm) | {med} | {p90} | {n} |")
     for f in failures:
-        print(f"\nfailure: {f}")
+        lines += ["", f"failure: {f}"]
+    title = f"furpe reconstruction benchmark: {run}"
+    print(f"\n## {title}\n")
+    print("\n".join(lines))
+    if not args.no_write:
+        note = _report.quick_note({"n": args.n, "seed": args.seed}, {"n": 50, "seed": 0}, "bench")
+        body = "\n".join([_report.header(title, _report.command_line(
+            "bench_reconstruct.py", argv), note), EXPLANATION, *lines])
+        _report.write_section(args.results_file, "bench_reconstruct", body)
     return 0
 
 

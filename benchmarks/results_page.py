@@ -2,7 +2,7 @@
 
     python benchmarks/results_page.py [--n 200] [--seed 0] [--size 640] [--data DIR]
                                       [--out DIR] [--device cpu] [--limit N] [--resume]
-                                      [--page FILE]
+                                      [--results-file docs/results.md] [--no-write]
 
 Generates the synthetic set (``furpe make-synthetic``; an existing, complete set in ``--data``
 is reused, an interrupted one is finished), runs the equivalent of ``furpe evaluate --dataset
@@ -10,7 +10,9 @@ synthetic`` through the Python API (per-sample results in ``OUT/synthetic_sample
 summary in ``OUT/synthetic_results.json``), and prints a Markdown page: the protocol, the set,
 then median and mean errors per part and the time per image. Hands and the face are scored
 where they are visible in the image (in the frame and not tiny); "accepted" rows keep only the
-parts the selection scheme accepted. ``make results`` runs the standard 200-image set.
+parts the selection scheme accepted. The page, with what its rows mean, also goes into this
+script's section of ``docs/results.md`` (``_report``; ``--no-write`` only prints). ``make
+results`` runs the standard 200-image set.
 """
 from __future__ import annotations
 
@@ -21,13 +23,29 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import _report
+from furpe.datasets.base import ProtocolOptions
+from furpe.datasets.synthetic import SyntheticDataset, generate
+from furpe.config import ReconstructConfig
+from furpe.core.registry import create
+from furpe.evaluation.runner import evaluate, latest_records
 
-from furpe.datasets.base import ProtocolOptions  # noqa: E402
-from furpe.datasets.synthetic import SyntheticDataset, generate  # noqa: E402
-from furpe.evaluation.methods import MethodOptions, build_method  # noqa: E402
-from furpe.evaluation.runner import evaluate, latest_records  # noqa: E402
+REPO = _report.REPO
+TITLE = "furpe results: synthetic set"
+
+#: What the rows mean: written above the page in docs/results.md.
+EXPLANATION = """\
+`furpe evaluate --dataset synthetic` (method `experts`, furpe's pipeline) on a synthetic set of
+seeded Anny renders with exact ground truth; age, body shape, pose, camera distance, height and
+angle, lighting, skin tone and background vary (see [evaluation.md](evaluation.md)). Errors in
+millimetres: PA-MPJPE and mid-hip aligned MPJPE on the 23 COCO(+feet) keypoints, PA-PVE on all
+vertices and per part (Procrustes re-fitted per part). Hands and the face are scored only where
+visible: in the frame, not tiny, at least half of their vertices not hidden. "Accepted" rows
+keep only the parts the selection scheme accepted. The neutral baselines score the ground-truth
+person with only that part reset to rest: a part whose fitted error is no lower than its
+baseline gains nothing from its expert. A sample where nobody is found counts as failed (the
+script then exits with status 1, as `furpe evaluate` does).
+"""
 
 #: (part, what, metric key, subset): the rows of the page.
 ROWS = (
@@ -78,7 +96,7 @@ def neutral_baselines(data: Path, records: list[dict]) -> dict[str, list[float]]
 
     from furpe.bodymodels.anny_model import load_anny
     from furpe.datasets.synthetic import read_npz
-    from furpe.evaluation.metrics import pa_pve
+    from furpe.metrics import pa_pve
 
     model = load_anny()
     out: dict[str, list[float]] = {part: [] for part in BASELINES}
@@ -100,11 +118,10 @@ def neutral_baselines(data: Path, records: list[dict]) -> dict[str, list[float]]
 
 def page(results: dict, records: list[dict], manifest: dict, device: str,
          baselines: dict[str, list[float]] | None = None) -> str:
-    """The Markdown page of one evaluation."""
+    """The Markdown page of one evaluation, without its title."""
     counts = results["counts"]
     size = manifest.get("image_size", {})
     lines = [
-        "# furpe results: synthetic set", "",
         f"**Protocol** ({results['dataset']}): {results['protocol']}.", "",
         f"**Set**: {manifest.get('n')} images, seed {manifest.get('seed')}, "
         f"{size.get('width')}x{size.get('height')}, generator version "
@@ -152,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="auto, cpu or cuda (default cpu)")
     ap.add_argument("--limit", type=int, help="evaluate only the first N samples")
     ap.add_argument("--resume", action="store_true", help="skip samples already scored")
-    ap.add_argument("--page", type=Path, help="also write the page to this file")
+    _report.add_arguments(ap)
     args = ap.parse_args(argv)
 
     data = args.data or REPO / "out" / f"synthetic-n{args.n}-s{args.seed}-{args.size}"
@@ -162,17 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         summary = generate(data, args.n, seed=args.seed, width=args.size, height=args.size)
         print(f"{summary.line()} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
     dataset = SyntheticDataset(data, ProtocolOptions())
-    options = MethodOptions(device=args.device)
-    summary = evaluate(dataset, lambda: build_method("experts", options), out,
+    config = ReconstructConfig(device=args.device)
+    summary = evaluate(dataset, lambda: create("method", "experts", config), out,
                        limit=args.limit, resume=args.resume)
     print(summary.line(), file=sys.stderr)
     records = latest_records(summary.samples_file, summary.results["sample_ids"])
     text = page(summary.results, records, dataset.manifest, args.device,
                 neutral_baselines(data, records))
-    print(text)
-    if args.page:
-        args.page.parent.mkdir(parents=True, exist_ok=True)
-        args.page.write_text(text, encoding="utf-8")
+    print(f"# {TITLE}\n\n{text}")
+    if not args.no_write:
+        note = _report.quick_note(
+            {"n": args.n, "seed": args.seed, "size": args.size, "limit": args.limit},
+            {"n": 200, "seed": 0, "size": 640, "limit": None}, "results")
+        body = "\n".join([_report.header(TITLE, _report.command_line("results_page.py", argv),
+                                          note), EXPLANATION, text])
+        _report.write_section(args.results_file, "results_page", body)
     return summary.exit_code
 
 

@@ -3,7 +3,7 @@
 Python API::
 
     import furpe
-    frame = furpe.reconstruct(rgb_image)            # or furpe.Reconstructor(...).reconstruct_image
+    frame = furpe.reconstruct(rgb_image)            # or furpe.Reconstructor(config).reconstruct_image
 """
 from __future__ import annotations
 

@@ -15,28 +15,25 @@ Method (reproducible, seeded):
    vertices and 3 nearest joints), with weights fitted by non-negative least squares over all
    poses, so the landmark follows the mesh as it moves.
 
-The result is written with :func:`furpe.correspondences.save`. Only the Anny model is
+The result is written with :func:`furpe.bodymodels.correspondences.save`. Only the Anny model is
 supported out of the box (its synthetic sampler knows the Anny rig).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import nnls
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from furpe import correspondences  # noqa: E402
-from furpe.bodymodels import load_body_model  # noqa: E402
-from furpe.experts.conventions import CONVENTIONS  # noqa: E402
-from furpe.fitting.camera import intrinsics  # noqa: E402
-from furpe.render import Mesh, render  # noqa: E402
-from furpe.synthetic import SKIN_TONES, sample_params, vertex_colors  # noqa: E402
+from furpe.bodymodels import correspondences
+from furpe.bodymodels import load_body_model
+from furpe.core.vocab import CONVENTIONS
+from furpe.core.camera import intrinsics
+from furpe.render import Mesh, render
+from furpe.synthetic import SKIN_TONES, sample_params, vertex_colors
 
 YAWS = (-40, -25, -10, 0, 10, 25, 40)
 
