@@ -125,9 +125,8 @@ class MediaPipeBodyExpert(_GraphOwner):
     the mirrored image: that second Pose run's landmarks are mirrored back (left and right
     swapped through :data:`~furpe.core.vocab.POSE_FLIP`) and averaged with the first
     (2D, 3D and visibilities), when both runs found the same person (box IoU above
-    ``dedupe_iou``). BlazePose's depth errors in the two runs are partly independent: on 50
-    synthetic renders (seeds 0-49) the median PA-MPJPE of the 3D landmarks drops from 58.4 to
-    52.7 mm. It costs one more Pose run per person.
+    ``dedupe_iou``). BlazePose's depth errors in the two runs are partly independent, so the
+    average is more accurate. It costs one more Pose run per person.
 
     **Video.** With ``video=True`` the graphs run in tracking mode (``static_image_mode=False``,
     landmark smoothing on): feed consecutive frames of one video, and call :meth:`reset`
@@ -542,9 +541,9 @@ class MediaPipeFaceExpert(_GraphOwner):
       fraction of landmarks inside the image, ``agreement = exp(-d^2 / (2 sigma^2))`` where
       ``d`` is the mean distance between the mesh's nose tip, iris centres and mouth corners
       and BlazePose's nose, eyes and mouth corners (those visible), ``sigma = 0.3 *`` the
-      head extent (BlazePose's coarse head points sit 0.06-0.25 head extents from Face Mesh's
-      on faces that Face Mesh gets right, seeds 0-29 of the benchmark). A mesh whose nose tip is more than half the head extent from BlazePose's
-      nose is rejected (another face in the crop);
+      head extent (BlazePose's head points are coarse even where Face Mesh is right). A mesh
+      whose nose tip is more than half the head extent from BlazePose's nose is rejected
+      (another face in the crop);
     * ``confidence``: ``score`` for every landmark inside the image, 0 outside;
     * ``box``: the crop box used, in full-image pixels.
 
