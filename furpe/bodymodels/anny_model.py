@@ -29,6 +29,7 @@ import torch
 from furpe.bodymodels.base import BodyModel, HandBones, ParamBlock, Regressor
 from furpe.bodymodels.correspondences import load_regressors, pack_rows
 from furpe.core.files import atomic_write
+from furpe.core.vocab import DETAIL_PARTS
 
 #: Native (z up, facing -y) to camera-facing frame (y down, facing -z).
 ANNY_CANONICAL_ROTATION = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
@@ -280,7 +281,7 @@ class AnnyBodyModel(BodyModel):
         }
 
 
-_PART_NAMES = ("left_hand", "right_hand", "face", "body")
+_PART_NAMES = (*DETAIL_PARTS, "body")
 _DERIVED_NAME = "furpe_derived_v1.npz"
 
 

@@ -85,7 +85,7 @@ import torch
 from furpe.bodymodels.base import BodyModel, HandBones, ParamBlock, Regressor
 from furpe.core.errors import FurpeError, SetupError
 from furpe.core.rotations import rotvec_to_rotmat
-from furpe.core.vocab import IBUG68, MEDIAPIPE_HAND, MEDIAPIPE_POSE
+from furpe.core.vocab import IBUG68, MEDIAPIPE_HAND, MEDIAPIPE_POSE, PARTS
 
 SMPLX_JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -360,7 +360,7 @@ def _part_vertices(
     part[face] = "face"
     return {
         name: np.nonzero(part == name)[0].astype(np.int64)
-        for name in ("left_hand", "right_hand", "face", "body")
+        for name in PARTS
     }
 
 

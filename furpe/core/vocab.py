@@ -199,6 +199,14 @@ FACE_TO_IBUG68: dict[int, int] = {
 }
 
 
+#: The 7 NoW challenge landmarks and their Face Mesh indices (in NoW order).
+NOW7: tuple[str, ...] = ("right_eye_outer", "right_eye_inner", "left_eye_inner",
+                         "left_eye_outer", "nose_bottom", "mouth_right", "mouth_left")
+FACE_TO_NOW7: tuple[int, ...] = (FACE_RIGHT_EYE_OUTER, FACE_RIGHT_EYE_INNER,
+                                 FACE_LEFT_EYE_INNER, FACE_LEFT_EYE_OUTER, 2,
+                                 FACE_MOUTH_RIGHT, FACE_MOUTH_LEFT)
+
+
 FACE_FLIP: tuple[int, ...] = (
     0, 1, 2, 248, 4, 5, 6, 249, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 250, 251, 252,
     253, 254, 255, 256, 257, 258, 259, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 270,

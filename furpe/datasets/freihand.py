@@ -70,6 +70,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
+from furpe.core.vocab import part_convention
 from furpe.datasets.base import (
     Dataset,
     DatasetError,
@@ -93,7 +94,7 @@ FREIHAND_JOINT_NAMES = ("wrist",) + tuple(
     f"{finger}{k}" for finger in ("thumb", "index", "middle", "ring", "pinky")
     for k in range(1, 5))
 #: Keypoint sets of a :class:`Prediction` tried in this order.
-HAND_KEYPOINTS = ("mediapipe_hand_right", "mediapipe_hand_left")
+HAND_KEYPOINTS = tuple(part_convention("mediapipe_hand", p) for p in ("right_hand", "left_hand"))
 PRED_FOLDER = "freihand_predictions"
 _NAME = "freihand"
 _TRUE = {"1", "true", "yes", "on"}

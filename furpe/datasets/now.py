@@ -64,6 +64,7 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
+from furpe.core.vocab import FACE_TO_NOW7, NOW7
 from furpe.datasets.base import (
     Dataset,
     DatasetError,
@@ -83,10 +84,9 @@ RELEASE = "final_release_version"
 IMAGE_LISTS = {"validation": "imagepathsvalidation.txt", "test": "imagepathstest.txt"}
 _SPLIT_ALIASES = {"val": "validation", "validation": "validation", "test": "test"}
 CHALLENGES = ("multiview_neutral", "multiview_expressions", "multiview_occlusions", "selfie")
-NOW7_NAMES = ("right_eye_outer", "right_eye_inner", "left_eye_inner", "left_eye_outer",
-              "nose_bottom", "mouth_right", "mouth_left")
+NOW7_NAMES = NOW7
 #: MediaPipe Face Mesh indices of the 7 NoW landmarks, in NoW order.
-MEDIAPIPE_NOW7 = (33, 133, 362, 263, 2, 61, 291)
+MEDIAPIPE_NOW7 = FACE_TO_NOW7
 PRED_FOLDER = "predicted_meshes"
 
 

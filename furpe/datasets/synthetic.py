@@ -87,6 +87,7 @@ import numpy as np
 import furpe
 from furpe.datasets.base import Dataset, DatasetError, Prediction, ProtocolOptions, Sample, require
 from furpe.core.errors import FurpeError
+from furpe.core.vocab import DETAIL_PARTS
 from furpe.io.console import progress_bar
 
 __all__ = ["GENERATOR_VERSION", "DEFAULT_N", "PARTS", "GenerateSummary", "SyntheticDataset",
@@ -97,7 +98,7 @@ GENERATOR_VERSION = 2  # 2: occlusion counts in the visible flags
 #: The size of the standard set (``furpe make-synthetic OUT`` without ``--n``).
 DEFAULT_N = 200
 #: The parts whose vertex sets are in ``parts.npz`` and whose flags are in each ``gt`` file.
-PARTS = ("left_hand", "right_hand", "face", "body")
+PARTS = (*DETAIL_PARTS, "body")  # the order of the arrays in the files
 FORMAT = "furpe-synthetic"
 _NAME = "synthetic"
 _MAKE_HINT = "run 'furpe make-synthetic {root} --n 200 --seed 0' to generate the set"
