@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from furpe.core.errors import SetupError
+from furpe.core.files import jsonable
 from furpe.core.registry import names
 from furpe.fitting.fit import FitConfig
 from furpe.selection import DEFAULT_THRESHOLDS, SelectionScheme, Thresholds
@@ -78,19 +79,11 @@ class ReconstructConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested JSON-able dicts (tuples as lists)."""
-        return _plain(dataclasses.asdict(self))
+        return jsonable(dataclasses.asdict(self))
 
     def replace(self, **changes: Any) -> "ReconstructConfig":
         """A copy with some top-level fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:

@@ -83,3 +83,12 @@ def read_json(path: str | os.PathLike[str]) -> Any | None:
             return json.load(fh)
     except (OSError, ValueError):
         return None
+
+
+def jsonable(x: Any) -> Any:
+    """Nested dicts, lists and tuples as JSON's objects (string keys) and lists."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x

@@ -87,6 +87,7 @@ import numpy as np
 import furpe
 from furpe.datasets.base import Dataset, DatasetError, Prediction, ProtocolOptions, Sample, require
 from furpe.core.errors import FurpeError
+from furpe.core.files import jsonable
 from furpe.core.vocab import DETAIL_PARTS
 from furpe.io.console import progress_bar
 
@@ -238,7 +239,7 @@ def _manifest(model, seed: int, n: int, width: int, height: int, backend: str) -
         "parts": list(PARTS),
         "visibility": {"min_inside": MIN_INSIDE, "min_pixels": dict(MIN_PART_PIXELS),
                        "min_seen": dict(MIN_SEEN)},
-        "ranges": {"pose": _jsonable(asdict(VARIED)), "scene": _jsonable(asdict(SceneRanges()))},
+        "ranges": {"pose": jsonable(asdict(VARIED)), "scene": jsonable(asdict(SceneRanges()))},
         "keypoints": {c: list(r.names) for c, r in sorted(model.regressors.items())},
         "joint_names": list(model.joint_names),
         "units": UNITS,
@@ -246,14 +247,6 @@ def _manifest(model, seed: int, n: int, width: int, height: int, backend: str) -
         "files": {"images": "images/<id>.png", "gt": "gt/<id>.npz", "parts": "parts.npz"},
         "samples": [sample_id(i) for i in range(n)],
     }
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int = 640,
