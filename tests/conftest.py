@@ -23,3 +23,12 @@ def reconstructor(anny_model):
     from furpe.pipeline import Reconstructor
 
     return Reconstructor(ReconstructConfig(device="cpu"), body_model=anny_model)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test using the real ``reconstructor`` (directly or through another fixture) runs
+    the MediaPipe graphs and the whole-body fit: it is marked ``slow`` and ``mediapipe``."""
+    for item in items:
+        if "reconstructor" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.mediapipe)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def _anny_reference(model, params):
     """Vertices and joints from Anny's own forward pass, placed like ``BodyModel.forward``."""
     import roma
 
-    from furpe.bodymodels.base import rotvec_to_rotmat
+    from furpe.core.rotations import rotvec_to_rotmat
 
     nb = len(model.joint_names)
     rv = torch.zeros(1, nb, 3)

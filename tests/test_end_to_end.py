@@ -1,11 +1,15 @@
 """Acceptance tests: the real ``furpe reconstruct`` command (MediaPipe experts + Anny fit), in
 process, on synthetic renders with exact ground truth and on a real photograph.
 
-Errors are measured after Procrustes alignment (furpe.evaluation.metrics). Measured values
-(seeds 1 and 2, 640x640, 2.6 m) are noted next to each fixed threshold.
+Errors are measured after Procrustes alignment (furpe.metrics), each part against the same
+reconstruction with that part at rest. Measured values (640x640, 2.6 m) are noted next to
+each threshold.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +18,12 @@ import torch
 
 from furpe.bodymodels.base import apply_regressor
 from furpe.cli import main
-from furpe.evaluation.metrics import pa_mpjpe
+from furpe.metrics import displacement_error, pa_mpjpe, pa_pve
 from furpe.io.outputs import read_json, read_ply, write_image
-from furpe.synthetic import make_person
+from furpe.synthetic import SyntheticPerson, make_person
+
+# Every test here runs the real ``furpe reconstruct`` (MediaPipe experts + Anny fit).
+pytestmark = [pytest.mark.slow, pytest.mark.mediapipe]
 
 
 def pa_error(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -27,11 +34,24 @@ def pa_error(pred: np.ndarray, gt: np.ndarray) -> float:
 REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "examples" / "astronaut.jpg"
 
-MAX_FACE_PVE = 0.004  # measured 0.3-0.6 mm
-MAX_BODY_PVE = 0.060  # body-part vertices, measured 23-30 mm
-MAX_COCO_PA_MPJPE = 0.060  # 23 COCO(+feet) keypoints, measured 30-39 mm
-MAX_JOINTS_PA_MPJPE = 0.100  # all 104 Anny joints (incl. fingers and toes), measured 43-67 mm
-MAX_ACCEPTED_HAND_PVE = 0.045  # measured 12-31 mm
+# Part accuracy is judged against the same reconstruction with that part put back at rest
+# (``model.at_rest``: what the fit scores without that part's expert), so a fit that ignores
+# a part fails. Measured values (seeds 1 and 2, 640x640, 2.6 m): fitted / at rest.
+MAX_BODY_VS_REST = 0.8  # body-part PA-PVE: 24.5 / 55.1 mm (0.44), 33.7 / 52.0 mm (0.65)
+MAX_COCO_VS_REST = 0.7  # COCO(+feet) PA-MPJPE: 25.9 / 76.1 mm (0.34), 33.9 / 77.6 mm (0.44)
+MAX_BODY_PVE = 0.060  # body-part vertices, measured 24-34 mm
+MAX_COCO_PA_MPJPE = 0.060  # 23 COCO(+feet) keypoints, measured 26-34 mm
+MAX_JOINTS_PA_MPJPE = 0.100  # all 104 Anny joints (incl. fingers and toes), measured 36-51 mm
+MAX_ACCEPTED_HAND_PVE = 0.045  # an absolute guard, measured 11-31 mm; see the at-rest test
+# Seeds 1 and 2 carry almost no expression (the true face scores 0.2 and 0.6 mm PA-PVE against
+# its own expression at rest), below what the expert resolves at 2.6 m: there the face is
+# only checked not to be made much worse than at rest (measured 0.94 / 0.74 mm, 0.73 / 0.74
+# mm). The face's accuracy is checked on seed 4, whose expression is clear.
+MAX_FACE_NO_HARM = 1.5
+FACE_SEED = 4  # jaw open 0.23, brow down 0.36: the true face is 1.3 mm from its rest
+MAX_FACE_EXPRESSION_VS_REST = 0.7  # expression error, measured 0.50 / 0.97 mm (0.52)
+MAX_FACE_PVE_VS_REST = 0.85  # face PA-PVE, measured 1.24 / 1.74 mm (0.71)
+MAX_HAND_VS_REST = 0.8
 
 
 def _cli(args, capsys) -> tuple[int, str]:
@@ -45,33 +65,88 @@ def _coco(model, vertices, joints) -> np.ndarray:
     return apply_regressor(model.regressors["coco"], pts)[0].numpy()
 
 
+def _at_rest(model, params: dict, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and joints of a reconstructed person (the JSON's unbatched parameters) with
+    only ``part``'s blocks put back to their neutral values."""
+    p = {k: torch.as_tensor(np.asarray(v), dtype=torch.float32)[None] for k, v in params.items()}
+    with torch.no_grad():
+        out = model(model.at_rest(p, part))
+    return out.vertices[0].numpy(), out.joints[0].numpy()
+
+
+@dataclass
+class SyntheticRun:
+    truth: SyntheticPerson
+    person: dict  # the person's record in the output JSON
+    vertices: np.ndarray
+    faces: np.ndarray
+    joints: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(anny_model, tmp_path_factory):
+    """``furpe reconstruct`` on the synthetic render of a seed (640x640, 2.6 m), once per seed."""
+    runs: dict[int, SyntheticRun] = {}
+
+    def run(seed: int) -> SyntheticRun:
+        if seed not in runs:
+            sp = make_person(anny_model, seed, 640, 640, distance=2.6)
+            folder = tmp_path_factory.mktemp(f"person{seed}")
+            png = folder / f"person{seed}.png"
+            write_image(png, sp.image)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = main(["reconstruct", str(png), "-o", str(folder / "out"), "-q"])
+            assert code == 0, err.getvalue()
+            doc = read_json(folder / "out" / f"person{seed}.json")
+            assert doc["status"] == "ok" and len(doc["people"]) == 1
+            person = doc["people"][0]
+            verts, faces = read_ply(folder / "out" / person["mesh"])
+            joints = np.array([person["joints"][n] for n in anny_model.joint_names],
+                              dtype=np.float64)
+            runs[seed] = SyntheticRun(sp, person, verts, faces, joints)
+        return runs[seed]
+
+    return run
+
+
+def _face_errors(m, r: SyntheticRun) -> tuple[float, float, float, float]:
+    """Face PA-PVE and expression error (mm) of the fit and of the fit with the face at rest."""
+    idx = m.part_vertices["face"]
+    rest = _at_rest(m, r.person["params"], "face")[0][idx]
+    with torch.no_grad():
+        gt_rest = m(m.at_rest(r.truth.params, "face")).vertices[0].numpy()[idx]
+    fit, gt = r.vertices[idx], r.truth.vertices[idx]
+    return (pa_pve(fit, gt), pa_pve(rest, gt), displacement_error(fit, rest, gt, gt_rest),
+            displacement_error(rest, rest, gt, gt_rest))
+
+
 @pytest.mark.parametrize("seed", [1, 2])
-def test_synthetic_person_errors(anny_model, tmp_path, capsys, seed):
+def test_synthetic_person_errors(anny_model, synthetic_run, seed):
     m = anny_model
-    sp = make_person(m, seed, 640, 640, distance=2.6)
+    r = synthetic_run(seed)
+    sp, person, verts, joints = r.truth, r.person, r.vertices, r.joints
     assert sp.visible["left_hand"] and sp.visible["right_hand"] and sp.visible["face"]
-    png = tmp_path / f"person{seed}.png"
-    write_image(png, sp.image)
-    out = tmp_path / "out"
-    code, err = _cli([png, "-o", out], capsys)
-    assert code == 0, err
-    doc = read_json(out / f"person{seed}.json")
-    assert doc["status"] == "ok" and len(doc["people"]) == 1
-    person = doc["people"][0]
-    verts, faces = read_ply(out / person["mesh"])
     assert verts.shape == (m.num_vertices, 3)
-    np.testing.assert_array_equal(faces, m.faces)
-    joints = np.array([person["joints"][n] for n in m.joint_names], dtype=np.float64)
+    np.testing.assert_array_equal(r.faces, m.faces)
 
     errors = {part: pa_error(verts[idx], sp.vertices[idx]) for part, idx in m.part_vertices.items()}
     coco = pa_error(_coco(m, verts, joints), _coco(m, sp.vertices, sp.joints))
     all_joints = pa_error(joints, sp.joints)
+    body_rest_v, body_rest_j = _at_rest(m, person["params"], "body")
+    body_rest = pa_error(body_rest_v[m.part_vertices["body"]], sp.vertices[m.part_vertices["body"]])
+    coco_rest = pa_error(_coco(m, body_rest_v, body_rest_j), _coco(m, sp.vertices, sp.joints))
+    face, face_rest, _, _ = _face_errors(m, r)
     print(f"\nseed {seed}: " + ", ".join(f"{k} {v * 1000:.1f} mm" for k, v in errors.items())
           + f", coco PA-MPJPE {coco * 1000:.1f} mm, joints PA-MPJPE {all_joints * 1000:.1f} mm, "
+          + f"at rest: body {body_rest * 1000:.1f} mm, coco {coco_rest * 1000:.1f} mm, "
+          + f"face {face_rest:.2f} mm; "
           + "accepted " + str({k: v["accepted"] for k, v in person["parts"].items()}))
     assert person["parts"]["body"]["accepted"]
     assert person["parts"]["face"]["accepted"]
-    assert errors["face"] < MAX_FACE_PVE
+    assert face < MAX_FACE_NO_HARM * face_rest, (face, face_rest)
+    assert errors["body"] < MAX_BODY_VS_REST * body_rest, (errors["body"], body_rest)
+    assert coco < MAX_COCO_VS_REST * coco_rest, (coco, coco_rest)
     assert errors["body"] < MAX_BODY_PVE
     assert coco < MAX_COCO_PA_MPJPE
     assert all_joints < MAX_JOINTS_PA_MPJPE
@@ -79,6 +154,42 @@ def test_synthetic_person_errors(anny_model, tmp_path, capsys, seed):
     assert accepted, "no hand was accepted"
     for hand in accepted:
         assert errors[hand] < MAX_ACCEPTED_HAND_PVE, (hand, errors[hand])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known limit (README, Known limits): the fitted fingers score worse than the same fit "
+    "with the hand at rest; measured fitted / at rest PA-PVE: seed 1 left 11.5 / 7.3 mm, "
+    "right 23.1 / 15.4 mm; seed 2 left 30.9 / 16.6 mm, right 23.5 / 24.4 mm. Strict: when the "
+    "hands get better than at rest this fails, and the xfail should go"))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_synthetic_accepted_hands_beat_hands_at_rest(anny_model, synthetic_run, seed):
+    m = anny_model
+    r = synthetic_run(seed)
+    accepted = [h for h in ("left_hand", "right_hand") if r.person["parts"][h]["accepted"]]
+    assert accepted, "no hand was accepted"
+    report = {}
+    for hand in accepted:
+        idx = m.part_vertices[hand]
+        rest = _at_rest(m, r.person["params"], hand)[0][idx]
+        report[hand] = (pa_pve(r.vertices[idx], r.truth.vertices[idx]),
+                        pa_pve(rest, r.truth.vertices[idx]))
+    print(f"\nseed {seed} hand PA-PVE fitted / at rest: "
+          + ", ".join(f"{h} {e:.1f} / {b:.1f} mm" for h, (e, b) in report.items()))
+    for hand, (err, rest) in report.items():
+        assert err < MAX_HAND_VS_REST * rest, (hand, err, rest)
+
+
+def test_synthetic_face_beats_face_at_rest(anny_model, synthetic_run):
+    """On a face with a clear expression the fitted face is closer to the truth than the same
+    fit with the expression (and gaze) at rest, both overall and in what the expression does."""
+    r = synthetic_run(FACE_SEED)
+    assert r.truth.visible["face"]
+    assert r.person["parts"]["face"]["accepted"], r.person["parts"]["face"]
+    face, face_rest, expr, expr_rest = _face_errors(anny_model, r)
+    print(f"\nseed {FACE_SEED} face PA-PVE {face:.2f} mm (at rest {face_rest:.2f} mm), "
+          f"expression error {expr:.2f} mm (at rest {expr_rest:.2f} mm)")
+    assert expr < MAX_FACE_EXPRESSION_VS_REST * expr_rest, (expr, expr_rest)
+    assert face < MAX_FACE_PVE_VS_REST * face_rest, (face, face_rest)
 
 
 def test_astronaut_photo(anny_model, tmp_path, capsys):

@@ -64,7 +64,10 @@ def test_freihand_layout_end_to_end(tmp_path, anny_model, reconstructor, person)
     record = json.loads(line)
     err = record["metrics"]["pa_mpjpe_mm"]
     print(f"\nFreiHAND-layout hand crop: PA-MPJPE {err:.1f} mm")
-    assert 0 < err < 30.0  # the MediaPipe hand on a 224 px render of an Anny hand
+    # The MediaPipe hand on a 224 px render of an Anny hand. A bound on the layout's plumbing
+    # (K scaled, the right hand, metres), not an accuracy target: the hand's accuracy against
+    # the same fit with the hand at rest is test_part_crops' (a known limit, xfail).
+    assert 0 < err < 30.0
     assert "pa_pve_mm" not in record["metrics"]  # no MANO mesh, no mesh metric
     xyz_pred, verts_pred = json.loads((out / "pred.json").read_text())
     assert np.asarray(xyz_pred).shape == (1, 21, 3) and verts_pred == [[]]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from furpe.errors import FurpeError
-from furpe.evaluation import metrics
-from furpe.fitting.camera import intrinsics, project
+from furpe.core.errors import FurpeError
+from furpe import metrics
+from furpe.core.camera import intrinsics, project
 from furpe.fitting.fit import Fitter
 from furpe.synthetic import exact_observations, sample_params
 
@@ -37,8 +37,17 @@ W = H = 640
 # Thresholds (measured values on seeds 1 and 2, 2 CPU threads, in the comments).
 MAX_RESIDUAL = {"body": 0.01, "left_hand": 0.03, "right_hand": 0.03, "face": 0.02}  # 0.25-0.4%, 0.3-1.2%, 0.3-1.2%, 0.5-1.0%
 MAX_JOINTS_PA = 0.080  # PA-MPJPE over the 104 joints: measured 38-53 mm
-MAX_PART_PVE = {"body": 0.070, "left_hand": 0.025, "right_hand": 0.025, "face": 0.002}
-# measured: body 25-43 mm, hands 3-15 mm, face 0.4-0.6 mm
+MAX_PART_PVE = {"body": 0.070, "left_hand": 0.025, "right_hand": 0.025}
+# measured: body 9-11 mm, hands 3-4 mm
+# Each part against the same fit with that part at rest (``model.at_rest``: what the fit scores
+# without that part's observation): fitted / at rest PA-PVE, measured body 8.8 / 55.5 mm and
+# 11.2 / 52.0 mm (0.16, 0.22), hands 3.5 / 7.2, 4.0 / 15.5, 3.5 / 16.6, 3.3 / 24.4 mm (0.14-0.49).
+MAX_PART_VS_REST = {"body": 0.5, "left_hand": 0.7, "right_hand": 0.7}
+# Seeds 1 and 2 carry almost no expression (the true face is 0.2 and 0.6 mm PA-PVE from its
+# rest) and the fit does not recover it (measured 0.79 / 0.63 mm and 0.80 / 0.80 mm): here the
+# face is only checked not to be made much worse than at rest. Its accuracy against its rest
+# is checked by test_part_only_input_fits_that_part on a clear expression.
+MAX_FACE_NO_HARM = 1.5
 MAX_BEARING_DEG = 2.0  # measured 0.5-0.65 deg
 MAX_DEPTH_ERR = 0.10  # metres, seed 2: measured 0.016-0.033
 
@@ -84,11 +93,14 @@ def _bearing_deg(a, b) -> float:
     return math.degrees(math.acos(min(1.0, max(-1.0, c))))
 
 
+@pytest.mark.slow
 def test_fit_recovers_known_people(anny_model, cold_fit):
     m = anny_model
     params, out, _, fit, _ = cold_fit
     gt_v, gt_j = out.vertices.numpy(), out.joints.numpy()
     pv, pj = fit.output.vertices.numpy(), fit.output.joints.numpy()
+    with torch.no_grad():
+        rest = {part: m(m.at_rest(fit.params, part)).vertices.numpy() for part in m.part_vertices}
     report = []
     for b in range(2):
         for part, limit in MAX_RESIDUAL.items():
@@ -100,8 +112,13 @@ def test_fit_recovers_known_people(anny_model, cold_fit):
         assert e < MAX_JOINTS_PA, (b, e)
         for part, idx in m.part_vertices.items():
             e = pa_error(pv[b, idx], gt_v[b, idx])
-            report.append(f"p{b} PA-PVE {part} {e * 1000:.1f} mm")
-            assert e < MAX_PART_PVE[part], (b, part, e)
+            base = pa_error(rest[part][b, idx], gt_v[b, idx])
+            report.append(f"p{b} PA-PVE {part} {e * 1000:.1f} mm (at rest {base * 1000:.1f} mm)")
+            if part == "face":
+                assert e < MAX_FACE_NO_HARM * base, (b, part, e, base)
+            else:
+                assert e < MAX_PART_PVE[part], (b, part, e)
+                assert e < MAX_PART_VS_REST[part] * base, (b, part, e, base)
         t_fit, t_gt = fit.params["transl"][b].numpy(), params["transl"][b].numpy()
         bearing = _bearing_deg(t_fit, t_gt)
         report.append(f"p{b} bearing {bearing:.2f} deg, depth err {abs(t_fit[2] - t_gt[2]):.3f} m")
@@ -111,6 +128,7 @@ def test_fit_recovers_known_people(anny_model, cold_fit):
     print("\n" + "\n".join(report))
 
 
+@pytest.mark.slow
 def test_batch_members_are_fitted_independently(anny_model, cold_fit):
     """Each person of a batch gets its own parameters, not an average."""
     params, out, people, fit, _ = cold_fit
@@ -162,11 +180,15 @@ def test_no_observation_at_all_is_an_error(anny_model):
         Fitter(anny_model).fit(people, intrinsics(W, H))
 
 
-@pytest.mark.parametrize("part", ["face", "right_hand"])
-def test_part_only_input_fits_that_part(anny_model, part):
-    """A head or hand crop: only that part is observed; it is fitted, the body stays at rest."""
+# Seed 8's face has a clear expression (jaw open 0.38, an eye closed 0.35); seed 5's is small
+# (fitted 0.56 / at rest 0.79 mm, too close to tell apart).
+@pytest.mark.slow
+@pytest.mark.parametrize("part, seed", [("face", 8), ("right_hand", 5)])
+def test_part_only_input_fits_that_part(anny_model, part, seed):
+    """A head or hand crop: only that part is observed; it is fitted, the body stays at rest,
+    and the part is clearly closer to the truth than the same fit with that part at rest."""
     m = anny_model
-    params = sample_params(m, np.random.default_rng(5), distance=1.0)
+    params = sample_params(m, np.random.default_rng(seed), distance=1.0)
     out, people = _observe(m, params)
     person = people[0]
     for other in list(person.parts):
@@ -177,18 +199,28 @@ def test_part_only_input_fits_that_part(anny_model, part):
     assert float(fit.residual[part][0]) < MAX_RESIDUAL[part], float(fit.residual[part][0])
     idx = m.part_vertices[part]
     err = pa_error(fit.output.vertices[0, idx].numpy(), out.vertices[0, idx].numpy())
-    neutral = m(m.neutral_params(1)).vertices[0, idx].detach().numpy()
-    base = pa_error(neutral, out.vertices[0, idx].numpy())
-    print(f"\n{part} only: PA-PVE {err * 1000:.1f} mm (neutral {base * 1000:.1f} mm)")
-    assert err < 0.8 * base
+    with torch.no_grad():
+        rest = m(m.at_rest(fit.params, part)).vertices[0, idx].numpy()
+        gt_rest = m(m.at_rest(params, part)).vertices[0, idx].numpy()
+    gt = out.vertices[0, idx].numpy()
+    base = pa_error(rest, gt)
+    print(f"\n{part} only: PA-PVE {err * 1000:.2f} mm (at rest {base * 1000:.2f} mm)")
+    assert err < 0.6 * base  # measured face 0.71 / 2.13 mm (0.34), hand 4.2 / 14.2 mm (0.30)
+    if part == "face":  # what the expression does, apart from the identity shape
+        expr = metrics.displacement_error(fit.output.vertices[0, idx].numpy(), rest, gt, gt_rest)
+        expr_base = metrics.displacement_error(rest, rest, gt, gt_rest)
+        print(f"expression error {expr:.2f} mm (at rest {expr_base:.2f} mm)")
+        assert expr < 0.5 * expr_base  # measured 0.25 / 1.60 mm (0.15)
     assert torch.equal(fit.params["body_pose"], m.neutral_params(1)["body_pose"])
     # In the camera frame the part lands about where it is. A crop alone knows the depth only
-    # up to the part's size (the shape is free): measured 20 % for a hand, 2 % for a face -> allow 25 %.
+    # up to the part's size (the shape is free): measured 20 % for a hand (seed 5), 8 % for a
+    # face (seed 8) -> allow 25 %.
     z_fit = fit.output.vertices[0, idx, 2].mean()
     z_gt = out.vertices[0, idx, 2].mean()
     assert abs(float(z_fit - z_gt)) < 0.25 * float(z_gt)
 
 
+@pytest.mark.slow
 def test_warm_start_from_truth_is_fast_and_stays(anny_model, cold_fit):
     params, out, people, _, cold_calls = cold_fit
     fitter = Fitter(anny_model)

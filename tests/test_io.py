@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import furpe
-from furpe.errors import InputError
+from furpe.core.errors import InputError
 from furpe.io.inputs import collect_inputs, read_image
 from furpe.io.outputs import (SCHEMA_VERSION, atomic_write, frame_from_dict, frame_to_dict,
                               read_ply, write_frame_outputs, write_image, write_json, write_ply)

@@ -1,4 +1,4 @@
-"""Evaluation metrics (furpe.evaluation.metrics): metres in, millimetres out."""
+"""Evaluation metrics (furpe.metrics): metres in, millimetres out."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from furpe.evaluation import metrics as M
+from furpe import metrics as M
 
 
 def _rotation(axis, angle: float) -> np.ndarray:

@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 import furpe.render as render_mod
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
 from furpe.render import NEAR, Mesh, available_backends, overlay, render
 
 HAS_EGL = "egl" in available_backends()
 NO_EGL = "no EGL OpenGL context could be created here (moderngl/libEGL/Mesa missing)"
-BACKENDS = ["software", pytest.param("egl", marks=pytest.mark.skipif(not HAS_EGL, reason=NO_EGL))]
+needs_egl = [pytest.mark.egl, pytest.mark.skipif(not HAS_EGL, reason=NO_EGL)]
+BACKENDS = ["software", pytest.param("egl", marks=needs_egl)]
 
 
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -279,6 +280,7 @@ def test_bad_inputs_raise() -> None:
         render([good], K, 32, 24, backend="software", light_dir=(0, 0, 0))
 
 
+@pytest.mark.egl
 @pytest.mark.skipif(not HAS_EGL, reason=NO_EGL)
 def test_egl_and_software_agree() -> None:
     K = intrinsics(520.0, 500.0, 250.0, 262.0)
@@ -299,6 +301,7 @@ def test_egl_and_software_agree() -> None:
     np.testing.assert_array_equal(gl.color[~(gl.mask | sw.mask)], bg[~(gl.mask | sw.mask)])
 
 
+@pytest.mark.egl
 @pytest.mark.skipif(not HAS_EGL, reason=NO_EGL)
 def test_egl_reuses_context_across_sizes() -> None:
     from furpe.render import gl

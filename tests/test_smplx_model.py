@@ -351,6 +351,8 @@ def test_face_mesh_observations_fit_smplx_through_ibug68(model):
         resolve_convention(dict(model.regressors), "face", "dlib_5")
 
 
+@pytest.mark.slow
+@pytest.mark.mediapipe
 def test_real_photo_through_the_pipeline_with_smplx(model):
     """The whole pipeline with SMPL-X on a real photo: body, hands and the Face Mesh face all
     reach the fit (the face through iBUG-68), and a person comes out in the camera frame."""

@@ -16,7 +16,7 @@ from furpe.cli import main
 from furpe.datasets import DatasetError, Prediction, ProtocolOptions, load_dataset
 from furpe.datasets.synthetic import (GENERATOR_VERSION, PARTS, SyntheticDataset, generate,
                                       read_npz, sample_id)
-from furpe.errors import FurpeError
+from furpe.core.errors import FurpeError
 from furpe.io.inputs import read_image
 from furpe.synthetic import (MIN_PART_PIXELS, MIN_SEEN, STANDING, VARIED, anny_age_from_years,
                              part_visibility, sample_params, years_from_anny_age)
