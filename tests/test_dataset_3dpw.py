@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from furpe.bodymodels.synthetic_smpl import write_synthetic_smpl
+from synthetic_models import write_synthetic_smpl
 from furpe.datasets import DatasetError, Prediction, ProtocolOptions, load_dataset
 from furpe.datasets.joints import H36M_TO_J14, MEDIAPIPE_TO_LIMBS12
 from furpe.datasets.pw3d import ThreeDPW, find_smpl_file

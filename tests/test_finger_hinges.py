@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from furpe.bodymodels.smplx_model import SMPLXBodyModel
-from furpe.bodymodels.synthetic_smplx import write_synthetic_smplx
+from synthetic_models import write_synthetic_smplx
 from furpe.fitting.fit import FitConfig, Fitter
 
 

@@ -17,7 +17,7 @@ from furpe.bodymodels.smplx_model import (
     SMPLXBodyModel,
     _vertex_points,
 )
-from furpe.bodymodels.synthetic_smplx import synthetic_joints, write_synthetic_smplx
+from synthetic_models import synthetic_joints, write_synthetic_smplx
 from furpe.core.errors import FurpeError
 
 J = {n: j for j, n in enumerate(SMPLX_JOINT_NAMES)}
