@@ -32,8 +32,6 @@ PARTS: tuple[Part, ...] = ("body", "left_hand", "right_hand", "face")
 DETAIL_PARTS: tuple[Part, ...] = ("left_hand", "right_hand", "face")
 #: The order in which parts can place a whole model (body, else face, else a hand).
 ANCHOR_ORDER: tuple[Part, ...] = ("body", "face", "left_hand", "right_hand")
-#: Keys of the parameter-block ``part`` field besides :data:`PARTS`.
-BLOCK_GROUPS: tuple[str, ...] = ("global", "shape")
 
 
 def part_convention(convention: str, part: str) -> str:
