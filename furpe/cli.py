@@ -287,6 +287,10 @@ def main(argv: Sequence[str] | None = None,
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if getattr(args, "debug", False):
+        from furpe.core.logs import set_verbose
+
+        set_verbose(True)
     if args.command == "evaluate":
         return _evaluate(args, method_factory or default_method_factory)
     if args.command == "make-synthetic":

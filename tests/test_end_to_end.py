@@ -273,3 +273,24 @@ def test_short_video(tmp_path, capsys):
         frames = list(reader.frames())
     assert len(frames) == 3
     assert frames[0].shape == image.shape
+
+
+def test_native_logs_stay_off_the_terminal(tmp_path):
+    """A normal run of the bundled example prints its summary line and nothing from MediaPipe,
+    absl, glog or TFLite; ``--debug`` lets them through."""
+    import os
+    import subprocess
+    import sys
+
+    def run(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "furpe", "reconstruct", str(ASTRONAUT), "-o", str(tmp_path),
+             "--no-overlay", "--no-mesh", *extra],
+            capture_output=True, text=True, timeout=600, env={**os.environ})
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr.splitlines() == [
+        f"furpe: 1 image: 1 ok, 0 failed; 1 person; results in {tmp_path}"], quiet.stderr
+    loud = run("--debug")
+    assert loud.returncode == 0 and len(loud.stderr.splitlines()) > 1  # the native lines

@@ -34,6 +34,7 @@ from furpe.core import vocab as C
 from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, box_iou,
                               crop_square, crop_to_image, expand_box, face_crop_box,
                               hand_crop_box, landmark_box, points_inside, square_box)
+from furpe.core.logs import native_quiet, quiet_environment
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
 
@@ -48,10 +49,29 @@ def _body_score(visibility: np.ndarray) -> float:
 
 
 def _mp_solutions() -> Any:
-    """``mediapipe.solutions``, imported on first use."""
-    import mediapipe as mp
+    """``mediapipe.solutions``, imported on first use (its native log lines silenced)."""
+    quiet_environment()
+    with native_quiet():
+        import mediapipe as mp
 
     return mp.solutions
+
+
+class _QuietGraph:
+    """A MediaPipe solution graph whose ``process`` runs with native logs silenced."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+
+    def process(self, image: np.ndarray) -> Any:
+        with native_quiet():
+            return self.graph.process(image)
+
+    def reset(self) -> None:
+        self.graph.reset()
+
+    def close(self) -> None:
+        self.graph.close()
 
 
 class _GraphOwner:
@@ -63,7 +83,8 @@ class _GraphOwner:
     def _graph(self, key: Any) -> Any:
         g = self._graphs.get(key)
         if g is None:
-            g = self._graphs[key] = self._make_graph(key)
+            with native_quiet():
+                g = self._graphs[key] = _QuietGraph(self._make_graph(key))
         return g
 
     def _make_graph(self, key: Any) -> Any:  # pragma: no cover - overridden
