@@ -32,6 +32,8 @@ _ENTRIES: dict[str, dict[str, Any]] = {
         "mediapipe_pose": "furpe.experts.mediapipe_experts:MediaPipeBodyExpert",
         "mediapipe_hands": "furpe.experts.mediapipe_experts:MediaPipeHandExpert",
         "mediapipe_face_mesh": "furpe.experts.mediapipe_experts:MediaPipeFaceExpert",
+        "mediapipe_face_landmarker":
+            "furpe.experts.mediapipe_experts:MediaPipeFaceLandmarkerExpert",
     },
     "body_model": {
         "anny": "furpe.bodymodels.anny_model:load_anny",

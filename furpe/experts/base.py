@@ -31,6 +31,8 @@ class PartObservation:
         box: crop box (x0, y0, x1, y1) in full-image pixels that the expert looked at.
         score: the expert's overall detection/presence confidence in [0, 1].
         expert: name of the expert that produced it.
+        blendshapes: optional facial blendshape scores in [0, 1] by ARKit name
+            (``jawOpen``, ``eyeBlinkLeft``, ...), for a face.
     """
 
     part: Part
@@ -41,6 +43,7 @@ class PartObservation:
     box: tuple[float, float, float, float] | None = None
     score: float = 1.0
     expert: str = ""
+    blendshapes: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.keypoints_2d = np.asarray(self.keypoints_2d, dtype=np.float64).reshape(-1, 2)

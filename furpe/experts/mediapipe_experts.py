@@ -35,6 +35,7 @@ from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, box
                               crop_square, crop_to_image, expand_box, face_crop_box,
                               hand_crop_box, landmark_box, points_inside, square_box)
 from furpe.core.logs import native_quiet, quiet_environment
+from furpe.experts.models import model_path
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
 
@@ -484,7 +485,6 @@ class MediaPipeHandExpert(_GraphOwner):
             expert=self.name,
         )
 
-
     def _run_hands(self, img: np.ndarray, box: Box) -> tuple[Any, Box, list[np.ndarray]]:
         """MediaPipe Hands on a square crop: the raw result, the crop box used and each hand's
         21 landmarks in full-image pixels."""
@@ -625,7 +625,7 @@ class MediaPipeFaceExpert(_GraphOwner):
         found = self._detect_in_crop(img, box)
         if found is None:
             return None
-        kp2d, used = found
+        kp2d, used, blendshapes = found
         height, width = img.shape[:2]
         head_extent = (box[2] - box[0]) / self.crop_scale
         vis = body.confidence
@@ -638,7 +638,8 @@ class MediaPipeFaceExpert(_GraphOwner):
             if vis[b] >= self.min_head_visibility
         ]
         return self._observation(kp2d, used, width, height,
-                                 agreement=self._agreement(dists, head_extent))
+                                 agreement=self._agreement(dists, head_extent),
+                                 blendshapes=blendshapes)
 
     def observe_face_in_box(
         self, image: np.ndarray, box: Box | None = None
@@ -653,22 +654,27 @@ class MediaPipeFaceExpert(_GraphOwner):
         found = self._detect_in_crop(img, box)
         if found is None:
             return None
-        return self._observation(found[0], found[1], w, h, agreement=1.0)
+        return self._observation(found[0], found[1], w, h, agreement=1.0, blendshapes=found[2])
 
-    def _detect_in_crop(self, img: np.ndarray, box: Box) -> tuple[np.ndarray, Box] | None:
-        """Face Mesh's 478 landmarks (full-image pixels) in a square crop, and the crop."""
+    def _detect_in_crop(self, img: np.ndarray, box: Box
+                        ) -> tuple[np.ndarray, Box, dict[str, float] | None] | None:
+        """The 478 landmarks (full-image pixels) in a square crop, the crop, and the
+        blendshapes (None when the model gives none)."""
         height, width = img.shape[:2]
         if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
             return None
         crop, used = crop_square(img, box, self.crop_size)
-        result = self._graph("face").process(crop)
+        found = self._landmarks(self._graph("face").process(crop))
+        if found is None or len(found[0]) != C.FACE_MESH_REFINED_SIZE:
+            return None
+        return crop_to_image(found[0], used), used, found[1]
+
+    @staticmethod
+    def _landmarks(result: Any) -> tuple[list[list[float]], dict[str, float] | None] | None:
+        """Normalised crop coordinates of the first face (and its blendshapes), or None."""
         if not result.multi_face_landmarks:
             return None
-        kp2d = crop_to_image([[lm.x, lm.y] for lm in result.multi_face_landmarks[0].landmark],
-                             used)
-        if len(kp2d) != C.FACE_MESH_REFINED_SIZE:
-            return None
-        return kp2d, used
+        return [[lm.x, lm.y] for lm in result.multi_face_landmarks[0].landmark], None
 
     @staticmethod
     def _agreement(dists: list[float], head_extent: float) -> float:
@@ -680,7 +686,8 @@ class MediaPipeFaceExpert(_GraphOwner):
         return agreement
 
     def _observation(self, kp2d: np.ndarray, used: Box, width: int, height: int,
-                     agreement: float) -> PartObservation:
+                     agreement: float, blendshapes: dict[str, float] | None = None
+                     ) -> PartObservation:
         inside = points_inside(kp2d, width, height)
         score = float(inside.mean()) * agreement
         return PartObservation(
@@ -692,4 +699,60 @@ class MediaPipeFaceExpert(_GraphOwner):
             box=used,
             score=score,
             expert=self.name,
+            blendshapes=blendshapes,
         )
+
+
+class _TasksFaceLandmarker:
+    """MediaPipe Tasks' FaceLandmarker (image mode) behind the legacy ``process`` call."""
+
+    def __init__(self, min_detection_confidence: float, min_presence_confidence: float) -> None:
+        quiet_environment()
+        with native_quiet():
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path("face_landmarker.task"))),
+            running_mode=vision.RunningMode.IMAGE, num_faces=1,
+            min_face_detection_confidence=min_detection_confidence,
+            min_face_presence_confidence=min_presence_confidence,
+            output_face_blendshapes=True)
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+
+    def process(self, crop: np.ndarray) -> Any:
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                               data=np.ascontiguousarray(crop))
+        return self._landmarker.detect(image)
+
+    def reset(self) -> None:
+        """Image mode keeps no state."""
+
+    def close(self) -> None:
+        self._landmarker.close()
+
+
+class MediaPipeFaceLandmarkerExpert(MediaPipeFaceExpert):
+    """MediaPipe FaceLandmarker (Tasks API, ``face_landmarker.task`` shipped in
+    ``furpe/data/models``) on the same head crop as :class:`MediaPipeFaceExpert`.
+
+    It gives the same 478 landmarks (convention ``mediapipe_face``, scored the same way) and,
+    in ``blendshapes``, its 52 ARKit-named facial blendshape scores in [0, 1] (``_neutral``
+    dropped), which the fit uses for the facial actions of a body model that has them.
+    """
+
+    name = "mediapipe_face_landmarker"
+
+    def _make_graph(self, key: Any) -> Any:
+        return _TasksFaceLandmarker(self.min_detection_confidence, self.min_tracking_confidence)
+
+    @staticmethod
+    def _landmarks(result: Any) -> tuple[list[list[float]], dict[str, float] | None] | None:
+        if not result.face_landmarks:
+            return None
+        shapes = None
+        if result.face_blendshapes:
+            shapes = {c.category_name: float(c.score) for c in result.face_blendshapes[0]
+                      if not c.category_name.startswith("_")}
+        return [[lm.x, lm.y] for lm in result.face_landmarks[0]], shapes

@@ -75,6 +75,11 @@ class FitConfig:
     w_limit: float = 1e-1
     w_shape: float = 1e-3
     w_face_sparsity: float = 1e-4
+    #: Facial blendshape scores of a face expert that gives them (``mediapipe_face_landmarker``,
+    #: ARKit names) pull the body model's facial actions of the same names towards them
+    #: (squared difference, mean over the matched actions) and initialise them. Off (0) by
+    #: default: on Anny renders they do not yet beat the landmarks alone (docs/results.md).
+    w_blendshapes: float = 0.0
     #: Closeness to the previous frame's parameters, for people warm-started from it (video).
     w_temporal: float = 1e-3
     #: Learning-rate multiplier of global/body/shape blocks in the last stage.
@@ -102,6 +107,37 @@ class PartTargets:
     has3d: torch.Tensor  # (B,)
     scale: torch.Tensor  # (B,) size of the observed part in pixels
     present: torch.Tensor  # (B,) bool
+
+
+@dataclass
+class BlendshapeTargets:
+    """Blendshape scores for a bounded face block of a batch (mask 0 where not observed)."""
+
+    block: str
+    values: torch.Tensor  # (B, N) in the block's order
+    mask: torch.Tensor  # (B, N)
+
+
+def blendshape_targets(model: BodyModel, people: list[PersonObservation],
+                       device: torch.device | str = "cpu") -> BlendshapeTargets | None:
+    """The face observations' blendshapes on the model's facial-action block (the bounded
+    face block whose labels carry the same names), or None when either is missing."""
+    block = next((n for n, b in model.blocks.items()
+                  if b.part == "face" and b.kind == "bounded"), None)
+    faces = [p.get("face") for p in people]
+    if block is None or not any(f is not None and f.blendshapes for f in faces):
+        return None
+    labels = model.blocks[block].labels
+    values = np.zeros((len(people), len(labels)))
+    mask = np.zeros((len(people), len(labels)))
+    for b, face in enumerate(faces):
+        for k, label in enumerate(labels):
+            if face is not None and face.blendshapes and label in face.blendshapes:
+                values[b, k], mask[b, k] = face.blendshapes[label], 1.0
+    if not mask.any():
+        return None
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+    return BlendshapeTargets(block, t(values), t(mask))
 
 
 @dataclass
@@ -321,6 +357,11 @@ class Fitter:
                         shape = (-1,) + (1,) * (params[k].dim() - 1)
                         params[k] = torch.where(cold.view(shape), neutral[k], params[k])
         warm_all = bool(is_warm.all())
+        blend = blendshape_targets(model, people, device) if cfg.w_blendshapes > 0 else None
+        if blend is not None:  # cold people start from the expert's blendshapes
+            start = blend.mask * blend.values + (1 - blend.mask) * params[blend.block]
+            cold_rows = torch.as_tensor(~is_warm, device=device)[:, None]
+            params[blend.block] = torch.where(cold_rows, start, params[blend.block])
         prev = None
         if is_warm.any():
             prev = {k: v.detach().clone() for k, v in params.items()}
@@ -352,7 +393,7 @@ class Fitter:
             for _ in range(iters):
                 opt.zero_grad(set_to_none=True)
                 kps = sampler(params) if local is None else _place(local, params)
-                loss = self.energy(params, targets, Kt, parts, kps, prev)
+                loss = self.energy(params, targets, Kt, parts, kps, prev, blend)
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -426,7 +467,8 @@ class Fitter:
         return 1.0
 
     # -- energy ---------------------------------------------------------------------------
-    def energy(self, params, targets, Kt, parts, keypoints, prev=None) -> torch.Tensor:
+    def energy(self, params, targets, Kt, parts, keypoints, prev=None,
+               blend: BlendshapeTargets | None = None) -> torch.Tensor:
         """The fit energy of the model keypoints ``keypoints`` (convention -> (B, K, 3), from
         the :class:`KeypointSampler`) posed by ``params``."""
         cfg = self.config
@@ -449,6 +491,9 @@ class Fitter:
                 r3 = ((a - o).pow(2).sum(-1) / size.clamp(min=1e-3)[:, None].pow(2))
                 e3d = (gmof(r3, cfg.sigma3d[part]) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
                 total = total + cfg.w3d[part] * e3d.sum()
+        if blend is not None and "face" in parts:
+            d2 = (params[blend.block] - blend.values).pow(2) * blend.mask
+            total = total + cfg.w_blendshapes * (d2.sum(1) / blend.mask.sum(1).clamp(min=1)).sum()
         total = total + self.prior(params, prev)
         return total
 
