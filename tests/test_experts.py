@@ -433,14 +433,36 @@ def test_max_people_limits_detections(astronaut) -> None:
 
 
 @pytest.mark.mediapipe
+def test_person_detector_separates_people_side_by_side(anny_model) -> None:
+    """Two different people side by side: two people, each within their own half, with the
+    person detector; an upper-body close-up is found too."""
+    from furpe.synthetic import make_person
+
+    a = make_person(anny_model, 1, 400, 640, distance=2.6)
+    b = make_person(anny_model, 2, 400, 640, distance=2.6)
+    pair = np.ascontiguousarray(np.hstack([a.image, b.image]))
+    with MediaPipeBodyExpert() as body:
+        boxes = {(b.box[0] >= 400) for b in body.detect(pair)}  # type: ignore[index]
+        people = body.detect(pair)
+        assert len(people) == 2 and boxes == {False, True}
+        left, right = sorted((p.box for p in people), key=lambda box: box[0])  # type: ignore[misc]
+        assert left[2] <= 400 + 5 and right[0] >= 400 - 5  # no body takes parts of both
+        close = make_person(anny_model, 3, 480, 480, distance=1.1)
+        (person,) = body.detect(close.image)
+        assert person.confidence[[0, 11, 12]].min() > 0.5  # nose and shoulders seen
+        assert person.keypoints_2d[0, 1] < person.keypoints_2d[11, 1]  # head above shoulders
+
+
+@pytest.mark.mediapipe
 def test_flip_test_averages_the_mirrored_view(astronaut) -> None:
     """With ``flip_test`` the body landmarks are the mean of the plain run and of the run on
     the mirrored photo, mapped back (left and right swapped, x mirrored)."""
     width = astronaut.shape[1]
-    with MediaPipeBodyExpert(max_people=1, flip_test=False) as plain:
+    # On the whole image (no person crops), so both runs see the same pixels.
+    with MediaPipeBodyExpert(max_people=1, flip_test=False, person_detector=False) as plain:
         a = plain.detect(astronaut)[0]
         b = plain.detect(np.ascontiguousarray(astronaut[:, ::-1]))[0]
-    with MediaPipeBodyExpert(max_people=1) as body:
+    with MediaPipeBodyExpert(max_people=1, person_detector=False) as body:
         both = body.detect(astronaut)
     assert len(both) == 1
     obs = both[0]

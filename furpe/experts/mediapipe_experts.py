@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from furpe.core import vocab as C
-from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, box_iou,
+from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_intersection, box_iou,
                               crop_square, crop_to_image, expand_box, face_crop_box,
                               hand_crop_box, landmark_box, points_inside, square_box)
 from furpe.core.logs import native_quiet, quiet_environment
@@ -114,6 +114,39 @@ class _GraphOwner:
 # --------------------------------------------------------------------------------------------
 
 
+class _PersonDetector:
+    """MediaPipe Tasks' ObjectDetector (EfficientDet-Lite0, COCO; ``object_detector.tflite``
+    shipped in ``furpe/data/models``) keeping the ``person`` class: ``process(image)`` gives
+    the person boxes (x0, y0, x1, y1) in pixels, most confident first."""
+
+    def __init__(self, min_score: float, max_results: int) -> None:
+        quiet_environment()
+        with native_quiet():
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        options = vision.ObjectDetectorOptions(
+            base_options=BaseOptions(model_asset_path=str(model_path("object_detector.tflite"))),
+            running_mode=vision.RunningMode.IMAGE, category_allowlist=["person"],
+            score_threshold=min_score, max_results=max(2 * max_results, 8))
+        self._detector = vision.ObjectDetector.create_from_options(options)
+
+    def process(self, image: np.ndarray) -> list[Box]:
+        result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                                                      data=np.ascontiguousarray(image)))
+        dets = sorted(result.detections, key=lambda d: -d.categories[0].score)
+        return [(float(d.bounding_box.origin_x), float(d.bounding_box.origin_y),
+                 float(d.bounding_box.origin_x + d.bounding_box.width),
+                 float(d.bounding_box.origin_y + d.bounding_box.height)) for d in dets]
+
+    def reset(self) -> None:
+        """Image mode keeps no state."""
+
+    def close(self) -> None:
+        self._detector.close()
+
+
 class MediaPipeBodyExpert(_GraphOwner):
     """BlazePose body expert (``mp.solutions.pose``, ``model_complexity=1``, the bundled model).
 
@@ -170,10 +203,18 @@ class MediaPipeBodyExpert(_GraphOwner):
         dedupe_iou: float = 0.5,
         mask_margin: float = 0.15,
         flip_test: bool = True,
+        person_detector: bool = True,
+        min_person_score: float = 0.3,
+        crop_margin: float = 0.2,
+        crop_size: int = 512,
     ) -> None:
         super().__init__()
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
+        self.person_detector = person_detector
+        self.min_person_score = min_person_score
+        self.crop_margin = crop_margin
+        self.crop_size = crop_size
         self.max_people = max_people
         self.video = video
         self.min_detection_confidence = min_detection_confidence
@@ -184,6 +225,8 @@ class MediaPipeBodyExpert(_GraphOwner):
         self.flip_test = flip_test
 
     def _make_graph(self, key: Any) -> Any:
+        if key == "people":
+            return _PersonDetector(self.min_person_score, self.max_people)
         return _mp_solutions().pose.Pose(
             static_image_mode=not self.video,
             model_complexity=1,
@@ -205,12 +248,62 @@ class MediaPipeBodyExpert(_GraphOwner):
         img = as_rgb_uint8(image)
         if img is None:
             return []
+        found = None
+        if self.person_detector and not self.video:
+            found = self._detect_in_person_boxes(img)
+            if len(found) == self.max_people:
+                return found
+        return self._detect_by_masking(img, found)
+
+    def _detect_in_person_boxes(self, img: np.ndarray) -> list[PartObservation]:
+        """Top-down: the person detector's boxes, then Pose on a square crop of each; a
+        crop whose landmarks lie mostly outside its box (someone else) or that repeats a
+        person already found is dropped."""
         height, width = img.shape[:2]
-        work = img
         found: list[PartObservation] = []
-        painted: list[Box] = []
+        for box in self._graph("people").process(img):
+            side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * self.crop_margin)
+            centre = box_centre(box)
+            size = int(min(self.crop_size, max(side, 64)))
+            crop, used = crop_square(img, square_box(centre[0], centre[1], side), size)
+            obs = self._to_observation(self._graph(0).process(crop), size, size)
+            if obs is None:
+                continue
+            if self.flip_test:
+                obs = self._with_mirrored_view(obs, crop, 0)
+            obs = self._crop_to_image(obs, used, size, width, height)
+            if obs.box is None or box_intersection(obs.box, expand_box(box, 0.1)) < \
+                    0.6 * box_area(obs.box):
+                continue
+            if any(box_iou(obs.box, f.box) > self.dedupe_iou for f in found):  # type: ignore[arg-type]
+                continue
+            found.append(obs)
+            if len(found) == self.max_people:
+                break
+        return found
+
+    @staticmethod
+    def _crop_to_image(obs: PartObservation, used: Box, size: int, width: int,
+                       height: int) -> PartObservation:
+        """A body observation made on a ``size``-pixel square crop ``used``, in the image."""
+        kp2d = crop_to_image((obs.keypoints_2d + 0.5) / size, used)
+        # The crop's padding is no image: landmarks placed there are not seen.
+        conf = np.where(points_inside(kp2d, width, height), obs.confidence,
+                        np.minimum(obs.confidence, 0.1))
+        box = landmark_box(kp2d, conf, 0.5, (width, height))
+        return replace(obs, keypoints_2d=kp2d, confidence=conf, box=box,
+                       score=_body_score(conf))
+
+    def _detect_by_masking(self, img: np.ndarray, found: list[PartObservation] | None = None
+                           ) -> list[PartObservation]:
+        """Pose on the whole image, again after painting out each person found (starting
+        with ``found``, people found already)."""
+        height, width = img.shape[:2]
         fill = img.reshape(-1, 3).mean(axis=0).astype(np.uint8)
-        for slot in range(self.max_people):
+        work = img.copy() if found else img
+        found = list(found or [])
+        painted = [self._paint(work, obs, fill) for obs in found]
+        for slot in range(len(found), self.max_people):
             graph = self._graph(slot if self.video else 0)
             obs = self._to_observation(graph.process(work), width, height)
             if obs is None or obs.box is None or self._is_duplicate(obs.box, found, painted):
@@ -218,20 +311,24 @@ class MediaPipeBodyExpert(_GraphOwner):
             if self.flip_test:
                 obs = self._with_mirrored_view(obs, work, slot)
             found.append(obs)
-            # Paint the person's whole predicted extent (all 33 landmarks, in the image), not
-            # just the confidently seen ones: in a bust shot the unseen torso below would
-            # otherwise be found again as a "person".
-            extent = landmark_box(obs.keypoints_2d, None, 0.0, (width, height)) or obs.box
-            mask_box = expand_box(extent, self.mask_margin)
-            painted.append(mask_box)
             if slot + 1 < self.max_people:
                 if work is img:
                     work = img.copy()
-                x0, y0 = max(int(math.floor(mask_box[0])), 0), max(int(math.floor(mask_box[1])), 0)
-                x1 = min(int(math.ceil(mask_box[2])), width)
-                y1 = min(int(math.ceil(mask_box[3])), height)
-                work[y0:y1, x0:x1] = fill
+                painted.append(self._paint(work, obs, fill))
         return found
+
+    def _paint(self, work: np.ndarray, obs: PartObservation, fill: np.ndarray) -> Box:
+        """Paint a person's whole predicted extent (all 33 landmarks, in the image, not just
+        the confidently seen ones: in a bust shot the unseen torso below would otherwise be
+        found again as a "person") with ``fill``; return the painted box."""
+        height, width = work.shape[:2]
+        extent = landmark_box(obs.keypoints_2d, None, 0.0, (width, height)) or obs.box
+        mask_box = expand_box(extent, self.mask_margin)  # type: ignore[arg-type]
+        x0, y0 = max(int(math.floor(mask_box[0])), 0), max(int(math.floor(mask_box[1])), 0)
+        x1 = min(int(math.ceil(mask_box[2])), width)
+        y1 = min(int(math.ceil(mask_box[3])), height)
+        work[y0:y1, x0:x1] = fill
+        return mask_box
 
     def _with_mirrored_view(
         self, obs: PartObservation, work: np.ndarray, slot: int

