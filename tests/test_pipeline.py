@@ -150,3 +150,16 @@ def test_results_carry_their_configuration(rec, anny_model, scripted, tmp_path):
     path = write_json(tmp_path / "r.json", frame_to_dict(frame, "x.png"))
     assert load_config(path) == rec.config
     assert config_from_dict(json.loads(json.dumps(rec.config.to_dict()))) == rec.config
+
+
+def test_shipped_configurations_load_and_build() -> None:
+    from pathlib import Path
+
+    from furpe.experts import build_experts
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert files
+    for path in files:
+        config = load_config(path)
+        experts = build_experts(config.experts, config.expert_options)
+        assert [e.name for e in experts] == list(config.experts), path
