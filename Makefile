@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 MEDIAPIPE_VERSION := 0.10.21
 
-.PHONY: install demo test bench results clean
+.PHONY: install demo test bench results bench-real clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ bench: install
 # the results page: the standard synthetic set (200 images, seed 0) evaluated per part
 results: install
 	$(PY) benchmarks/results_page.py --n 200 --seed 0
+
+# real annotated photos (../shared/data/real, not in the repository): people, body, hands and
+# faces found and their 2D/3D errors, per expert configuration (--config FILE, repeatable)
+bench-real: install
+	$(PY) benchmarks/real_photos.py
 
 clean:
 	rm -rf out .pytest_cache

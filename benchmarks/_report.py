@@ -24,10 +24,11 @@ INTRO = """# furpe: measured results
 
 This page is generated; do not edit it by hand. Each section below is written by the script
 named in its header (`make bench`: `benchmarks/bench_reconstruct.py`; `make results`:
-`benchmarks/results_page.py`), which replaces only its own section. Errors are in millimetres,
-times in seconds. The protocols are described in [evaluation.md](evaluation.md). The public
-benchmarks (EHF, 3DPW, FreiHAND, NoW) are not scored here: they need the datasets, which you
-download from their authors (`furpe evaluate`, see evaluation.md).
+`benchmarks/results_page.py`; `make bench-real`: `benchmarks/real_photos.py`), which replaces
+only its own section. Errors are in millimetres, times in seconds. The protocols are described
+in [evaluation.md](evaluation.md). The public benchmarks (EHF, 3DPW, FreiHAND, NoW) are not
+scored here: they need the datasets, which you download from their authors (`furpe evaluate`,
+see evaluation.md).
 """
 
 

@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         body = "\n".join([_report.header(TITLE, _report.command_line("results_page.py", argv),
                                           note), EXPLANATION, text])
         _report.write_section(args.results_file, "results_page", body)
-    return summary.exit_code
+    # Samples where nobody is found are part of the result (counted on the page), not a
+    # failure of the benchmark; an interrupted run is.
+    return 130 if summary.interrupted else 0
 
 
 if __name__ == "__main__":

@@ -441,7 +441,7 @@ def test_person_detector_separates_people_side_by_side(anny_model) -> None:
     a = make_person(anny_model, 1, 400, 640, distance=2.6)
     b = make_person(anny_model, 2, 400, 640, distance=2.6)
     pair = np.ascontiguousarray(np.hstack([a.image, b.image]))
-    with MediaPipeBodyExpert() as body:
+    with MediaPipeBodyExpert(person_detector=True) as body:
         boxes = {(b.box[0] >= 400) for b in body.detect(pair)}  # type: ignore[index]
         people = body.detect(pair)
         assert len(people) == 2 and boxes == {False, True}

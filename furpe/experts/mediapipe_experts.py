@@ -176,6 +176,14 @@ class MediaPipeBodyExpert(_GraphOwner):
     under a tenth of the image height) are missed; each extra person costs a full Pose run,
     plus one final empty run.
 
+    **Person detector** (``person_detector=True``; off by default). First a person detector
+    (:class:`_PersonDetector`, boxes scored at least ``min_person_score``) places a square
+    crop per person (the box grown by ``crop_margin``, resized to at most ``crop_size``) for
+    Pose; a crop whose seen landmarks lie mostly outside its box (someone else) or that
+    repeats a person already found is dropped, and landmarks in the crop's zero padding count
+    as unseen (visibility at most 0.1). The painting loop then looks for anyone missed. Video
+    mode keeps to the whole image (its tracking needs the same view every frame).
+
     **Flip test** (``flip_test=True``, the default). Each person found is also looked at in
     the mirrored image: that second Pose run's landmarks are mirrored back (left and right
     swapped through :data:`~furpe.core.vocab.POSE_FLIP`) and averaged with the first
@@ -203,7 +211,7 @@ class MediaPipeBodyExpert(_GraphOwner):
         dedupe_iou: float = 0.5,
         mask_margin: float = 0.15,
         flip_test: bool = True,
-        person_detector: bool = True,
+        person_detector: bool = False,
         min_person_score: float = 0.3,
         crop_margin: float = 0.2,
         crop_size: int = 512,
