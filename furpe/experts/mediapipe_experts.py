@@ -114,37 +114,63 @@ class _GraphOwner:
 # --------------------------------------------------------------------------------------------
 
 
-class _PersonDetector:
-    """MediaPipe Tasks' ObjectDetector (EfficientDet-Lite0, COCO; ``object_detector.tflite``
-    shipped in ``furpe/data/models``) keeping the ``person`` class: ``process(image)`` gives
-    the person boxes (x0, y0, x1, y1) in pixels, most confident first."""
+class _TasksModel:
+    """A MediaPipe Tasks vision model in image mode (its native logs silenced), behind the
+    ``process`` / ``reset`` / ``close`` calls of the legacy graphs. Subclasses build
+    ``self._task`` in ``_create(vision, base_options)`` and read its result in ``_read``."""
 
-    def __init__(self, min_score: float, max_results: int) -> None:
+    model_file: str
+
+    def __init__(self) -> None:
         quiet_environment()
         with native_quiet():
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
 
         self._mp = mp
-        options = vision.ObjectDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path("object_detector.tflite"))),
-            running_mode=vision.RunningMode.IMAGE, category_allowlist=["person"],
-            score_threshold=min_score, max_results=max(2 * max_results, 8))
-        self._detector = vision.ObjectDetector.create_from_options(options)
+        base = BaseOptions(model_asset_path=str(model_path(self.model_file)))
+        self._task = self._create(vision, base)
 
-    def process(self, image: np.ndarray) -> list[Box]:
-        result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                                                      data=np.ascontiguousarray(image)))
-        dets = sorted(result.detections, key=lambda d: -d.categories[0].score)
-        return [(float(d.bounding_box.origin_x), float(d.bounding_box.origin_y),
-                 float(d.bounding_box.origin_x + d.bounding_box.width),
-                 float(d.bounding_box.origin_y + d.bounding_box.height)) for d in dets]
+    def _create(self, vision: Any, base: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _read(self, result: Any) -> Any:
+        return result
+
+    def process(self, image: np.ndarray) -> Any:
+        data = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
+                              data=np.ascontiguousarray(image))
+        return self._read(self._task.detect(data))
 
     def reset(self) -> None:
         """Image mode keeps no state."""
 
     def close(self) -> None:
-        self._detector.close()
+        self._task.close()
+
+
+class _PersonDetector(_TasksModel):
+    """MediaPipe Tasks' ObjectDetector (EfficientDet-Lite0, COCO; ``object_detector.tflite``
+    shipped in ``furpe/data/models``) keeping the ``person`` class: ``process(image)`` gives
+    the person boxes (x0, y0, x1, y1) in pixels, most confident first."""
+
+    model_file = "object_detector.tflite"
+
+    def __init__(self, min_score: float, max_results: int) -> None:
+        self.min_score, self.max_results = min_score, max(2 * max_results, 8)
+        super().__init__()
+
+    def _create(self, vision: Any, base: Any) -> Any:
+        return vision.ObjectDetector.create_from_options(vision.ObjectDetectorOptions(
+            base_options=base, running_mode=vision.RunningMode.IMAGE,
+            category_allowlist=["person"], score_threshold=self.min_score,
+            max_results=self.max_results))
+
+    def _read(self, result: Any) -> list[Box]:
+        dets = sorted(result.detections, key=lambda d: -d.categories[0].score)
+        return [(float(d.bounding_box.origin_x), float(d.bounding_box.origin_y),
+                 float(d.bounding_box.origin_x + d.bounding_box.width),
+                 float(d.bounding_box.origin_y + d.bounding_box.height)) for d in dets]
 
 
 class MediaPipeBodyExpert(_GraphOwner):
@@ -808,34 +834,20 @@ class MediaPipeFaceExpert(_GraphOwner):
         )
 
 
-class _TasksFaceLandmarker:
-    """MediaPipe Tasks' FaceLandmarker (image mode) behind the legacy ``process`` call."""
+class _TasksFaceLandmarker(_TasksModel):
+    """MediaPipe Tasks' FaceLandmarker (``face_landmarker.task``) with blendshapes."""
+
+    model_file = "face_landmarker.task"
 
     def __init__(self, min_detection_confidence: float, min_presence_confidence: float) -> None:
-        quiet_environment()
-        with native_quiet():
-            import mediapipe as mp
-            from mediapipe.tasks.python import BaseOptions, vision
+        self.min_detection, self.min_presence = min_detection_confidence, min_presence_confidence
+        super().__init__()
 
-        self._mp = mp
-        options = vision.FaceLandmarkerOptions(
-            base_options=BaseOptions(model_asset_path=str(model_path("face_landmarker.task"))),
-            running_mode=vision.RunningMode.IMAGE, num_faces=1,
-            min_face_detection_confidence=min_detection_confidence,
-            min_face_presence_confidence=min_presence_confidence,
-            output_face_blendshapes=True)
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
-
-    def process(self, crop: np.ndarray) -> Any:
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB,
-                               data=np.ascontiguousarray(crop))
-        return self._landmarker.detect(image)
-
-    def reset(self) -> None:
-        """Image mode keeps no state."""
-
-    def close(self) -> None:
-        self._landmarker.close()
+    def _create(self, vision: Any, base: Any) -> Any:
+        return vision.FaceLandmarker.create_from_options(vision.FaceLandmarkerOptions(
+            base_options=base, running_mode=vision.RunningMode.IMAGE, num_faces=1,
+            min_face_detection_confidence=self.min_detection,
+            min_face_presence_confidence=self.min_presence, output_face_blendshapes=True))
 
 
 class MediaPipeFaceLandmarkerExpert(MediaPipeFaceExpert):
