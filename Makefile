@@ -5,20 +5,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
-MEDIAPIPE_VERSION := 0.10.21
 
 .PHONY: install demo test bench results bench-real clean
 
 install: $(STAMP)
 
-# torch goes first and pinned (a plain `torch` requirement would pull a CUDA build);
-# mediapipe 0.10.21 goes in with --no-deps (it declares numpy<2, jax, opencv-contrib), its
-# real needs come with the package's own dependencies.
+# torch goes first and pinned (a plain `torch` requirement would pull a CUDA build).
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q --no-deps mediapipe==$(MEDIAPIPE_VERSION)
 	$(PIP) install -q -e ".[test]"
 	@touch $(STAMP)
 

@@ -24,7 +24,7 @@ from furpe.core.registry import names
 from furpe.fitting.fit import FitConfig
 from furpe.selection import DEFAULT_THRESHOLDS, SelectionScheme, Thresholds
 
-DEFAULT_EXPERTS = ("mediapipe_pose", "mediapipe_hands", "mediapipe_face_mesh")
+DEFAULT_EXPERTS = ("mediapipe_pose", "mediapipe_hands", "mediapipe_face")
 
 
 @dataclass

@@ -20,6 +20,7 @@ from furpe.core.boxes import (
     face_crop_box,
     hand_crop_box,
     landmark_box,
+    points_inside,
 )
 from furpe.core.errors import FurpeError
 from furpe.core.registry import create, names, register, unregister
@@ -30,13 +31,9 @@ from furpe.experts import (
     close_experts,
     run_experts,
 )
-from furpe.experts.mediapipe_experts import (
-    MediaPipeBodyExpert,
-    MediaPipeFaceExpert,
-    MediaPipeHandExpert,
-    body_face_crop_box,
-    body_hand_crop_box,
-)
+from furpe.experts.body import MediaPipeBodyExpert
+from furpe.experts.face import MediaPipeFaceExpert, body_face_crop_box
+from furpe.experts.hands import MediaPipeHandExpert, body_hand_crop_box, drop_shared_hand
 
 # --------------------------------------------------------------------------------------------
 # Conventions
@@ -65,10 +62,11 @@ def test_convention_sizes_and_names() -> None:
 
 
 def test_names_match_mediapipe_enums() -> None:
-    import mediapipe as mp
+    from mediapipe.tasks.python.vision import PoseLandmark
+    from mediapipe.tasks.python.vision.hand_landmarker import HandLandmark
 
-    assert C.MEDIAPIPE_POSE == tuple(p.name.lower() for p in mp.solutions.pose.PoseLandmark)
-    assert C.MEDIAPIPE_HAND == tuple(p.name.lower() for p in mp.solutions.hands.HandLandmark)
+    assert C.MEDIAPIPE_POSE == tuple(p.name.lower() for p in PoseLandmark)
+    assert C.MEDIAPIPE_HAND == tuple(p.name.lower() for p in HandLandmark)
 
 
 def test_pose_flip() -> None:
@@ -82,12 +80,22 @@ def test_pose_flip() -> None:
     assert flip[0] == 0
 
 
-def _group(conns: frozenset) -> set[int]:
+class _FaceConnections:
+    """MediaPipe's face-landmark connection sets, as sets of (start, end) pairs."""
+
+    def __getattr__(self, name: str) -> set[tuple[int, int]]:
+        from mediapipe.tasks.python.vision import FaceLandmarksConnections as F
+
+        key = name.replace("FACEMESH_", "FACE_LANDMARKS_")
+        return {(c.start, c.end) for c in getattr(F, key)}
+
+
+def _group(conns: set) -> set[int]:
     return {i for edge in conns for i in edge}
 
 
 def test_face_groups_match_mediapipe() -> None:
-    from mediapipe.python.solutions import face_mesh_connections as fmc
+    fmc = _FaceConnections()
 
     assert set(C.FACE_OVAL) == _group(fmc.FACEMESH_FACE_OVAL) and len(C.FACE_OVAL) == 36
     # FACE_OVAL is a closed contour: consecutive points are connected.
@@ -105,7 +113,7 @@ def test_face_groups_match_mediapipe() -> None:
 
 
 def test_face_flip_is_a_mesh_symmetry() -> None:
-    from mediapipe.python.solutions import face_mesh_connections as fmc
+    fmc = _FaceConnections()
 
     flip = np.array(C.FACE_FLIP)
     assert sorted(flip) == list(range(478))
@@ -279,7 +287,7 @@ def test_astronaut_body(astronaut_people: list[PersonObservation]) -> None:
     assert w is not None and w.shape == (33, 3)
     hips = (w[23] + w[24]) / 2
     assert np.allclose(hips, 0, atol=0.05)
-    assert w[0, 1] < -0.4  # head about half a metre above the hips
+    assert w[0, 1] < -0.3  # head about half a metre above the (unseen) hips
     assert w[11, 0] > w[12, 0]  # x right: same left/right order as the image
     assert w[0, 2] < -0.1  # the nose is in front of the hips (towards the camera)
     assert 0.2 < np.linalg.norm(w[11] - w[12]) < 0.5  # shoulder width, metres
@@ -290,7 +298,7 @@ def test_astronaut_face(astronaut_people: list[PersonObservation]) -> None:
     person = astronaut_people[0]
     body, face = person.get("body"), person.get("face")
     assert body is not None and face is not None
-    assert face.convention == "mediapipe_face" and face.expert == "mediapipe_face_mesh"
+    assert face.convention == "mediapipe_face" and face.expert == "mediapipe_face"
     assert face.keypoints_2d.shape == (478, 2)
     assert face.keypoints_3d is None
     nose = face.keypoints_2d[C.FACE_NOSE_TIP]
@@ -447,10 +455,23 @@ def test_person_detector_separates_people_side_by_side(anny_model) -> None:
         assert len(people) == 2 and boxes == {False, True}
         left, right = sorted((p.box for p in people), key=lambda box: box[0])  # type: ignore[misc]
         assert left[2] <= 400 + 5 and right[0] >= 400 - 5  # no body takes parts of both
-        close = make_person(anny_model, 3, 480, 480, distance=1.1)
-        (person,) = body.detect(close.image)
+        (person,) = body.detect(_upper_body_close_up(anny_model).image)
         assert person.confidence[[0, 11, 12]].min() > 0.5  # nose and shoulders seen
         assert person.keypoints_2d[0, 1] < person.keypoints_2d[11, 1]  # head above shoulders
+        assert person.confidence[[27, 28]].max() <= 0.1  # the ankles are out of the picture
+
+
+def _upper_body_close_up(anny_model):
+    """A person 1.1 m away, the camera aimed at the chest: head and torso in the picture,
+    legs below it."""
+    from furpe.core.camera import intrinsics
+    from furpe.synthetic import render_person, sample_params
+
+    params = sample_params(anny_model, np.random.default_rng(3), distance=1.1)
+    K = intrinsics(480, 480)
+    K[1, 2] += 130
+    close = render_person(anny_model, params, 480, 480, K=K)
+    return close
 
 
 @pytest.mark.mediapipe
@@ -472,7 +493,15 @@ def test_flip_test_averages_the_mirrored_view(astronaut) -> None:
     # The head and shoulders (all surely seen) agree between the two runs.
     assert np.linalg.norm(a.keypoints_2d[:13] - b2d[:13], axis=1).max() < 20
     np.testing.assert_allclose(obs.keypoints_2d, (a.keypoints_2d + b2d) / 2, atol=1e-6)
-    np.testing.assert_allclose(obs.confidence, (a.confidence + b.confidence[perm]) / 2, atol=1e-6)
+    # Landmarks outside the photo count as unseen (confidence at most 0.1, in each run).
+    height = astronaut.shape[0]
+    inside = (points_inside(obs.keypoints_2d, width, height)
+              & points_inside(a.keypoints_2d, width, height)
+              & points_inside(b2d, width, height))
+    assert inside.sum() >= 15
+    mean = (a.confidence + b.confidence[perm]) / 2
+    np.testing.assert_allclose(obs.confidence[inside], mean[inside], atol=1e-6)
+    assert obs.confidence[~points_inside(obs.keypoints_2d, width, height)].max() <= 0.1
     b3d = b.keypoints_3d[perm] * np.array([-1.0, 1.0, 1.0])
     np.testing.assert_allclose(obs.keypoints_3d, (a.keypoints_3d + b3d) / 2, atol=1e-6)
     # The mirrored run's left shoulder (x mirrored) is the plain run's right one.
@@ -646,9 +675,9 @@ _RIGHT_HAND_PNG = (
 
 @pytest.mark.mediapipe
 def test_handedness_convention_on_a_rendered_right_hand(hand_expert) -> None:
-    """MediaPipe labels a right hand on an unmirrored image "Left"; the expert maps that to
-    the subject's right, so a crop at the body's right wrist keeps the full score and the same
-    crop at the left wrist gets half of it."""
+    """The Tasks landmarker labels a right hand on an ordinary (unmirrored) image "Right" (the
+    legacy solution said "Left"): a crop at the body's right wrist keeps the full score, the
+    same crop at the left wrist gets half of it, and on the mirror image it is the reverse."""
     import base64
 
     import cv2
@@ -677,6 +706,10 @@ def test_handedness_convention_on_a_rendered_right_hand(hand_expert) -> None:
         scores[side] = hand.score
     assert scores["right"] > 0.7
     assert scores["left"] == pytest.approx(scores["right"] / 2)
+    mirrored = np.ascontiguousarray(canvas[:, ::-1])
+    box = (480 - 392.0, 60.0, 480 - 200.0, 252.0)
+    assert hand_expert.observe_hand_in_box(mirrored, box).part == "left_hand"
+    assert hand_expert.observe_hand_in_box(canvas, (200.0, 60.0, 392.0, 252.0)).part == "right_hand"
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,10 +718,10 @@ def test_handedness_convention_on_a_rendered_right_hand(hand_expert) -> None:
 
 
 def test_registry() -> None:
-    assert {"mediapipe_pose", "mediapipe_hands", "mediapipe_face_mesh"} <= set(names("expert"))
+    assert {"mediapipe_pose", "mediapipe_hands", "mediapipe_face"} <= set(names("expert"))
     body = create("expert", "mediapipe_pose", max_people=2)
     assert isinstance(body, MediaPipeBodyExpert) and body.max_people == 2
-    assert isinstance(create("expert", "mediapipe_face_mesh"), MediaPipeFaceExpert)
+    assert isinstance(create("expert", "mediapipe_face"), MediaPipeFaceExpert)
     with pytest.raises(FurpeError, match="no_such_expert"):
         create("expert", "no_such_expert")
     with pytest.raises(ValueError):
@@ -735,7 +768,6 @@ def test_registry() -> None:
 def test_a_hand_found_by_both_wrist_crops_is_kept_once():
     """Both crops found one physical hand: it stays only on the side whose handedness agrees
     (the higher score); two distinct hands are both kept."""
-    from furpe.experts.mediapipe_experts import _drop_shared_hand
 
     rng = np.random.default_rng(0)
     hand = rng.uniform(100, 140, (21, 2))
@@ -745,11 +777,11 @@ def test_a_hand_found_by_both_wrist_crops_is_kept_once():
 
     same = PersonObservation({"left_hand": obs("left_hand", hand + 1.0, 0.45),
                               "right_hand": obs("right_hand", hand, 0.9)})
-    _drop_shared_hand(same)
+    drop_shared_hand(same)
     assert set(same.parts) == {"right_hand"}
     apart = PersonObservation({"left_hand": obs("left_hand", hand + 200.0, 0.45),
                                "right_hand": obs("right_hand", hand, 0.9)})
-    _drop_shared_hand(apart)
+    drop_shared_hand(apart)
     assert set(apart.parts) == {"left_hand", "right_hand"}
 
 

@@ -43,3 +43,15 @@ def native_quiet() -> Iterator[None]:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
+
+
+def silence_native_stderr() -> None:
+    """From now on, whatever writes to file descriptor 2 goes nowhere (unless verbose): for
+    interpreter exit, when native libraries log their teardown. Python's ``sys.stderr`` is
+    flushed first."""
+    if _VERBOSE:
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)

@@ -29,11 +29,9 @@ T = TypeVar("T")
 
 _ENTRIES: dict[str, dict[str, Any]] = {
     "expert": {
-        "mediapipe_pose": "furpe.experts.mediapipe_experts:MediaPipeBodyExpert",
-        "mediapipe_hands": "furpe.experts.mediapipe_experts:MediaPipeHandExpert",
-        "mediapipe_face_mesh": "furpe.experts.mediapipe_experts:MediaPipeFaceExpert",
-        "mediapipe_face_landmarker":
-            "furpe.experts.mediapipe_experts:MediaPipeFaceLandmarkerExpert",
+        "mediapipe_pose": "furpe.experts.body:MediaPipeBodyExpert",
+        "mediapipe_hands": "furpe.experts.hands:MediaPipeHandExpert",
+        "mediapipe_face": "furpe.experts.face:MediaPipeFaceExpert",
     },
     "body_model": {
         "anny": "furpe.bodymodels.anny_model:load_anny",

@@ -4,7 +4,7 @@ Typical use::
 
     from furpe.experts import build_experts, run_experts
 
-    experts = build_experts(["mediapipe_pose", "mediapipe_hands", "mediapipe_face_mesh"])
+    experts = build_experts(["mediapipe_pose", "mediapipe_hands", "mediapipe_face"])
     people = run_experts(experts, rgb)     # list[PersonObservation]
 
 Another expert (say, a wrapper reading SPIN or DECA output files) plugs in without touching

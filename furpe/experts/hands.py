@@ -1,0 +1,232 @@
+"""The hand expert: MediaPipe HandLandmarker on crops placed at each person's wrists.
+
+A hand's side comes from the body (which wrist it sits at), never from the landmarker's
+handedness alone, which is only a consistency check. Where the wrist crop finds nothing, the
+hands the landmarker finds on the whole image are given to the nearest wrist.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, crop_square,
+                              crop_to_image, hand_crop_box, points_inside, square_box)
+from furpe.core.vocab import Part
+from furpe.experts.base import PartObservation, PersonObservation
+from furpe.experts.tasks import HandLandmarks, HandModel
+
+_HAND_POSE_INDICES = {
+    # side: (wrist, elbow, pinky, index, shoulder)
+    "left": (15, 13, 17, 19, 11),
+    "right": (16, 14, 18, 20, 12),
+}
+
+
+def body_hand_crop_box(body: PartObservation, side: str, scale: float = 1.0) -> Box | None:
+    """:func:`~furpe.core.boxes.hand_crop_box` for the ``side`` ("left"/"right") hand of a
+    ``mediapipe_pose`` observation."""
+    if body.convention != "mediapipe_pose":
+        raise ValueError(f"need a mediapipe_pose body observation, got {body.convention!r}")
+    wrist, elbow, pinky, index, _ = _HAND_POSE_INDICES[side]
+    kp = body.keypoints_2d
+    return hand_crop_box(kp[wrist], elbow=kp[elbow], knuckles=(kp[pinky] + kp[index]) / 2.0,
+                         shoulder_width=float(np.linalg.norm(kp[11] - kp[12])), scale=scale)
+
+
+def drop_shared_hand(person: PersonObservation, overlap: float = 0.3) -> None:
+    """When both hand crops found the same physical hand (hands close together, or a wrong
+    body wrist), keep it only for the side with the higher score: the landmarks of the two
+    observations lie within ``overlap`` hand sizes."""
+    left, right = person.parts.get("left_hand"), person.parts.get("right_hand")
+    if left is None or right is None:
+        return
+    size = max(float(np.linalg.norm(np.ptp(left.keypoints_2d, axis=0))), 1.0)
+    if np.median(np.linalg.norm(left.keypoints_2d - right.keypoints_2d, axis=1)) < overlap * size:
+        del person.parts["left_hand" if left.score < right.score else "right_hand"]
+
+
+class MediaPipeHandExpert:
+    """MediaPipe HandLandmarker on crops placed around each person's wrists.
+
+    For every person with a ``mediapipe_pose`` body and each wrist with visibility at least
+    ``min_wrist_visibility``, a square crop (:func:`body_hand_crop_box`, zero-padded outside
+    the image) is resized to ``crop_size``, so small hands are upsampled, and given to the
+    landmarker. Of the hands found, the one whose wrist is nearest the body's wrist is kept,
+    unless it is further than ``max_wrist_distance`` hand lengths from it; if none is kept
+    the crop is tried once more ``retry_scale`` times larger. With ``whole_image`` the hands
+    found on the whole image are then given to wrists still without a hand (same distance
+    rule). When both wrists got the same physical hand it is kept for one side only.
+
+    Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
+
+    * the side is the body's; ``score`` is the landmarker's handedness score when its side
+      agrees with the body's, half of it when not;
+    * ``confidence``: ``score`` per landmark, 0 outside the image;
+    * ``keypoints_3d``: the world landmarks (metres, hand-centre origin, x right, y down,
+      z away from the camera);
+    * ``box``: the crop box used, in full-image pixels (may extend past the image).
+
+    Existing hand parts of a person (from another expert) are left alone.
+    """
+
+    name = "mediapipe_hands"
+    parts: Sequence[Part] = ("left_hand", "right_hand")
+
+    def __init__(
+        self,
+        crop_size: int = 256,
+        min_detection_confidence: float = 0.5,
+        min_presence_confidence: float = 0.5,
+        min_wrist_visibility: float = 0.1,
+        max_wrist_distance: float = 1.0,
+        retry_scale: float = 1.6,
+        whole_image: bool = True,
+        max_people: int = 4,
+    ) -> None:
+        self.crop_size = crop_size
+        self.min_wrist_visibility = min_wrist_visibility
+        self.max_wrist_distance = max_wrist_distance
+        self.retry_scale = retry_scale
+        self.whole_image = whole_image
+        self._crop_model = HandModel(2, min_detection_confidence, min_presence_confidence)
+        self._image_model = HandModel(2 * max_people, min_detection_confidence,
+                                      min_presence_confidence)
+
+    def close(self) -> None:
+        """Release the MediaPipe tasks (rebuilt if used again)."""
+        self._crop_model.close()
+        self._image_model.close()
+
+    def __enter__(self) -> "MediaPipeHandExpert":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def observe(
+        self, image: np.ndarray, people: list[PersonObservation]
+    ) -> list[PersonObservation]:
+        """Fill in the hands of ``people`` that have a ``mediapipe_pose`` body."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return people
+        missing: list[tuple[PersonObservation, str]] = []
+        for person in people:
+            body = person.get("body")
+            if body is None or body.convention != "mediapipe_pose":
+                continue
+            for side in ("left", "right"):
+                if f"{side}_hand" in person.parts:
+                    continue
+                obs = self.observe_hand(img, body, side)
+                if obs is not None:
+                    person.parts[f"{side}_hand"] = obs
+                elif body.confidence[_HAND_POSE_INDICES[side][0]] >= self.min_wrist_visibility:
+                    missing.append((person, side))
+        if missing and self.whole_image:
+            self._assign_whole_image_hands(img, missing)
+        for person in people:
+            drop_shared_hand(person)
+        return people
+
+    def observe_hand(
+        self, image: np.ndarray, body: PartObservation, side: str
+    ) -> PartObservation | None:
+        """The ``side`` ("left"/"right") hand of the person seen as ``body``, or None."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return None
+        wrist_idx = _HAND_POSE_INDICES[side][0]
+        if body.confidence[wrist_idx] < self.min_wrist_visibility:
+            return None
+        wrist = body.keypoints_2d[wrist_idx]
+        for scale in (1.0, self.retry_scale):
+            box = body_hand_crop_box(body, side, scale)
+            if box is None:
+                return None
+            hand_length = (box[2] - box[0]) / (2.0 * scale)  # the box side is 2 * scale * L
+            obs = self._detect_in_crop(img, box, wrist, hand_length, side)
+            if obs is not None:
+                return obs
+        return None
+
+    def observe_hand_in_box(
+        self, image: np.ndarray, box: Box | None = None, side: str | None = None
+    ) -> PartObservation | None:
+        """The most confident hand in ``box`` (default: the whole image), for hand crops such
+        as FreiHAND's. ``side`` ("left"/"right") forces the side; by default it is the
+        landmarker's handedness."""
+        img = as_rgb_uint8(image)
+        if img is None:
+            return None
+        h, w = img.shape[:2]
+        if box is None:
+            box = square_box((w - 1) / 2, (h - 1) / 2, float(max(w, h)))
+        return self._detect_in_crop(img, box, None, 0.0, side)
+
+    def _detect_in_crop(self, img: np.ndarray, box: Box, wrist: np.ndarray | None,
+                        hand_length: float, side: str | None) -> PartObservation | None:
+        height, width = img.shape[:2]
+        if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
+            return None  # the crop barely touches the image
+        crop, used = crop_square(img, box, self.crop_size)
+        hands = [(h, crop_to_image(h.uv, used)) for h in self._crop_model.process(crop)]
+        if not hands:
+            return None
+        if wrist is None:
+            hand, kp2d = max(hands, key=lambda item: item[0].side_score)
+        else:
+            hand, kp2d = min(hands, key=lambda item: float(np.linalg.norm(item[1][0] - wrist)))
+            if np.linalg.norm(kp2d[0] - wrist) > self.max_wrist_distance * hand_length:
+                return None
+        return self._observation(hand, kp2d, used, side, width, height)
+
+    def _assign_whole_image_hands(self, img: np.ndarray,
+                                  missing: list[tuple[PersonObservation, str]]) -> None:
+        """Give the hands found on the whole image to the wrists still without one, nearest
+        first, each hand once."""
+        height, width = img.shape[:2]
+        # MediaPipe's normalised coordinates put pixel centres at i + 0.5; ours at i.
+        hands = [(h, h.uv * np.array([width, height]) - 0.5)
+                 for h in self._image_model.process(img)]
+        pairs = []
+        for k, (person, side) in enumerate(missing):
+            body = person.parts["body"]
+            box = body_hand_crop_box(body, side)
+            if box is None:
+                continue
+            wrist = body.keypoints_2d[_HAND_POSE_INDICES[side][0]]
+            for j, (_, kp) in enumerate(hands):
+                d = float(np.linalg.norm(kp[0] - wrist))
+                if d <= self.max_wrist_distance * (box[2] - box[0]) / 2.0:
+                    pairs.append((d, k, j))
+        used_people, used_hands = set(), set()
+        for _, k, j in sorted(pairs):
+            if k in used_people or j in used_hands:
+                continue
+            used_people.add(k)
+            used_hands.add(j)
+            person, side = missing[k]
+            hand, kp2d = hands[j]
+            hand_box = (float(kp2d[:, 0].min()), float(kp2d[:, 1].min()),
+                        float(kp2d[:, 0].max()), float(kp2d[:, 1].max()))
+            person.parts[f"{side}_hand"] = self._observation(hand, kp2d, hand_box, side,
+                                                             width, height)
+
+    def _observation(self, hand: HandLandmarks, kp2d: np.ndarray, box: Box, side: str | None,
+                     width: int, height: int) -> PartObservation:
+        side = side or hand.side or "right"
+        score = 1.0
+        if hand.side:
+            score = hand.side_score if hand.side == side else 0.5 * hand.side_score
+        return PartObservation(
+            part=f"{side}_hand",  # type: ignore[arg-type]
+            convention="mediapipe_hand",
+            keypoints_2d=kp2d,
+            confidence=np.where(points_inside(kp2d, width, height), score, 0.0),
+            keypoints_3d=hand.world,
+            box=box,
+            score=score,
+            expert=self.name,
+        )
