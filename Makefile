@@ -36,7 +36,8 @@ results: install
 # real annotated photos (../shared/data/real, not in the repository): people, body, hands and
 # faces found and their 2D/3D errors, per expert configuration (--config FILE, repeatable)
 bench-real: install
-	$(PY) benchmarks/real_photos.py
+	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/fast.yaml \
+		--config configs/no-person-detector.yaml
 
 clean:
 	rm -rf out .pytest_cache

@@ -53,7 +53,7 @@ from furpe.bodymodels.base import apply_regressor
 from furpe.core.errors import NoPersonError
 from furpe.metrics import displacement_error, pa_mpjpe
 from furpe.io.outputs import person_meshes
-from furpe.config import ReconstructConfig
+from furpe.config import ReconstructConfig, load_config
 from furpe.pipeline import Reconstructor
 from furpe.render import overlay
 from furpe.synthetic import exact_observations, make_person
@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     ap.add_argument("--no-subprocess-load", action="store_true",
                     help="skip timing model loads in fresh processes")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="a configuration file (configs/*.yaml); its results get their own "
+                         "section, named after the file")
     _report.add_arguments(ap)
     args = ap.parse_args(argv)
 
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     AnnyBodyModel()
     second_load = time.perf_counter() - t
     fresh = None if args.no_subprocess_load else _fresh_load_seconds()
-    rec = Reconstructor(ReconstructConfig(device=args.device), body_model=model)
+    config = ReconstructConfig() if args.config is None else load_config(args.config)
+    rec = Reconstructor(config.replace(device=args.device), body_model=model)
 
     times: dict[str, list[float]] = {"experts": [], "fit": [], "render": [], "total": []}
     errs: dict[str, list[float]] = {k: [] for k in (
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         errs["hand PA-PVE, fit to exact landmarks (all visible)"].extend(
             pa_error(ev[pv[h]], sp.vertices[pv[h]]) for h in HANDS if sp.visible[h])
 
-    run = (f"n={args.n}, seeds {args.seed}..{args.seed + args.n - 1}, 640x640, distance 2.6 m, "
+    label = "" if args.config is None else f", configuration {args.config.stem}"
+    run = (f"n={args.n}{label}, seeds {args.seed}..{args.seed + args.n - 1}, 640x640, distance 2.6 m, "
            f"device {rec.device}, torch threads {torch.get_num_threads()}")
     fl = "n/a" if fresh is None else f"{fresh:.2f} s"
     lines = [
@@ -262,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         note = _report.quick_note({"n": args.n, "seed": args.seed}, {"n": 50, "seed": 0}, "bench")
         body = "\n".join([_report.header(title, _report.command_line(
             "bench_reconstruct.py", argv), note), EXPLANATION, *lines])
-        _report.write_section(args.results_file, "bench_reconstruct", body)
+        section = "bench_reconstruct" + ("" if args.config is None else f"_{args.config.stem}")
+        _report.write_section(args.results_file, section, body)
     return 0
 
 

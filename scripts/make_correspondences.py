@@ -7,8 +7,9 @@ Method (reproducible, seeded):
 1. Pose the body model in ``--poses`` natural standing poses (``furpe.synthetic``), neutral
    expression, varied shape.
 2. Render each pose from several viewing angles (the person turned from -30 to +30 degrees):
-   the whole body for MediaPipe Pose, and zoomed views (a longer focal length centred on the
-   part) of each hand for MediaPipe Hands and of the head for Face Mesh (refined, 478 points).
+   the whole body for BlazePose (``--pose-model``, default Heavy), and zoomed views (a longer
+   focal length centred on the part) of each hand for HandLandmarker and of the head for
+   FaceLandmarker (478 points): the shipped models of :mod:`furpe.experts.tasks`.
 3. Triangulate each landmark per pose from the views that detected it (linear DLT), in the
    model's native frame.
 4. Express each landmark as a convex combination of nearby model points (its 16 nearest
@@ -32,16 +33,11 @@ from furpe.bodymodels import correspondences
 from furpe.bodymodels import load_body_model
 from furpe.core.vocab import CONVENTIONS
 from furpe.core.camera import intrinsics
+from furpe.experts.tasks import FaceModel, HandModel, PoseModel
 from furpe.render import Mesh, render
 from furpe.synthetic import SKIN_TONES, sample_params, vertex_colors
 
 YAWS = (-40, -25, -10, 0, 10, 25, 40)
-
-
-def _mp():
-    import mediapipe as mp
-
-    return mp.solutions
 
 
 def _zoom_camera(points: np.ndarray, K: np.ndarray, size: int, margin: float) -> np.ndarray:
@@ -115,32 +111,27 @@ def observe_pose(model, params, graphs, size: int = 720):
     return obs, native_v, native_j
 
 
-def _detect(graphs, conv: str, img: np.ndarray) -> np.ndarray | None:
+def _detect(models, conv: str, img: np.ndarray) -> np.ndarray | None:
+    """(K, 3) pixel coordinates and a confidence of the expert's landmarks, or None."""
     h, w = img.shape[:2]
     if conv == "mediapipe_pose":
-        r = graphs["pose"].process(img)
-        if not r.pose_landmarks:
+        found = models["pose"].process(img)
+        if not found:
             return None
-        lm = r.pose_landmarks.landmark
-        uv = np.array([[p.x * w, p.y * h, p.visibility] for p in lm])
+        uv = np.column_stack([found[0].uv * (w, h), found[0].visibility])
     elif conv.startswith("mediapipe_hand"):
-        r = graphs["hands"].process(img)
-        if not r.multi_hand_landmarks:
-            return None
         # The zoomed view is centred on the wanted hand; the other hand may be in view too.
-        # MediaPipe labels handedness as if the image were mirrored: "Left" is a right hand.
-        want = "Left" if conv.endswith("right") else "Right"
-        hands = [np.array([[p.x * w, p.y * h, 1.0] for p in hl.landmark])
-                 for hl, hd in zip(r.multi_hand_landmarks, r.multi_handedness)
-                 if hd.classification[0].label == want]
+        want = "right" if conv.endswith("right") else "left"
+        hands = [np.column_stack([hand.uv * (w, h), np.ones(21)])
+                 for hand in models["hands"].process(img) if hand.side == want]
         if not hands:
             return None
         uv = min(hands, key=lambda a: np.linalg.norm(a[:, :2].mean(0) - [w / 2, h / 2]))
     else:
-        r = graphs["face"].process(img)
-        if not r.multi_face_landmarks:
+        found = models["face"].process(img)
+        if not found:
             return None
-        uv = np.array([[p.x * w, p.y * h, 1.0] for p in r.multi_face_landmarks[0].landmark])
+        uv = np.column_stack([found[0].uv * (w, h), np.ones(len(found[0].uv))])
     uv[:, :2] -= 0.5  # MediaPipe's normalised coordinates have pixel centres at +0.5
     return uv
 
@@ -173,14 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--poses", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pose-model", default="heavy", choices=("heavy", "full"),
+                    help="the BlazePose variant whose landmarks are placed (default heavy)")
     ap.add_argument("--out", type=Path, default=correspondences.data_path("anny"))
     args = ap.parse_args(argv)
-    sol = _mp()
-    graphs = {
-        "pose": sol.pose.Pose(static_image_mode=True, model_complexity=1),
-        "hands": sol.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=1),
-        "face": sol.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True),
-    }
+    graphs = {"pose": PoseModel(args.pose_model, 1), "hands": HandModel(2), "face": FaceModel()}
     model = load_body_model("anny")
     rng = np.random.default_rng(args.seed)
     per_conv_targets: dict[str, list] = {}

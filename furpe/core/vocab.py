@@ -5,7 +5,7 @@ Defined once here and used everywhere else. Every
 the landmark names of each convention, in the order the expert returns them, so that
 correspondence tables can be written by name.
 
-Facts from MediaPipe's documentation and its bundled legacy solutions (0.10.21):
+Facts from MediaPipe's documentation, its legacy solutions (0.10.21) and Tasks API (1.2.3):
 
 * ``mediapipe_pose``: BlazePose's 33 landmarks, ``left``/``right`` meaning the *subject's*
   side (a person facing the camera has ``left_shoulder`` on the image's right).

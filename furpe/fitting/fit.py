@@ -75,7 +75,7 @@ class FitConfig:
     w_limit: float = 1e-1
     w_shape: float = 1e-3
     w_face_sparsity: float = 1e-4
-    #: Facial blendshape scores of a face expert that gives them (``mediapipe_face_landmarker``,
+    #: Facial blendshape scores of a face expert that gives them (``mediapipe_face``,
     #: ARKit names) pull the body model's facial actions of the same names towards them
     #: (squared difference, mean over the matched actions) and initialise them. Off (0) by
     #: default: on Anny renders they do not yet beat the landmarks alone (docs/results.md).
