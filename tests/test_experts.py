@@ -816,3 +816,26 @@ def test_face_mesh_to_ibug68_table_is_anatomical(anny_model):
     assert y[51] < y[62] < y[66] < y[57] < y[8]
     assert abs(x[36]) > abs(x[39]) and abs(x[45]) > abs(x[42])  # outer corners further out
     assert p[30][2] == min(v[2] for v in p.values())  # the nose tip is closest to the camera
+
+
+@pytest.mark.mediapipe
+def test_a_hand_filling_its_box_is_found_in_a_larger_box() -> None:
+    """The palm detector misses a hand cropped tight to its extent (as in FreiHAND's crops);
+    ``observe_hand_in_box`` then looks again in a box ``retry_scale`` times larger."""
+    import base64
+
+    import cv2
+
+    png = np.frombuffer(base64.b64decode(_RIGHT_HAND_PNG), np.uint8)
+    small = cv2.imdecode(png, cv2.IMREAD_COLOR)[:, :, ::-1]
+    mask = np.abs(small.astype(int) - small[0, 0].astype(int)).sum(-1) > 30
+    ys, xs = np.nonzero(mask)
+    tight = np.ascontiguousarray(cv2.resize(
+        small[ys.min():ys.max() + 1, xs.min():xs.max() + 1], (224, 224)))
+    with MediaPipeHandExpert(retry_scale=1.0) as once:
+        assert once.observe_hand_in_box(tight) is None  # the premise
+    with MediaPipeHandExpert() as hands:
+        hand = hands.observe_hand_in_box(tight)
+    assert hand is not None and hand.part == "right_hand"
+    # The landmarks span the hand, which fills the image.
+    assert np.ptp(hand.keypoints_2d, axis=0).min() > 0.5 * 224

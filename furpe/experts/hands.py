@@ -155,15 +155,22 @@ class MediaPipeHandExpert:
         self, image: np.ndarray, box: Box | None = None, side: str | None = None
     ) -> PartObservation | None:
         """The most confident hand in ``box`` (default: the whole image), for hand crops such
-        as FreiHAND's. ``side`` ("left"/"right") forces the side; by default it is the
-        landmarker's handedness."""
+        as FreiHAND's; if none, in the box ``retry_scale`` times larger (the palm detector
+        misses a hand that fills its whole input). ``side`` ("left"/"right") forces the side;
+        by default it is the landmarker's handedness."""
         img = as_rgb_uint8(image)
         if img is None:
             return None
         h, w = img.shape[:2]
         if box is None:
             box = square_box((w - 1) / 2, (h - 1) / 2, float(max(w, h)))
-        return self._detect_in_crop(img, box, None, 0.0, side)
+        for scale in (1.0, self.retry_scale):
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            side_px = scale * max(box[2] - box[0], box[3] - box[1])
+            obs = self._detect_in_crop(img, square_box(cx, cy, side_px), None, 0.0, side)
+            if obs is not None:
+                return obs
+        return None
 
     def _detect_in_crop(self, img: np.ndarray, box: Box, wrist: np.ndarray | None,
                         hand_length: float, side: str | None) -> PartObservation | None:
