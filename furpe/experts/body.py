@@ -19,7 +19,7 @@ from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_inter
                               points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
-from furpe.experts.tasks import PersonDetector, PoseLandmarks, PoseModel
+from furpe.experts.tasks import PersonDetector, PoseLandmarks, PoseModel, TasksExpert
 
 # The 13 major pose joints (nose, shoulders, elbows, wrists, hips, knees, ankles) whose
 # visibilities make the body detection score.
@@ -37,7 +37,7 @@ def _overlaps(a: Box, b: Box, iou: float) -> bool:
     return box_iou(a, b) > iou or box_intersection(a, b) > 0.7 * min(box_area(a), box_area(b))
 
 
-class MediaPipeBodyExpert:
+class MediaPipeBodyExpert(TasksExpert):
     """BlazePose body expert (``model`` ``"heavy"``, the default, or ``"full"``, faster).
 
     Returns one ``"body"`` :class:`PartObservation` per person, convention ``mediapipe_pose``:
@@ -98,24 +98,6 @@ class MediaPipeBodyExpert:
         self._image_pose = PoseModel(model, max_people, video=video, **thresholds)
         self._mirror_pose = PoseModel(model, max_people, video=video, **thresholds)
         self._detector = PersonDetector(min_person_score, max(2 * max_people, 8))
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def reset(self) -> None:
-        """Forget tracking state (video mode)."""
-        for m in (self._image_pose, self._mirror_pose):
-            m.reset()
-
-    def close(self) -> None:
-        """Release the MediaPipe tasks (rebuilt if used again)."""
-        for m in (self._crop_pose, self._image_pose, self._mirror_pose, self._detector):
-            m.close()
-
-    def __enter__(self) -> "MediaPipeBodyExpert":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- detection -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, cro
                               crop_to_image, face_crop_box, points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
-from furpe.experts.tasks import FaceModel
+from furpe.experts.tasks import FaceModel, TasksExpert
 
 # (pose landmark, face landmark) pairs that should coincide: nose tip, eye centres (iris
 # centres), mouth corners.
@@ -40,7 +40,7 @@ def body_face_crop_box(
     return face_crop_box(body.keypoints_2d[keep], scale=scale)
 
 
-class MediaPipeFaceExpert:
+class MediaPipeFaceExpert(TasksExpert):
     """MediaPipe FaceLandmarker on a head crop of each person.
 
     For every person with a ``mediapipe_pose`` body showing at least three head landmarks
@@ -79,16 +79,6 @@ class MediaPipeFaceExpert:
         self.crop_scale = crop_scale
         self.min_head_visibility = min_head_visibility
         self._model = FaceModel(min_detection_confidence, min_presence_confidence)
-
-    def close(self) -> None:
-        """Release the MediaPipe task (rebuilt if used again)."""
-        self._model.close()
-
-    def __enter__(self) -> "MediaPipeFaceExpert":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def observe(
         self, image: np.ndarray, people: list[PersonObservation]

@@ -14,7 +14,7 @@ from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, cro
                               crop_to_image, hand_crop_box, points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
-from furpe.experts.tasks import HandLandmarks, HandModel
+from furpe.experts.tasks import HandLandmarks, HandModel, TasksExpert
 
 _HAND_POSE_INDICES = {
     # side: (wrist, elbow, pinky, index, shoulder)
@@ -46,7 +46,7 @@ def drop_shared_hand(person: PersonObservation, overlap: float = 0.3) -> None:
         del person.parts["left_hand" if left.score < right.score else "right_hand"]
 
 
-class MediaPipeHandExpert:
+class MediaPipeHandExpert(TasksExpert):
     """MediaPipe HandLandmarker on crops placed around each person's wrists.
 
     For every person with a ``mediapipe_pose`` body and each wrist with visibility at least
@@ -92,17 +92,6 @@ class MediaPipeHandExpert:
         self._crop_model = HandModel(2, min_detection_confidence, min_presence_confidence)
         self._image_model = HandModel(2 * max_people, min_detection_confidence,
                                       min_presence_confidence)
-
-    def close(self) -> None:
-        """Release the MediaPipe tasks (rebuilt if used again)."""
-        self._crop_model.close()
-        self._image_model.close()
-
-    def __enter__(self) -> "MediaPipeHandExpert":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def observe(
         self, image: np.ndarray, people: list[PersonObservation]

@@ -95,6 +95,30 @@ class TasksModel:
             finalizer()
 
 
+class TasksExpert:
+    """Base of the experts that run :class:`TasksModel` attributes: :meth:`reset` and
+    :meth:`close` reach all of them, and the expert is a context manager that closes them."""
+
+    def _models(self) -> list[TasksModel]:
+        return [m for m in vars(self).values() if isinstance(m, TasksModel)]
+
+    def reset(self) -> None:
+        """Forget tracking state (video mode)."""
+        for m in self._models():
+            m.reset()
+
+    def close(self) -> None:
+        """Release the MediaPipe tasks (rebuilt if used again)."""
+        for m in self._models():
+            m.close()
+
+    def __enter__(self) -> "TasksExpert":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class PersonDetector(TasksModel):
     """MediaPipe's ObjectDetector (EfficientDet-Lite0, COCO) keeping the ``person`` class:
     ``process(image)`` gives ``[(box, score), ...]``, boxes (x0, y0, x1, y1) in pixels, most
