@@ -20,6 +20,7 @@ from furpe.core.boxes import (
     face_crop_box,
     hand_crop_box,
     landmark_box,
+    mostly_outside,
     points_inside,
 )
 from furpe.core.errors import FurpeError
@@ -164,6 +165,9 @@ def test_boxes() -> None:
     assert landmark_box(pts, conf) == (10, 5, 30, 20)
     assert landmark_box(pts, None, image_size=(100, 100)) == (0, 5, 100, 100)
     assert landmark_box(np.zeros((0, 2))) is None
+    assert mostly_outside((95, 95, 195, 195), 100, 100)  # 1% inside
+    assert mostly_outside((70, 70, 170, 170), 100, 100)  # 9% inside
+    assert not mostly_outside((60, 60, 160, 160), 100, 100)  # 16% inside
 
 
 def test_hand_crop_box_along_forearm() -> None:

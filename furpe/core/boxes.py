@@ -57,6 +57,11 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def mostly_outside(box: Box, width: int, height: int, min_inside: float = 0.1) -> bool:
+    """Whether less than ``min_inside`` of ``box``'s area lies in a width x height image."""
+    return box_intersection(box, (0.0, 0.0, float(width), float(height))) < min_inside * box_area(box)
+
+
 def expand_box(box: Box, margin: float) -> Box:
     """Grow a box by ``margin`` times its width/height on each side."""
     w, h = box[2] - box[0], box[3] - box[1]

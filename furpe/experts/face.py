@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from furpe.core import vocab as C
-from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, crop_square,
+from furpe.core.boxes import (Box, as_rgb_uint8, crop_square, mostly_outside,
                               crop_to_image, face_crop_box, points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
@@ -139,7 +139,7 @@ class MediaPipeFaceExpert(TasksExpert):
                         ) -> tuple[np.ndarray, Box, dict[str, float]] | None:
         """The 478 landmarks (full-image pixels) in a square crop, the crop, the blendshapes."""
         height, width = img.shape[:2]
-        if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
+        if mostly_outside(box, width, height):
             return None
         crop, used = crop_square(img, box, self.crop_size)
         faces = self._model.process(crop)

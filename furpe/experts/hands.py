@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_intersection, crop_square,
+from furpe.core.boxes import (Box, as_rgb_uint8, crop_square, mostly_outside,
                               crop_to_image, hand_crop_box, points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
@@ -164,7 +164,7 @@ class MediaPipeHandExpert(TasksExpert):
     def _detect_in_crop(self, img: np.ndarray, box: Box, wrist: np.ndarray | None,
                         hand_length: float, side: str | None) -> PartObservation | None:
         height, width = img.shape[:2]
-        if box_intersection(box, (0.0, 0.0, float(width), float(height))) < 0.1 * box_area(box):
+        if mostly_outside(box, width, height):
             return None  # the crop barely touches the image
         crop, used = crop_square(img, box, self.crop_size)
         hands = [(h, crop_to_image(h.uv, used)) for h in self._crop_model.process(crop)]
