@@ -12,7 +12,9 @@ The fit is batched over the people of an image. Its energy is
   in videos closeness to the previous frame.
 
 It runs in stages: (1) global orientation and translation from the torso, (2) the body pose
-and shape, (3) hands, face and body together (see :meth:`Fitter._plan`; a head or hand crop
+to the body expert's 3D landmarks alone (which way limbs point in depth: seated legs, arms
+crossed in front), (3) the body pose and shape, with robust scales that start wide and
+shrink, (4) hands, face and body together (see :meth:`Fitter._plan`; a head or hand crop
 alone is fitted from that part). The energy needs keypoints only, so each iteration evaluates
 the model on the few vertices the correspondences use (:class:`KeypointSampler`).
 """
@@ -42,6 +44,11 @@ class FitConfig:
     """Optimisation settings (iterations per stage, learning rate, loss weights)."""
 
     iters_global: int = 30
+    #: Iterations of a stage that poses the body to the expert's 3D landmarks alone (no 2D
+    #: term) before the 2D body stage: a start that knows which way limbs point in depth
+    #: (0: skip it). Its weight is ``w3d_pose``.
+    iters_body3d: int = 30
+    w3d_pose: float = 1.0
     iters_body: int = 40
     iters_parts: int = 40
     lr: float = 0.05
@@ -93,6 +100,10 @@ class FitConfig:
     #: Keep refining the body shape while hands and face are fitted (slower: the rest
     #: skeleton then changes every iteration).
     shape_in_final_stage: bool = False
+    #: The robust scales (``sigma``) start this many times wider in the body stage and
+    #: shrink to their value over its first half, so limbs far from their landmarks (arms
+    #: crossed in front of the body, seen from a rest pose) are still pulled towards them.
+    sigma_anneal: float = 4.0
 
 
 @dataclass
@@ -366,13 +377,15 @@ class Fitter:
         if is_warm.any():
             prev = {k: v.detach().clone() for k, v in params.items()}
             prev["_warm"] = torch.as_tensor(is_warm, dtype=torch.float32, device=device)
-        sampler = self._sampler(tuple(sorted({tg.regressor for tg in targets.values()})))
-
         stages = self._plan(targets, warm_all)
         for stage, (iters, names, parts) in enumerate(stages):
             if iters <= 0:
                 continue
             final_stage = stage == len(stages) - 1
+            # Pose only the vertices of the conventions this stage's energy looks at.
+            sampler = self._sampler(tuple(sorted(
+                {tg.regressor for part, tg in targets.items()
+                 if part in parts or (part == "body" and "body3d" in parts)})))
             for n, p in params.items():
                 p.requires_grad_(n in names)
             # A placement-only stage moves the model rigidly: pose it once, then only rotate
@@ -390,10 +403,13 @@ class Fitter:
             sched = torch.optim.lr_scheduler.LambdaLR(
                 opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / iters)))
             )
-            for _ in range(iters):
+            for i in range(iters):
                 opt.zero_grad(set_to_none=True)
                 kps = sampler(params) if local is None else _place(local, params)
-                loss = self.energy(params, targets, Kt, parts, kps, prev, blend)
+                widen = 1.0
+                if stage == 2 and cfg.sigma_anneal > 1 and not warm_all:
+                    widen = cfg.sigma_anneal ** max(0.0, 1.0 - 2.0 * i / iters)
+                loss = self.energy(params, targets, Kt, parts, kps, prev, blend, widen)
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -436,8 +452,11 @@ class Fitter:
         it_body = cfg.iters_body if with_body else 0
         it_parts = cfg.iters_parts if with_body else cfg.part_only_iters[1]
         placement = ["global_orient", "transl"]
+        has3d = with_body and bool(targets["body"].has3d.any())
         return [
             (0 if warm else it_global, placement, (anchor,)),
+            (0 if warm or not has3d else cfg.iters_body3d, ["global_orient", *body_blocks],
+             ("body3d",)),
             (it_body // 2 if warm else it_body, [*placement, *body_blocks, *shape_blocks],
              ("body",)),
             (it_parts // 2 if warm else it_parts,
@@ -468,34 +487,45 @@ class Fitter:
 
     # -- energy ---------------------------------------------------------------------------
     def energy(self, params, targets, Kt, parts, keypoints, prev=None,
-               blend: BlendshapeTargets | None = None) -> torch.Tensor:
+               blend: BlendshapeTargets | None = None, widen: float = 1.0) -> torch.Tensor:
         """The fit energy of the model keypoints ``keypoints`` (convention -> (B, K, 3), from
-        the :class:`KeypointSampler`) posed by ``params``."""
+        the :class:`KeypointSampler`) posed by ``params``; ``widen`` scales the robust
+        scales of the 2D terms."""
         cfg = self.config
         total = params["transl"].new_zeros(())
-        for part in parts:
+        only3d = parts == ("body3d",)
+        for part in ("body",) if only3d else parts:
             tg = targets.get(part)
             if tg is None:
                 continue
             kp3 = keypoints[tg.regressor]
+            if only3d:
+                total = total + cfg.w3d_pose * self._e3d(kp3, tg, cfg.sigma3d[part]).sum()
+                continue
             kp2 = project(kp3, Kt)
             res = ((kp2 - tg.kp2d) / tg.scale[:, None, None]).pow(2).sum(-1)
             w = tg.conf
-            e2d = (gmof(res, cfg.sigma[part]) * w).sum(1) / w.sum(1).clamp(min=1e-6)
+            e2d = (gmof(res, cfg.sigma[part] * widen) * w).sum(1) / w.sum(1).clamp(min=1e-6)
             total = total + cfg.w2d[part] * e2d.sum()
             if cfg.w3d.get(part, 0) > 0 and bool(tg.has3d.any()):
-                m3 = w * tg.has3d[:, None]
-                a = kp3 - (kp3 * m3[..., None]).sum(1, keepdim=True) / m3.sum(1).clamp(min=1e-6)[:, None, None]
-                o = tg.kp3d - (tg.kp3d * m3[..., None]).sum(1, keepdim=True) / m3.sum(1).clamp(min=1e-6)[:, None, None]
-                size = (o.norm(dim=-1) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
-                r3 = ((a - o).pow(2).sum(-1) / size.clamp(min=1e-3)[:, None].pow(2))
-                e3d = (gmof(r3, cfg.sigma3d[part]) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
-                total = total + cfg.w3d[part] * e3d.sum()
+                total = total + cfg.w3d[part] * self._e3d(kp3, tg, cfg.sigma3d[part]).sum()
         if blend is not None and "face" in parts:
             d2 = (params[blend.block] - blend.values).pow(2) * blend.mask
             total = total + cfg.w_blendshapes * (d2.sum(1) / blend.mask.sum(1).clamp(min=1)).sum()
         total = total + self.prior(params, prev)
         return total
+
+    @staticmethod
+    def _e3d(kp3: torch.Tensor, tg: PartTargets, sigma: float) -> torch.Tensor:
+        """(B,) robust 3D term of a part: model and expert landmarks compared after centring
+        (the expert's are known up to a translation), relative to the part's size."""
+        m3 = tg.conf * tg.has3d[:, None]
+        n = m3.sum(1).clamp(min=1e-6)[:, None, None]
+        a = kp3 - (kp3 * m3[..., None]).sum(1, keepdim=True) / n
+        o = tg.kp3d - (tg.kp3d * m3[..., None]).sum(1, keepdim=True) / n
+        size = (o.norm(dim=-1) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
+        r3 = (a - o).pow(2).sum(-1) / size.clamp(min=1e-3)[:, None].pow(2)
+        return (gmof(r3, sigma) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
 
     def _hinge_weights(self, block: str, like: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
