@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench results bench-real clean
+.PHONY: install demo test bench results bench-real bench-label clean
 
 install: $(STAMP)
 
@@ -35,6 +35,10 @@ results: install
 
 # real annotated photos (../shared/data/real, not in the repository): people, body, hands and
 # faces found and their 2D/3D errors, per expert configuration (--config FILE, repeatable)
+# furpe label: images/s with 1 and 2 workers, and the cost of writing shards
+bench-label: install
+	$(PY) benchmarks/bench_label.py --n 16 --seed 0
+
 bench-real: install
 	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/fast.yaml \
 		--config configs/no-person-detector.yaml

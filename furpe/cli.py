@@ -8,6 +8,7 @@ interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -15,7 +16,7 @@ from typing import Any, Callable, Sequence
 import furpe
 from furpe.core.errors import DatasetError, FurpeError, SetupError
 from furpe.core.registry import names
-from furpe.io.console import internal_error
+from furpe.io.console import format_error, internal_error
 
 __all__ = ["build_config", "build_parser", "default_factory", "default_method_factory", "main"]
 
@@ -139,7 +140,80 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_and_debug(rec)
     _add_evaluate(sub)
     _add_make_synthetic(sub)
+    _add_label(sub)
     return parser
+
+
+def _split_arg(text: str) -> tuple[int, int]:
+    from furpe.labels.engine import parse_split
+
+    try:
+        return parse_split(text)
+    except FurpeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--shard {text}: ")) from None
+
+
+def _min_score(text: str) -> tuple[str, float]:
+    from furpe.core.vocab import PARTS
+
+    part, sep, value = text.partition("=")
+    try:
+        score = float(value)
+    except ValueError:
+        score = -1.0
+    if not sep or part not in PARTS or not 0 <= score <= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected PART=SCORE with PART one of {', '.join(PARTS)} and SCORE in [0, 1], "
+            f"got {text!r}")
+    return part, score
+
+
+def _add_label(sub: Any) -> None:
+    lb = sub.add_parser(
+        "label", help="label images and videos with pseudo labels (WebDataset shards)",
+        description="Run the experts, the fit and the selection scheme on every image and "
+                    "every K-th video frame, and store one sample per image/frame (the label "
+                    "JSON and the image) in WebDataset shards OUT/labels-<i>of<n>-<seq>.tar, "
+                    "then OUT/index.json. Run the same command again to resume. Under "
+                    "torchrun each rank takes its share. See docs/labels.md.")
+    lb.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="image or video files, or folders of them")
+    lb.add_argument("-o", "--output", required=True, metavar="OUT", help="shard folder")
+    lb.add_argument("--recursive", action="store_true", help="also search sub-folders")
+    lb.add_argument("--config", metavar="FILE", help="configuration (JSON or YAML)")
+    _add_body_model(lb)
+    lb.add_argument("--focal", type=_positive_float, metavar="PIXELS",
+                    help="focal length in pixels (default: estimated from the image size)")
+    lb.add_argument("--max-people", type=_positive_int, metavar="N",
+                    help="label at most N people per image (default: 4)")
+    lb.add_argument("--every", type=_positive_int, default=1, metavar="K",
+                    help="label every K-th frame of videos (default: 1)")
+    lb.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                    help="worker processes on this machine, one torch thread each "
+                         "(default: 1)")
+    lb.add_argument("--shard", type=_split_arg, metavar="I/N",
+                    help="label only part I of N of the inputs (0-based), e.g. one per "
+                         "machine (default: torchrun's RANK/WORLD_SIZE, else 0/1)")
+    lb.add_argument("--shard-size", type=_positive_int, default=1000, metavar="N",
+                    help="samples per shard (default: 1000)")
+    lb.add_argument("--jpeg-quality", type=_int_at_least(50), default=95, metavar="Q",
+                    help="JPEG quality of the stored images (default: 95)")
+    lb.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bar and no summary line (errors are printed)")
+    _add_device_and_debug(lb)
+    ls = sub.add_parser(
+        "labels", help="inspect label shards",
+        description="Inspect a folder of label shards written by 'furpe label'.")
+    lsub = ls.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    st = lsub.add_parser(
+        "stats", help="samples, people, accepted parts and score histograms",
+        description="Count samples, people, observed and accepted parts per part, print "
+                    "histograms of the selection score, and what a minimum score keeps.")
+    st.add_argument("folder", metavar="SHARDS", help="folder of label shards")
+    st.add_argument("--min-score", type=_min_score, action="append", default=[],
+                    metavar="PART=SCORE",
+                    help="report how many PART labels have a selection score >= SCORE "
+                         "(repeatable)")
 
 
 def _add_body_model(p: argparse.ArgumentParser) -> None:
@@ -295,6 +369,10 @@ def main(argv: Sequence[str] | None = None,
         return _evaluate(args, method_factory or default_method_factory)
     if args.command == "make-synthetic":
         return _make_synthetic(args)
+    if args.command == "label":
+        return _label(args, reconstructor_factory)
+    if args.command == "labels":
+        return _labels_stats(args)
     return _reconstruct(args, reconstructor_factory or default_factory)
 
 
@@ -365,6 +443,57 @@ def _make_synthetic(args: argparse.Namespace) -> int:
         return code
     if not args.quiet:
         print(summary.line(), file=sys.stderr)
+    return 0
+
+
+def _label(args: argparse.Namespace, factory: Callable[[Any], Any] | None) -> int:
+    from furpe.io.inputs import collect_inputs
+    from furpe.labels.engine import label, launcher_split
+
+    problem = _check_config(args)
+    if problem:
+        _error(problem)
+        return 2
+    out_dir = Path(args.output)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _error(f"-o {args.output}: cannot create the output folder ({exc.strerror or exc})")
+        return 2
+    part, parts = args.shard or launcher_split() or (0, 1)
+
+    def action() -> Any:
+        errors: list[tuple[str, str]] = []
+        config = build_config(args)
+        items = collect_inputs(args.inputs, args.recursive, errors=errors, exclude=[out_dir])
+        for path, message in errors:
+            print(format_error(path, message), file=sys.stderr)
+        return label(items, out_dir,
+                     None if factory is None else functools.partial(factory, config),
+                     config=config, part=part, parts=parts, workers=args.workers,
+                     shard_size=args.shard_size, every=args.every, quality=args.jpeg_quality,
+                     progress=not args.quiet, input_errors=errors)
+
+    code, summary = _guarded(args, action, interrupted="furpe: interrupted (run the same "
+                             "command again to finish)")
+    if code is not None:
+        return code
+    if not args.quiet or summary.interrupted:
+        print(summary.line(), file=sys.stderr)
+    return summary.exit_code
+
+
+def _labels_stats(args: argparse.Namespace) -> int:
+    from furpe.labels.stats import collect, report
+
+    if not Path(args.folder).is_dir():
+        _error(f"{args.folder}: no such folder")
+        return 2
+    args.output = args.folder
+    code, st = _guarded(args, lambda: collect(args.folder), failure_code=2)
+    if code is not None:
+        return code
+    print(report(st, args.folder, dict(args.min_score)))
     return 0
 
 

@@ -71,7 +71,7 @@ def assemble(model: BodyModel, people: Sequence[PersonObservation], fit: FitOutp
         results.append(PersonResult(
             params={k: v[b].detach().cpu().numpy() for k, v in selection.params.items()},
             vertices=verts[b], joints=joints[b], keypoints_2d=kps,
-            parts=selection.verdicts[b], box=person_box(anchor),
+            parts=selection.verdicts[b], box=person_box(anchor), observation=person,
         ))
     return FrameResult(
         image_size=size, intrinsics=K, body_model=model.name,
@@ -136,13 +136,16 @@ class Reconstructor:
         return build_experts(cfg.experts, cfg.expert_options, max_people=cfg.max_people,
                              video=video)
 
-    def reconstruct_image(self, image: np.ndarray, K: np.ndarray | None = None) -> FrameResult:
+    def reconstruct_image(self, image: np.ndarray, K: np.ndarray | None = None, *,
+                          reset_rejected: bool = True) -> FrameResult:
         """Reconstruct everyone in an RGB uint8 image (a single image: no tracking state).
 
         ``K`` (3, 3), when the camera is known (e.g. an evaluation set's intrinsics, whose
-        principal point may be off-centre), replaces the camera built from ``focal``.
+        principal point may be off-centre), replaces the camera built from ``focal``. With
+        ``reset_rejected=False`` hands and faces that the selection scheme rejects keep their
+        fitted pose (still flagged), as pseudo labels do.
         """
-        return self._run(self.experts, check_image(image), K, None)
+        return self._run(self.experts, check_image(image), K, None, reset_rejected)
 
     def video(self) -> "VideoSession":
         """A session for the consecutive frames of one video: the experts in tracking mode
@@ -187,12 +190,12 @@ class Reconstructor:
         raise FurpeError(f"none of the configured experts can look at a crop ({method})")
 
     def _run(self, experts: Sequence[Expert], image: np.ndarray, K: np.ndarray | None,
-             previous: FrameResult | None) -> FrameResult:
+             previous: FrameResult | None, reset: bool = True) -> FrameResult:
         t0 = time.perf_counter()
         people = observe(experts, image, self.config.max_people)
         if not people:
             raise NoPersonError("no person found")
-        return self._finish(people, image, K, previous, t0)
+        return self._finish(people, image, K, previous, t0, reset)
 
     def _finish(self, people: list[PersonObservation], image: np.ndarray, K: np.ndarray | None,
                 previous: FrameResult | None, t0: float, reset: bool = True) -> FrameResult:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,9 @@ class PersonResult:
     keypoints_2d: dict[str, KeypointSet]  # by part
     parts: dict[str, PartResult]  # by part
     box: tuple[float, float, float, float]  # person box (x0, y0, x1, y1) in pixels
+    #: What the experts reported for this person, a :class:`furpe.experts.base.PersonObservation`
+    #: (landmarks, 3D landmarks, blendshapes, crop boxes); None when rebuilt from a result file.
+    observation: Any = None
 
 
 @dataclass

@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("furpe.config", "furpe.pipeline"),
     ("furpe.render", "furpe.io", "furpe.synthetic"),
     ("furpe.datasets",),
-    ("furpe.evaluation", "furpe.runner"),
+    ("furpe.evaluation", "furpe.runner", "furpe.labels"),
     ("furpe.cli", "furpe.__main__"),
 )
 

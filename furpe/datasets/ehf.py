@@ -189,7 +189,7 @@ def _read_binary(body: bytes, elements: list[dict], endian: str, path: Path) -> 
             # Fast path: every list as long as the first record's (e.g. all triangles).
             li = lists[0]
             before = sum(np.dtype(endian + t).itemsize for _, _, t, _ in props[:li])
-            cnt_t, item_t = props[li][2], props[li][3]
+            cnt_t = props[li][2]
             first = int(np.frombuffer(body, dtype=endian + cnt_t, count=1, offset=pos + before)[0])
             fields = []
             for name, kind, t, item in props:
