@@ -288,6 +288,11 @@ def _add_make_synthetic(sub: Any) -> None:
                     help="seed of the set (default: 0)")
     ms.add_argument("--size", type=_image_size, default=(640, 640), metavar="PIXELS",
                     help="image size: PIXELS (square) or WIDTHxHEIGHT (default: 640)")
+    ms.add_argument("--format", choices=("files", "webdataset"), default="files",
+                    help="files: images/ and gt/ (the evaluation set, default); webdataset: "
+                         "also OUT/shards/, the exact truth as label shards (docs/labels.md)")
+    ms.add_argument("--shard-size", type=_positive_int, default=1000, metavar="N",
+                    help="samples per shard with --format webdataset (default: 1000)")
     ms.add_argument("-q", "--quiet", action="store_true",
                     help="no progress bar and no summary line")
 
@@ -434,9 +439,18 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     from furpe.datasets.synthetic import generate
 
     width, height = args.size
+
+    def action() -> Any:
+        summary = generate(args.output, n=args.n, seed=args.seed, width=width, height=height,
+                           progress=not args.quiet)
+        if args.format == "webdataset":
+            from furpe.labels.synthetic import write_truth_shards
+
+            write_truth_shards(args.output, args.shard_size, progress=not args.quiet)
+        return summary
+
     code, summary = _guarded(
-        args, lambda: generate(args.output, n=args.n, seed=args.seed, width=width,
-                               height=height, progress=not args.quiet),
+        args, action,
         failure_code=2,
         interrupted="furpe: interrupted (run the same command again to finish the set)")
     if code is not None:

@@ -355,3 +355,39 @@ def test_real_experts_label_a_render(tmp_path, anny_model):
     assert "jawOpen" in p["observations"]["face"]["blendshapes"]
     assert len(p["params"]["body_pose"]) > 10
     assert sample["json"]["provenance"]["config"]["experts"] == list(rec.config.experts)
+
+
+@pytest.mark.slow
+def test_synthetic_truth_shards_join_the_expert_labels_by_key(tmp_path, anny_model):
+    from furpe.datasets.synthetic import read_npz, sample_id
+
+    out = tmp_path / "synth"
+    assert main(["make-synthetic", str(out), "--n", "3", "--size", "160", "--format",
+                 "webdataset", "--shard-size", "2", "-q"]) == 0
+    truth = read_all(out / "shards")
+    ids = [sample_id(i) for i in range(3)]
+    assert sorted(truth) == sorted(unit_key(s, None) for s in ids)
+    for sid in ids:
+        gt = read_npz(out / "gt" / f"{sid}.npz")
+        doc = truth[unit_key(sid, None)]["json"]
+        assert doc["provenance"]["truth"] == "synthetic"
+        person = doc["people"][0]
+        np.testing.assert_allclose(person["params"]["body_pose"], gt["param_body_pose"],
+                                   atol=1e-6)
+        np.testing.assert_allclose(person["keypoints_2d"]["body"]["observed"],
+                                   gt["keypoints2d_mediapipe_pose"], atol=1e-3)
+        np.testing.assert_allclose(person["observations"]["left_hand"]["keypoints_3d"],
+                                   gt["keypoints_mediapipe_hand_left"], atol=1e-5)
+        for i, part in enumerate(gt["part_names"]):
+            assert person["parts"][str(part)]["accepted"] == bool(gt["visible"][i])
+    # pseudo labels of the same images (here from the fake experts) share the keys
+    assert run_label([str(out / "images"), "-o", str(tmp_path / "experts")]) == 0
+    assert set(read_all(tmp_path / "experts")) == set(truth)
+    # a lost shard is made again, identically
+    first = list_shards(out / "shards")[0]
+    before = first.read_bytes()
+    first.unlink()
+    assert main(["make-synthetic", str(out), "--n", "3", "--size", "160", "--format",
+                 "webdataset", "--shard-size", "2", "-q"]) == 0
+    assert sorted(read_all(out / "shards")) == sorted(truth)
+    assert sum(p.read_bytes() == before for p in list_shards(out / "shards")) == 1
