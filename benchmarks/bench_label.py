@@ -11,7 +11,8 @@ the same inputs, one after the other (never two at once):
 * **label, 2 workers**: two worker processes (one torch thread each), each loading its own
   models; their start-up is included.
 
-The storage overhead is (label 1 worker - reconstruct only) / reconstruct only.
+The storage overhead is (label 1 worker - reconstruct only) / reconstruct only. Then the
+training loader reads the labels written (examples/s, one process, with augmentation).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from furpe.io.inputs import collect_inputs, read_image
 from furpe.labels import label, list_shards
 from furpe.pipeline import Reconstructor
 from furpe.synthetic import make_person
+from furpe.training.data import Augment, MirrorPlan, PersonCrops, label_dataset
 
 DEFAULT_REAL = _report.REPO.parent / "shared" / "data" / "real" / "mmpose"
 REAL_SETS = ("crowdpose", "ochuman", "aic", "mpii", "mhp", "jhmdb")
@@ -94,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         t_two = time.perf_counter() - t
         same = s1.samples == s2.samples == total and s1.people == s2.people == people
 
+        # the training loader over the labels just written: one process, full augmentation
+        plan = MirrorPlan.from_model(rec.body_model)
+        crops = PersonCrops(plan, crop_size=256, augment=Augment(), seed=0)
+        t = time.perf_counter()
+        examples = sum(1 for _ in range(3) for _ in label_dataset(tmp / "one", crops))
+        t_load = time.perf_counter() - t
+
     n_real = total - args.n
     run = (f"{total} images ({args.n} renders 640x640" +
            (f", {n_real} real photos" if n_real else "") + f"), torch threads "
@@ -113,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         f"People labelled: {s1.people} (1 worker), {s2.people} (2 workers); shards "
         f"{size / 1e6:.1f} MB ({size / max(total, 1) / 1e3:.0f} kB per image). "
         f"Runs agree on the counts: {'yes' if same else 'NO'}.",
+        "",
+        f"Training loader (`furpe.training.data`, one process, 256x256 crops, default "
+        f"augmentation, people whose body was accepted, 3 passes): {examples} examples in "
+        f"{t_load:.1f} s, {examples / t_load:.0f} examples/s.",
     ]
     title = f"furpe label throughput: {run}"
     print(f"\n## {title}\n")

@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("furpe.render", "furpe.io", "furpe.synthetic"),
     ("furpe.datasets",),
     ("furpe.evaluation", "furpe.runner", "furpe.labels"),
+    ("furpe.training",),
     ("furpe.cli", "furpe.__main__"),
 )
 
