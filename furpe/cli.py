@@ -126,10 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="configuration (JSON or YAML; a result JSON reuses the "
                           "configuration it records); options given here override it")
     _add_body_model(rec)
-    rec.add_argument("--focal", type=_positive_float, metavar="PIXELS",
-                     help="focal length in pixels (default: estimated from the image size)")
-    rec.add_argument("--max-people", type=_positive_int, metavar="N",
-                     help="reconstruct at most N people per image (default: 4)")
+    _add_camera_and_people(rec, "reconstruct")
     rec.add_argument("--no-overlay", action="store_true",
                      help="do not render overlay images / videos")
     rec.add_argument("--no-mesh", action="store_true", help="do not write PLY meshes")
@@ -182,10 +179,7 @@ def _add_label(sub: Any) -> None:
     lb.add_argument("--recursive", action="store_true", help="also search sub-folders")
     lb.add_argument("--config", metavar="FILE", help="configuration (JSON or YAML)")
     _add_body_model(lb)
-    lb.add_argument("--focal", type=_positive_float, metavar="PIXELS",
-                    help="focal length in pixels (default: estimated from the image size)")
-    lb.add_argument("--max-people", type=_positive_int, metavar="N",
-                    help="label at most N people per image (default: 4)")
+    _add_camera_and_people(lb, "label")
     lb.add_argument("--every", type=_positive_int, default=1, metavar="K",
                     help="label every K-th frame of videos (default: 1)")
     lb.add_argument("--workers", type=_positive_int, default=1, metavar="N",
@@ -223,6 +217,14 @@ def _add_body_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-path", metavar="DIR",
                    help="folder with licensed model files: SMPL-X for --body-model smplx "
                         "(furpe never downloads them), SMPL for the 3DPW ground truth")
+
+
+def _add_camera_and_people(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--focal`` and ``--max-people``."""
+    p.add_argument("--focal", type=_positive_float, metavar="PIXELS",
+                   help="focal length in pixels (default: estimated from the image size)")
+    p.add_argument("--max-people", type=_positive_int, metavar="N",
+                   help=f"{verb} at most N people per image (default: 4)")
 
 
 def _add_device_and_debug(p: argparse.ArgumentParser) -> None:
@@ -460,19 +462,27 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label(args: argparse.Namespace, factory: Callable[[Any], Any] | None) -> int:
-    from furpe.io.inputs import collect_inputs
-    from furpe.labels.engine import label, launcher_split
-
+def _output_folder(args: argparse.Namespace) -> Path | None:
+    """The checked configuration's output folder, created; None after one error line."""
     problem = _check_config(args)
     if problem:
         _error(problem)
-        return 2
+        return None
     out_dir = Path(args.output)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _error(f"-o {args.output}: cannot create the output folder ({exc.strerror or exc})")
+        return None
+    return out_dir
+
+
+def _label(args: argparse.Namespace, factory: Callable[[Any], Any] | None) -> int:
+    from furpe.io.inputs import collect_inputs
+    from furpe.labels.engine import label, launcher_split
+
+    out_dir = _output_folder(args)
+    if out_dir is None:
         return 2
     part, parts = args.shard or launcher_split() or (0, 1)
 
@@ -515,15 +525,8 @@ def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int
     from furpe.io.inputs import collect_inputs
     from furpe.runner import run
 
-    problem = _check_config(args)
-    if problem:
-        _error(problem)
-        return 2
-    out_dir = Path(args.output)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        _error(f"-o {args.output}: cannot create the output folder ({exc.strerror or exc})")
+    out_dir = _output_folder(args)
+    if out_dir is None:
         return 2
 
     def action() -> Any:
