@@ -87,14 +87,17 @@ def test_collect_missing_path_message(tmp_path: Path) -> None:
 
 def test_collect_errors_list_keeps_going(tmp_path: Path) -> None:
     (tmp_path / "ok.png").write_bytes(b"x")
-    (tmp_path / "doc.txt").write_bytes(b"x")
+    (tmp_path / "doc.md").write_bytes(b"x")
+    (tmp_path / "list.txt").write_text("ok.png\nnot-there.png\n")  # a list file
     errors: list[tuple[str, str]] = []
     items = collect_inputs([str(tmp_path / "gone.jpg"), str(tmp_path / "ok.png"),
-                            str(tmp_path / "doc.txt")], errors=errors)
-    assert [i.path.name for i in items] == ["ok.png"]
-    assert [e[0] for e in errors] == [str(tmp_path / "gone.jpg"), str(tmp_path / "doc.txt")]
-    assert "no such file" in errors[0][1]
-    assert "not a supported image or video" in errors[1][1] and ".txt" in errors[1][1]
+                            str(tmp_path / "doc.md"), str(tmp_path / "list.txt")],
+                           errors=errors)
+    assert [i.path.name for i in items] == ["ok.png"]  # named twice, processed once
+    assert [e[0] for e in errors] == [str(tmp_path / "gone.jpg"), str(tmp_path / "doc.md"),
+                                      str(tmp_path / "not-there.png")]
+    assert "no such file" in errors[0][1] and "no such file" in errors[2][1]
+    assert "not a supported image or video" in errors[1][1] and ".md" in errors[1][1]
 
 
 def test_collect_empty_folder_and_hint(tmp_path: Path) -> None:

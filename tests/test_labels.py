@@ -391,3 +391,18 @@ def test_synthetic_truth_shards_join_the_expert_labels_by_key(tmp_path, anny_mod
                  "webdataset", "--shard-size", "2", "-q"]) == 0
     assert sorted(read_all(out / "shards")) == sorted(truth)
     assert sum(p.read_bytes() == before for p in list_shards(out / "shards")) == 1
+
+
+def test_label_an_image_list(tmp_path, capsys):
+    folder = make_inputs(tmp_path, n_images=3, video_frames=0)
+    sub = folder / "sub"
+    sub.mkdir()
+    (folder / "img2.png").rename(sub / "img2.png")
+    lst = folder / "train.txt"
+    lst.write_text("# three images, one missing\nimg0.png\n\nsub/img2.png\n"
+                   f"{folder / 'img1.png'}\nmissing.png\n")
+    code = run_label([str(lst), "-o", str(tmp_path / "s")])
+    assert code == 1 and "missing.png" in capsys.readouterr().err
+    docs = [s["json"] for s in read_all(tmp_path / "s").values()]
+    assert sorted(d["key"] for d in docs) == sorted(
+        unit_key(n, None) for n in ("img0", "sub/img2", "img1"))

@@ -9,6 +9,10 @@ folder and without extension (``"beach"``, ``"trip/day1/beach"``).
   named by its stem: ``OUT/<stem>.json``.
 * A file found in a sub-folder with ``recursive=True`` keeps its sub-folder relative to the
   folder given: ``photos/trip/day1/beach.jpg`` (folder ``photos``) -> ``OUT/trip/day1/beach.json``.
+* A file named in a list file (``.txt`` or ``.lst``: one path per line, relative to the
+  list's folder unless absolute; blank lines and lines starting with ``#`` skipped) keeps its
+  path relative to the list's folder: ``lists/train.txt`` naming ``imgs/a/1.jpg`` ->
+  ``OUT/imgs/a/1.json`` (an absolute path outside that folder is named by its stem).
 * Names that would collide (``a/x.jpg`` and ``b/x.jpg`` given explicitly, ``x.jpg`` next to
   ``x.png``, a video whose frame folder would clash with a sub-folder of images) get a
   suffix ``_2``, ``_3``... in the order the inputs are listed (folders are listed sorted, so
@@ -25,11 +29,13 @@ import numpy as np
 
 from furpe.core.errors import InputError
 
-__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "InputItem", "collect_inputs",
+__all__ = ["IMAGE_EXTENSIONS", "LIST_EXTENSIONS", "VIDEO_EXTENSIONS", "InputItem", "collect_inputs",
            "media_kind", "read_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+#: Extensions of list files: one image or video path per line.
+LIST_EXTENSIONS = (".txt", ".lst")
 
 Kind = Literal["image", "video"]
 
@@ -64,7 +70,8 @@ def media_kind(path: str | os.PathLike[str]) -> Kind | None:
 
 
 def _supported() -> str:
-    return " ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    return " ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS) + "; list files " + " ".join(
+        LIST_EXTENSIONS)
 
 
 def _is_hidden(name: str) -> bool:
@@ -146,6 +153,27 @@ def _collect_one(raw: str, recursive: bool, exclude: list[Path]) -> list[InputIt
     return [InputItem(path=path, kind=kind, out_name=path.stem)]
 
 
+def _read_list(path: Path) -> list[tuple[str, str]]:
+    """The entries of a list file as (path, output name)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the list file ({exc})") from None
+    out = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        full = Path(entry) if Path(entry).is_absolute() else path.parent / entry
+        try:
+            rel = full.relative_to(path.parent)
+            name = rel.with_suffix("").as_posix()
+        except ValueError:
+            name = full.stem
+        out.append((str(full), name))
+    return out
+
+
 def _uniquify(items: list[InputItem]) -> list[InputItem]:
     """Give colliding output names a ``_2``, ``_3``... suffix (see the module docstring)."""
     image_dirs: set[str] = set()
@@ -170,7 +198,7 @@ def _uniquify(items: list[InputItem]) -> list[InputItem]:
 def collect_inputs(paths: list[str], recursive: bool = False, *,
                    errors: list[tuple[str, str]] | None = None,
                    exclude: list[Path] | None = None) -> list[InputItem]:
-    """Expand files and folders into the list of images and videos to process.
+    """Expand files, folders and list files into the list of images and videos to process.
 
     Folders list their images and videos sorted by name; with ``recursive`` their
     sub-folders too (hidden files and folders are skipped). The same file given twice is
@@ -183,13 +211,29 @@ def collect_inputs(paths: list[str], recursive: bool = False, *,
     excludes = list(exclude or [])
     items: list[InputItem] = []
     seen: set[Path] = set()
+    requests: list[tuple[str, str | None]] = []  # (path, out_name from a list file)
     for raw in paths:
+        if Path(raw).suffix.lower() in LIST_EXTENSIONS and Path(raw).is_file():
+            try:
+                requests.extend(_read_list(Path(raw)))
+            except InputError as exc:
+                if errors is None:
+                    raise
+                errors.append((str(raw), str(exc)))
+        else:
+            requests.append((str(raw), None))
+    for raw, name in requests:
         try:
-            found = _collect_one(str(raw), recursive, excludes)
+            found = _collect_one(raw, recursive, excludes)
+            if name is not None:
+                if len(found) != 1 or found[0].path != Path(raw):
+                    raise InputError(f"{raw}: a list file names image or video files, "
+                                     "not folders")
+                found = [InputItem(found[0].path, found[0].kind, name)]
         except InputError as exc:
             if errors is None:
                 raise
-            errors.append((str(raw), str(exc)))
+            errors.append((raw, str(exc)))
             continue
         for item in found:
             try:
