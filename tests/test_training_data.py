@@ -183,3 +183,31 @@ def test_every_augmentation_runs(synth_shards, plan):
     assert len(examples) == 6
     assert all(np.isfinite(e["keypoints_body"]).all() for e in examples)
     assert any(e["flipped"] for e in examples) and not all(e["flipped"] for e in examples)
+
+
+def test_flipped_crop_renders_as_the_mirror_image(synth_shards, plan, anny_model):
+    """Render the person from an unflipped and a flipped crop's parameters and cameras: the
+    second silhouette is the mirror image of the first."""
+    from furpe.render import Mesh, render
+
+    sample = next(iter_samples(list_shards(synth_shards)[0]))
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(sample["jpg"], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    kw = dict(scale=(1, 1), rotation_deg=20, rotation_p=1, shift=0, colour=0, blur_p=0,
+              occlusion_p=0)
+    masks = []
+    for flip in (0.0, 1.0):
+        crops = PersonCrops(plan, crop_size=128, augment=Augment(flip_p=flip, **kw))
+        ex = crops.example(image, sample["json"], 0, np.random.default_rng(5))
+        params = {k[7:]: torch.as_tensor(v)[None] for k, v in ex.items()
+                  if k.startswith("params_")}
+        with torch.no_grad():
+            verts = anny_model(params).vertices[0].numpy()
+        masks.append(render([Mesh(verts, anny_model.faces)], ex["K"], 128, 128,
+                            backend="software").mask)
+    plain, flipped = masks
+    iou = (plain[:, ::-1] & flipped).sum() / (plain[:, ::-1] | flipped).sum()
+    assert plain.sum() > 500 and iou > 0.97, iou
+    unflipped_iou = (plain & flipped).sum() / (plain | flipped).sum()
+    assert unflipped_iou < iou - 0.1  # the person is not left-right symmetric in the crop
