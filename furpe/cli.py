@@ -290,6 +290,13 @@ def _add_make_synthetic(sub: Any) -> None:
                     help="seed of the set (default: 0)")
     ms.add_argument("--size", type=_image_size, default=(640, 640), metavar="PIXELS",
                     help="image size: PIXELS (square) or WIDTHxHEIGHT (default: 640)")
+    ms.add_argument("--preset", choices=("evaluation", "training"), default="evaluation",
+                    help="evaluation: the evaluation set's scenes (default); training: also "
+                         "WHO-calibrated shapes of all ages, upper-body and close-up framings "
+                         "and occluders")
+    ms.add_argument("--backgrounds", metavar="DIR",
+                    help="a folder of photos without people (.jpg/.png) to composite the "
+                         "person over (default: generated backgrounds)")
     ms.add_argument("--format", choices=("files", "webdataset"), default="files",
                     help="files: images/ and gt/ (the evaluation set, default); webdataset: "
                          "also OUT/shards/, the exact truth as label shards (docs/labels.md)")
@@ -444,7 +451,8 @@ def _make_synthetic(args: argparse.Namespace) -> int:
 
     def action() -> Any:
         summary = generate(args.output, n=args.n, seed=args.seed, width=width, height=height,
-                           progress=not args.quiet)
+                           progress=not args.quiet, preset=args.preset,
+                           backgrounds=args.backgrounds)
         if args.format == "webdataset":
             from furpe.labels.synthetic import write_truth_shards
 

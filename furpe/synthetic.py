@@ -59,6 +59,7 @@ class SyntheticPerson:
     pixels: dict[str, float] = field(default_factory=dict)  # part -> projected size, pixels
     seen: dict[str, float] = field(default_factory=dict)  # part -> share of vertices not hidden
     mask: np.ndarray | None = None  # (H, W) bool: pixels covered by the person
+    depth: np.ndarray | None = None  # (H, W) rendered depth, inf where no mesh
 
 
 #: Anny's age phenotype (0..1) against morphological age in years: the anchors of Anny's
@@ -388,7 +389,8 @@ def render_person(model: BodyModel, params: dict[str, torch.Tensor], width: int,
                  ambient=ambient, diffuse=diffuse)
     vis = part_visibility(model.part_vertices, verts, K, width, height, depth=res.depth)
     return SyntheticPerson(res.color, params, K, verts, out.joints[0].cpu().numpy(), vis.visible,
-                           inside=vis.inside, pixels=vis.pixels, seen=vis.seen, mask=res.mask)
+                           inside=vis.inside, pixels=vis.pixels, seen=vis.seen, mask=res.mask,
+                           depth=res.depth)
 
 
 def crop_part(person: SyntheticPerson, vertex_ids: np.ndarray,
@@ -469,6 +471,14 @@ class SceneRanges:
     diffuse: tuple[float, float] = (0.45, 0.85)
     clutter: tuple[int, int] = (0, 12)  # number of background shapes (inclusive)
     skin_jitter: float = 0.015
+    #: Body shapes (gender, age, height, weight, muscle, proportions) from Anny's
+    #: WHO-calibrated ``SimpleShapeDistribution`` (ages 0-90) instead of the pose ranges'.
+    who_shapes: bool = False
+    #: Probabilities of a full-body, an upper-body (the top 55% of the person fills the
+    #: image height) and a close-up (the top 25%: head and shoulders) framing.
+    framing: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    #: Number of random shapes drawn in front of the person (inclusive range).
+    occluders: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -491,15 +501,23 @@ class SyntheticScene:
     ambient: float
     diffuse: float
     info: dict[str, float]
+    #: Shapes drawn in front of the person: (kind 0 box / 1 disc, (x, y), (a, b), angle, RGB).
+    occluders: list[tuple] = field(default_factory=list)
 
 
 def _place(model: BodyModel, params: dict[str, torch.Tensor], K: np.ndarray, width: int,
-           height: int, rng: np.random.Generator, sc: SceneRanges) -> dict[str, float]:
+           height: int, rng: np.random.Generator, sc: SceneRanges,
+           top: float = 1.0) -> dict[str, float]:
     """Set ``params["transl"]`` so the person fills ``fill`` of the image height, off-centre
-    (or cut by a border with probability ``sc.truncation``)."""
+    (or cut by a border with probability ``sc.truncation``). With ``top`` < 1 the framing
+    holds the top ``top`` share of the person's height (upper body, close-up) instead; the
+    rest is cut by the image border."""
     params["transl"][0] = 0.0
     with torch.no_grad():
         v = model(params).vertices[0].cpu().numpy().astype(np.float64)
+    if top < 1.0:  # y points down: the top of the person is the smallest y
+        y0, y1 = v[:, 1].min(), v[:, 1].max()
+        v = v[v[:, 1] <= y0 + top * (y1 - y0)]
     lo, hi = v.min(0), v.max(0)
     centre, extent = (lo + hi) / 2, hi - lo
     f = float(K[0, 0])
@@ -511,7 +529,7 @@ def _place(model: BodyModel, params: dict[str, torch.Tensor], K: np.ndarray, wid
     my = max(0.0, (height - h_px) / 2 - margin)
     cu = (width - 1) / 2 + float(rng.uniform(-mx, mx))
     cv = (height - 1) / 2 + float(rng.uniform(-my, my))
-    truncated = bool(rng.uniform() < sc.truncation)
+    truncated = bool(rng.uniform() < sc.truncation) and top >= 1.0
     side = int(rng.integers(4))
     share = float(rng.uniform(*sc.truncation_share))
     if truncated:
@@ -535,15 +553,57 @@ def _place(model: BodyModel, params: dict[str, torch.Tensor], K: np.ndarray, wid
     return {"fill": fill, "distance_m": float(distance), "truncated": float(truncated)}
 
 
+_WHO: dict[int, object] = {}
+
+
+def who_phenotype(model: BodyModel, rng: np.random.Generator) -> torch.Tensor:
+    """(1, P) phenotype drawn from Anny's WHO-calibrated ``SimpleShapeDistribution`` (ages
+    0-90, both genders), seeded by ``rng`` (torch's global generator is left as it was)."""
+    from anny.shape_distribution import SimpleShapeDistribution
+
+    if id(model) not in _WHO:
+        _WHO[id(model)] = SimpleShapeDistribution(model.anny)  # type: ignore[attr-defined]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(2**31)))
+        _, values = _WHO[id(model)].sample(1)  # type: ignore[attr-defined]
+    labels = model.blocks["phenotype"].labels
+    row = [float(values[name].reshape(-1)[0]) if name in values else 0.5 for name in labels]
+    return torch.tensor([row], dtype=torch.float32).clamp(0.0, 1.0)
+
+
+def photo_background(rng: np.random.Generator, photo: np.ndarray, width: int,
+                     height: int) -> np.ndarray:
+    """A random crop of ``photo`` (RGB) at a random scale, resized to ``width`` x ``height``."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    aspect = width / height
+    scale = float(rng.uniform(0.6, 1.0))
+    ch = int(min(h, w / aspect) * scale)
+    cw = max(1, int(ch * aspect))
+    ch = max(1, ch)
+    y = int(rng.integers(0, h - ch + 1))
+    x = int(rng.integers(0, w - cw + 1))
+    out = cv2.resize(np.ascontiguousarray(photo[y:y + ch, x:x + cw]), (width, height),
+                     interpolation=cv2.INTER_AREA)
+    return out[:, ::-1].copy() if rng.uniform() < 0.5 else out
+
+
 def sample_scene(model: BodyModel, rng: np.random.Generator, width: int = 640,
                  height: int = 640, pose: PoseRanges = VARIED,
-                 scene: SceneRanges = SceneRanges()) -> SyntheticScene:
+                 scene: SceneRanges = SceneRanges(),
+                 backgrounds: Sequence[np.ndarray] = ()) -> SyntheticScene:
     """A varied random scene: a person (:func:`sample_params` with ``pose``) seen by a
     camera at a random elevation and focal length, placed to fill a random share of the
     image, lit from a random direction with a random intensity, with a random skin tone
-    (between two neighbouring :data:`SKIN_TONES`) over a cluttered background."""
+    (between two neighbouring :data:`SKIN_TONES`) over a cluttered background, or over a
+    random crop of one of ``backgrounds`` (RGB photos without people). ``scene`` may add
+    WHO-calibrated shapes, upper-body and close-up framings and occluders
+    (:data:`TRAINING`); without them the random stream is the evaluation set's."""
     sc = scene
     params = sample_params(model, rng, distance=3.0, ranges=pose)
+    if sc.who_shapes:
+        params["phenotype"] = who_phenotype(model, rng)
     info: dict[str, float] = {}
     labels = model.blocks["phenotype"].labels
     info["age_years"] = years_from_anny_age(float(params["phenotype"][0, labels.index("age")]))
@@ -561,7 +621,13 @@ def sample_scene(model: BodyModel, rng: np.random.Generator, width: int = 640,
     c, s = math.cos(math.radians(elevation)), math.sin(math.radians(elevation))
     Rc = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
     params["global_orient"][0, 0] = compose_rotvec(Rc, params["global_orient"][0, 0])
-    info.update(_place(model, params, K, width, height, rng, sc))
+    top = 1.0
+    if tuple(sc.framing) != (1.0, 0.0, 0.0):
+        probs = np.asarray(sc.framing, dtype=np.float64)
+        kind = int(rng.choice(3, p=probs / probs.sum()))
+        top = (1.0, 0.55, 0.25)[kind]
+        info["framing"] = float(kind)
+    info.update(_place(model, params, K, width, height, rng, sc, top))
     tone = int(rng.integers(len(SKIN_TONES) - 1))
     mix = float(rng.uniform())
     skin = (1 - mix) * np.array(SKIN_TONES[tone]) + mix * np.array(SKIN_TONES[tone + 1])
@@ -572,15 +638,62 @@ def sample_scene(model: BodyModel, rng: np.random.Generator, width: int = 640,
     diffuse = float(rng.uniform(*sc.diffuse))
     clutter = int(rng.integers(sc.clutter[0], sc.clutter[1] + 1))
     info["clutter"] = float(clutter)
-    background = textured_background(rng, width, height, clutter=clutter)
+    if backgrounds:
+        choice = int(rng.integers(len(backgrounds)))
+        background = photo_background(rng, backgrounds[choice], width, height)
+        info["background"] = float(choice)
+    else:
+        background = textured_background(rng, width, height, clutter=clutter)
+    occluders: list[tuple] = []
+    if sc.occluders[1] > 0:
+        with torch.no_grad():
+            v = model(params).vertices[0].cpu().numpy().astype(np.float64)
+        uv = v[:, :2] / np.maximum(v[:, 2:3], 1e-6) * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+        lo = np.clip(uv.min(0), 0, [width - 1, height - 1])
+        hi = np.clip(uv.max(0), 0, [width - 1, height - 1])
+        side = float(max((hi - lo).max(), 8.0))
+        for _ in range(int(rng.integers(sc.occluders[0], sc.occluders[1] + 1))):
+            centre = tuple(int(c) for c in rng.uniform(lo, hi))
+            axes = tuple(int(a) for a in rng.uniform(0.05, 0.25, 2) * side + 1)
+            occluders.append((int(rng.integers(2)), centre, axes, float(rng.uniform(0, 180)),
+                              tuple(float(c) for c in rng.uniform(20, 235, 3))))
+        info["occluders"] = float(len(occluders))
     return SyntheticScene(params=params, K=K, width=width, height=height,
                           skin=tuple(float(x) for x in skin), background=background,
-                          light_dir=light, ambient=ambient, diffuse=diffuse, info=info)
+                          light_dir=light, ambient=ambient, diffuse=diffuse, info=info,
+                          occluders=occluders)
 
 
 def render_scene(model: BodyModel, scene: SyntheticScene, backend: str = "auto") -> SyntheticPerson:
-    """Render a :func:`sample_scene` scene (ground truth from the same forward pass)."""
-    return render_person(model, scene.params, scene.width, scene.height, skin=scene.skin,
-                         background=scene.background, backend=backend, K=scene.K,
-                         light_dir=scene.light_dir, ambient=scene.ambient,
-                         diffuse=scene.diffuse)
+    """Render a :func:`sample_scene` scene (ground truth from the same forward pass); its
+    occluders are drawn over the person and hide what they cover (visibility flags too)."""
+    person = render_person(model, scene.params, scene.width, scene.height, skin=scene.skin,
+                           background=scene.background, backend=backend, K=scene.K,
+                           light_dir=scene.light_dir, ambient=scene.ambient,
+                           diffuse=scene.diffuse)
+    if not scene.occluders:
+        return person
+    import cv2
+
+    image = np.ascontiguousarray(person.image)
+    cover = np.zeros(image.shape[:2], np.uint8)
+    for kind, centre, axes, angle, colour in scene.occluders:
+        for canvas, value in ((image, colour), (cover, 1)):
+            if kind == 0:
+                x, y = centre
+                cv2.rectangle(canvas, (x - axes[0], y - axes[1]), (x + axes[0], y + axes[1]),
+                              value, -1)
+            else:
+                cv2.ellipse(canvas, centre, axes, angle, 0, 360, value, -1)
+    depth = np.where(cover > 0, 0.0, person.depth).astype(np.float32)  # in front of all
+    vis = part_visibility(model.part_vertices, person.vertices, scene.K, scene.width,
+                          scene.height, depth=depth)
+    person.image, person.visible, person.seen, person.depth = image, vis.visible, vis.seen, depth
+    if person.mask is not None:
+        person.mask = person.mask & (cover == 0)
+    return person
+
+
+#: Scene ranges of synthetic training data: the evaluation set's, plus WHO-calibrated shapes
+#: of all ages, upper-body and close-up framings and occluders.
+TRAINING = SceneRanges(who_shapes=True, framing=(0.6, 0.25, 0.15), occluders=(0, 3))

@@ -353,3 +353,55 @@ def test_score_other_topologies_and_bad_shapes(synthetic_set):
         ds.score(s, Prediction(topology="anny", vertices=np.zeros((10, 3))))
     with pytest.raises(FurpeError, match="coco"):
         ds.score(s, Prediction(topology="none", keypoints={"coco": np.zeros((5, 3))}))
+
+
+def test_training_scenes_vary_shape_framing_and_occlusion(anny_model):
+    from dataclasses import replace
+
+    from furpe.synthetic import TRAINING, render_scene, sample_scene, years_from_anny_age
+
+    scenes = [sample_scene(anny_model, np.random.default_rng([7, i]), 160, 160, scene=TRAINING)
+              for i in range(40)]
+    framings = {int(s.info["framing"]) for s in scenes}
+    ages = [s.info["age_years"] for s in scenes]
+    assert framings == {0, 1, 2}
+    assert min(ages) < 10 and max(ages) > 40
+    labels = anny_model.blocks["phenotype"].labels
+    young = [float(s.params["phenotype"][0, labels.index("height")]) for s in scenes
+             if s.info["age_years"] < 10]
+    assert all(0 <= years_from_anny_age(float(s.params["phenotype"][0, labels.index("age")]))
+               <= 110 for s in scenes) and young
+    assert sum(len(s.occluders) > 0 for s in scenes) > 10
+    # a close-up shows the face and cuts the legs
+    close = next(s for s in scenes if s.info["framing"] == 2)
+    person = render_scene(anny_model, replace(close, occluders=[]), backend="software")
+    assert person.inside["body"] < 0.6 and person.visible["face"]
+    # occluders are drawn over the person and hide what they cover
+    occluded = next(s for s in scenes if len(s.occluders) >= 2 and s.info["framing"] == 0)
+    plain = render_scene(anny_model, replace(occluded, occluders=[]), backend="software")
+    with_occ = render_scene(anny_model, occluded, backend="software")
+    assert (plain.image != with_occ.image).any(axis=2).sum() > 100
+    assert with_occ.mask.sum() < plain.mask.sum()
+    assert sum(with_occ.seen.values()) < sum(plain.seen.values())
+
+
+def test_background_photos_are_composited(tmp_path, anny_model):
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    for name, colour in (("red.png", (0, 0, 255)), ("blue.png", (255, 0, 0))):  # BGR
+        cv2.imwrite(str(bg / name), np.full((90, 120, 3), colour, np.uint8))
+    out = tmp_path / "set"
+    generate(out, n=3, seed=1, width=96, height=96, progress=False, model=anny_model,
+             preset="training", backgrounds=bg, backend="software")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preset"] == "training" and manifest["backgrounds"] == ["blue.png", "red.png"]
+    for i in range(3):
+        img = read_image(out / "images" / f"{i:06d}.png")
+        mask = np.load(out / "gt" / f"{i:06d}.npz")["mask"]
+        free = img[~mask].astype(int)
+        red = (free[:, 0] > 200) & (free[:, 2] < 50)
+        blue = (free[:, 2] > 200) & (free[:, 0] < 50)
+        assert max(red.mean(), blue.mean()) > 0.6  # the background photo, bar occluders
+    with pytest.raises(FurpeError, match="preset"):
+        generate(out, n=3, seed=1, width=96, height=96, progress=False, model=anny_model,
+                 backend="software")

@@ -249,20 +249,40 @@ def _manifest(model, seed: int, n: int, width: int, height: int, backend: str) -
     }
 
 
+#: Scene presets of ``furpe make-synthetic --preset``: the evaluation set's scenes, or the
+#: training scenes (WHO-calibrated shapes, upper-body and close-up framings, occluders).
+PRESETS = ("evaluation", "training")
+#: Extensions of background photos (``--backgrounds DIR``).
+_PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def load_backgrounds(folder: str | Path) -> list[np.ndarray]:
+    """The photos of a folder (sorted by name), RGB; they must show no people."""
+    from furpe.io.inputs import read_image
+
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _PHOTO_EXTENSIONS)
+    if not paths:
+        raise FurpeError(f"{folder}: no background photos (.jpg, .png) in this folder")
+    return [read_image(p) for p in paths]
+
+
 def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int = 640,
              height: int = 640, progress: bool = True, model: Any = None,
-             backend: str = "auto") -> GenerateSummary:
+             backend: str = "auto", preset: str = "evaluation",
+             backgrounds: str | Path | None = None) -> GenerateSummary:
     """Generate (or complete) the synthetic set of ``n`` samples in ``out_dir``.
 
     Finished samples (image and ground truth present, of this seed, size and generator
     version) are kept; the others are made; ``parts.npz`` and, last, ``manifest.json`` are
-    written. A folder holding samples or a manifest of another seed, size or generator version
-    raises :class:`~furpe.core.errors.FurpeError` (nothing is overwritten). ``model`` defaults to
-    the shared Anny model (the sampler knows only the Anny rig).
+    written. A folder holding samples or a manifest of another seed, size, preset or generator
+    version raises :class:`~furpe.core.errors.FurpeError` (nothing is overwritten). ``model``
+    defaults to the shared Anny model (the sampler knows only the Anny rig). ``preset``:
+    :data:`PRESETS`; ``backgrounds``: a folder of photos without people to composite the
+    person over (default: generated backgrounds).
     """
     from furpe.io.outputs import read_json, write_image, write_json
     from furpe.render import available_backends
-    from furpe.synthetic import render_scene, sample_scene
+    from furpe.synthetic import TRAINING, SceneRanges, render_scene, sample_scene
 
     if n < 1:
         raise FurpeError(f"--n must be at least 1, got {n}")
@@ -270,6 +290,11 @@ def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int 
         raise FurpeError(f"the image size must be at least 32x32, got {width}x{height}")
     if seed < 0:
         raise FurpeError(f"--seed must be a non-negative whole number, got {seed}")
+    if preset not in PRESETS:
+        raise FurpeError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    photos = [] if backgrounds is None else load_backgrounds(backgrounds)
+    background_names = [] if backgrounds is None else sorted(
+        p.name for p in Path(backgrounds).iterdir() if p.suffix.lower() in _PHOTO_EXTENSIONS)
     start = time.perf_counter()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -279,12 +304,15 @@ def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int 
     if isinstance(old, dict):
         found = (old.get("seed"), old.get("generator_version"),
                  (old.get("image_size") or {}).get("width"),
-                 (old.get("image_size") or {}).get("height"))
-        if found != (seed, GENERATOR_VERSION, width, height):
+                 (old.get("image_size") or {}).get("height"),
+                 old.get("preset", "evaluation"), old.get("backgrounds", []))
+        if found != (seed, GENERATOR_VERSION, width, height, preset, background_names):
             raise FurpeError(
                 f"{out} holds a synthetic set of seed {found[0]}, generator {found[1]}, "
-                f"{found[2]}x{found[3]}, not seed {seed}, generator {GENERATOR_VERSION}, "
-                f"{width}x{height}; use another folder or the same --seed and --size")
+                f"{found[2]}x{found[3]}, preset {found[4]}, {len(found[5])} background "
+                f"photos, not seed {seed}, generator {GENERATOR_VERSION}, {width}x{height}, "
+                f"preset {preset}, {len(background_names)} background photos; use another "
+                "folder or the same options")
     if model is None:
         from furpe.bodymodels.anny_model import load_anny
 
@@ -303,7 +331,9 @@ def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int 
     try:
         for i in todo:
             rng = np.random.default_rng([seed, i])
-            scene = sample_scene(model, rng, width, height)
+            scene = sample_scene(model, rng, width, height,
+                                 scene=TRAINING if preset == "training" else SceneRanges(),
+                                 backgrounds=photos)
             person = render_scene(model, scene, backend=backend_name)
             write_image(images / f"{sample_id(i)}.png", person.image)
             write_npz(gts / f"{sample_id(i)}.npz", _gt_arrays(model, person, scene, seed, i))
@@ -313,7 +343,11 @@ def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int 
     write_npz(out / "parts.npz", {p: np.asarray(model.part_vertices[p], dtype=np.int64)
                                   for p in PARTS})
     if not manifest_path.exists():
-        write_json(manifest_path, _manifest(model, seed, n, width, height, backend_name))
+        doc = _manifest(model, seed, n, width, height, backend_name)
+        doc["preset"], doc["backgrounds"] = preset, background_names
+        if preset == "training":
+            doc["ranges"]["scene"] = jsonable(asdict(TRAINING))
+        write_json(manifest_path, doc)
     return GenerateSummary(out_dir=out, n=n, generated=len(todo), kept=n - len(todo),
                            seconds=time.perf_counter() - start, manifest=manifest_path)
 
