@@ -174,7 +174,8 @@ def _add_label(sub: Any) -> None:
                     "then OUT/index.json. Run the same command again to resume. Under "
                     "torchrun each rank takes its share. See docs/labels.md.")
     lb.add_argument("inputs", nargs="+", metavar="INPUT",
-                    help="image or video files, or folders of them")
+                    help="image or video files, folders of them, or list files (.txt/.lst: "
+                         "one path per line)")
     lb.add_argument("-o", "--output", required=True, metavar="OUT", help="shard folder")
     lb.add_argument("--recursive", action="store_true", help="also search sub-folders")
     lb.add_argument("--config", metavar="FILE", help="configuration (JSON or YAML)")
