@@ -151,6 +151,19 @@ def blendshape_targets(model: BodyModel, people: list[PersonObservation],
     return BlendshapeTargets(block, t(values), t(mask))
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the fit: Adam ``iters`` times on ``blocks``, with the energy of
+    ``parts``: their 2D and 3D terms, or with ``only3d`` the 3D terms alone; ``anneal``
+    widens the robust scales of the 2D terms at the start (``FitConfig.sigma_anneal``)."""
+
+    iters: int
+    blocks: tuple[str, ...]
+    parts: tuple[str, ...]
+    only3d: bool = False
+    anneal: bool = False
+
+
 @dataclass
 class FitOutput:
     """Result of a fit for a batch of people."""
@@ -378,14 +391,14 @@ class Fitter:
             prev = {k: v.detach().clone() for k, v in params.items()}
             prev["_warm"] = torch.as_tensor(is_warm, dtype=torch.float32, device=device)
         stages = self._plan(targets, warm_all)
-        for stage, (iters, names, parts) in enumerate(stages):
+        for k, stage in enumerate(stages):
+            iters, names = stage.iters, stage.blocks
             if iters <= 0:
                 continue
-            final_stage = stage == len(stages) - 1
+            final_stage = k == len(stages) - 1
             # Pose only the vertices of the conventions this stage's energy looks at.
             sampler = self._sampler(tuple(sorted(
-                {tg.regressor for part, tg in targets.items()
-                 if part in parts or (part == "body" and "body3d" in parts)})))
+                {tg.regressor for part, tg in targets.items() if part in stage.parts})))
             for n, p in params.items():
                 p.requires_grad_(n in names)
             # A placement-only stage moves the model rigidly: pose it once, then only rotate
@@ -407,9 +420,10 @@ class Fitter:
                 opt.zero_grad(set_to_none=True)
                 kps = sampler(params) if local is None else _place(local, params)
                 widen = 1.0
-                if stage == 2 and cfg.sigma_anneal > 1 and not warm_all:
+                if stage.anneal and cfg.sigma_anneal > 1:
                     widen = cfg.sigma_anneal ** max(0.0, 1.0 - 2.0 * i / iters)
-                loss = self.energy(params, targets, Kt, parts, kps, prev, blend, widen)
+                loss = self.energy(params, targets, Kt, stage.parts, kps, prev, blend, widen,
+                                   stage.only3d)
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -430,14 +444,15 @@ class Fitter:
         final = {k: v.detach() for k, v in params.items()}
         return FitOutput(final, out, targets, projected, residual, plaus)
 
-    def _plan(self, targets: dict[str, PartTargets], warm: bool
-              ) -> list[tuple[int, list[str], tuple[str, ...]]]:
-        """The stages as (iterations, optimised blocks, parts in the energy).
+    def _plan(self, targets: dict[str, PartTargets], warm: bool) -> list[Stage]:
+        """The stages.
 
-        With a body: placement from the body, then body pose and shape, then everything with
-        the shape fixed. Part-only input (a head or hand crop): placement from that part, then
-        that part's blocks and the shape; the unobserved body pose stays at rest. A warm start
-        (video) skips the placement and halves the rest.
+        With a body: placement from the body, the body pose to the expert's 3D landmarks
+        (when it gives them), body pose and shape (robust scales annealed), then everything
+        with the shape fixed. Part-only input (a head or hand crop): placement from that part,
+        then that part's blocks and the shape; the unobserved body pose stays at rest. A warm
+        start (video) skips the placement and the 3D stage, anneals nothing and halves the
+        rest.
         """
         cfg, model = self.config, self.model
         anchor = anchor_part(targets)
@@ -451,16 +466,16 @@ class Fitter:
         it_global = cfg.iters_global if with_body else cfg.part_only_iters[0]
         it_body = cfg.iters_body if with_body else 0
         it_parts = cfg.iters_parts if with_body else cfg.part_only_iters[1]
-        placement = ["global_orient", "transl"]
+        placement = ("global_orient", "transl")
         has3d = with_body and bool(targets["body"].has3d.any())
         return [
-            (0 if warm else it_global, placement, (anchor,)),
-            (0 if warm or not has3d else cfg.iters_body3d, ["global_orient", *body_blocks],
-             ("body3d",)),
-            (it_body // 2 if warm else it_body, [*placement, *body_blocks, *shape_blocks],
-             ("body",)),
-            (it_parts // 2 if warm else it_parts,
-             [*placement, *body_blocks, *final_shape, *part_blocks], PARTS),
+            Stage(0 if warm else it_global, placement, (anchor,)),
+            Stage(0 if warm or not has3d else cfg.iters_body3d,
+                  ("global_orient", *body_blocks), ("body",), only3d=True),
+            Stage(it_body // 2 if warm else it_body, (*placement, *body_blocks, *shape_blocks),
+                  ("body",), anneal=not warm),
+            Stage(it_parts // 2 if warm else it_parts,
+                  (*placement, *body_blocks, *final_shape, *part_blocks), PARTS),
         ]
 
     def _sampler(self, conventions: tuple[str, ...]) -> KeypointSampler:
@@ -487,14 +502,15 @@ class Fitter:
 
     # -- energy ---------------------------------------------------------------------------
     def energy(self, params, targets, Kt, parts, keypoints, prev=None,
-               blend: BlendshapeTargets | None = None, widen: float = 1.0) -> torch.Tensor:
+               blend: BlendshapeTargets | None = None, widen: float = 1.0,
+               only3d: bool = False) -> torch.Tensor:
         """The fit energy of the model keypoints ``keypoints`` (convention -> (B, K, 3), from
         the :class:`KeypointSampler`) posed by ``params``; ``widen`` scales the robust
-        scales of the 2D terms."""
+        scales of the 2D terms; ``only3d`` keeps only the parts' 3D terms (weight
+        ``w3d_pose``) and the priors."""
         cfg = self.config
         total = params["transl"].new_zeros(())
-        only3d = parts == ("body3d",)
-        for part in ("body",) if only3d else parts:
+        for part in parts:
             tg = targets.get(part)
             if tg is None:
                 continue
