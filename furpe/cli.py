@@ -328,7 +328,7 @@ def _guarded(args: argparse.Namespace, action: Callable[[], Any], *, failure_cod
         _error(str(exc))
         return failure_code, None
     except OSError as exc:
-        _error(f"{exc.filename or args.output}: {exc.strerror or exc}")
+        _error(f"{exc.filename or getattr(args, 'output', '')}: {exc.strerror or exc}")
         return failure_code, None
     except Exception as exc:
         if getattr(args, "debug", False):
@@ -522,7 +522,6 @@ def _labels_stats(args: argparse.Namespace) -> int:
     if not Path(args.folder).is_dir():
         _error(f"{args.folder}: no such folder")
         return 2
-    args.output = args.folder
     code, st = _guarded(args, lambda: collect(args.folder), failure_code=2)
     if code is not None:
         return code

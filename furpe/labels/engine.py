@@ -37,7 +37,7 @@ from furpe.core.vocab import PARTS
 from furpe.io.console import format_error, internal_error, progress_bar, say
 from furpe.io.inputs import InputItem, read_image
 from furpe.labels.schema import LABEL_SCHEMA_VERSION, label_document
-from furpe.labels.shards import ShardWriter, check_shard, iter_samples, list_shards, shard_keys
+from furpe.labels.shards import ShardWriter, iter_samples, list_shards, shard_keys
 
 ReconstructorFactory = Callable[[], Any]
 
@@ -108,17 +108,19 @@ class Labeller:
         self.every = every
         self.quality = quality
         self._rec: Any = None
+        self._config: dict[str, Any] = {}
 
     @property
     def reconstructor(self) -> Any:
         if self._rec is None:
             self._rec = self.factory()
+            self._config = self._rec.config.to_dict()
         return self._rec
 
     def label_frame(self, rgb: np.ndarray, source: str, key: str,
                     frame_index: int | None) -> Sample:
         rec = self.reconstructor
-        config = rec.config.to_dict()
+        config = self._config
         try:
             frame = rec.reconstruct_image(rgb, reset_rejected=False)
         except NoPersonError:
@@ -184,7 +186,6 @@ class LabelSummary:
     out_dir: Path
     part: int = 0
     parts: int = 1
-    inputs: int = 0
     skipped: int = 0
     samples: int = 0
     empty: int = 0
@@ -247,10 +248,9 @@ def label(items: Sequence[InputItem], out_dir: str | os.PathLike[str],
         if it.kind == "image" and unit_key(it.out_name, None) in done:
             summary.skipped += 1
             continue
-        prefix = unit_key(it.out_name, 0)[:-7]
-        jobs.append((len(jobs), it, frozenset(k for k in done if k.startswith(prefix))
+        frames = unit_key(it.out_name, None) + "_f"  # the keys of its frames start so
+        jobs.append((len(jobs), it, frozenset(k for k in done if k.startswith(frames))
                      if it.kind == "video" else frozenset()))
-    summary.inputs = len(mine)
     writer = ShardWriter(out, part, parts, shard_size)
 
     def take(result: Sample | Failure) -> None:
@@ -258,7 +258,7 @@ def label(items: Sequence[InputItem], out_dir: str | os.PathLike[str],
             summary.failures.append((result.source, result.message))
             say(format_error(result.source, result.message))
             return
-        writer.write(result.key, result.files)
+        writer.write(result.key, result.files, result.people)
         summary.samples += 1
         summary.people += result.people
         summary.empty += int(result.people == 0)
@@ -289,7 +289,7 @@ def label(items: Sequence[InputItem], out_dir: str | os.PathLike[str],
         summary.seconds = time.perf_counter() - t0
         if writer.written or not summary.interrupted:
             write_indexes(out, part, parts, complete=not summary.interrupted
-                          and not summary.failures)
+                          and not summary.failures, written=writer.written)
     return summary
 
 
@@ -330,19 +330,23 @@ def _run_workers(jobs: list, factory: ReconstructorFactory, every: int, quality:
 
 def _shard_counts(path: Path) -> dict[str, Any]:
     samples = people = 0
-    for s in iter_samples(path):
+    for s in iter_samples(path, only=("json",)):
         samples += 1
         people += len(s.get("json", {}).get("people", []))
     return {"name": path.name, "samples": samples, "people": people,
             "bytes": path.stat().st_size}
 
 
-def write_indexes(out: Path, part: int, parts: int, complete: bool) -> Path:
+def write_indexes(out: Path, part: int, parts: int, complete: bool,
+                  written: Sequence[dict[str, Any]] = ()) -> Path:
     """Write this part's ``index-<part>of<parts>.json`` (its shards and counts), then
-    ``index.json`` merging the indexes of all parts present; returns ``index.json``."""
+    ``index.json`` merging the indexes of all parts present; returns ``index.json``.
+
+    Counts come from ``written`` (the shards this run wrote) and the part's previous index;
+    only a shard known to neither (left by a run killed before its index) is read."""
     own_name = f"index-{part:03d}of{parts:03d}.json"
     previous = read_json(out / own_name) or {}
-    known = {s["name"]: s for s in previous.get("shards", [])}
+    known = {s["name"]: s for s in [*previous.get("shards", []), *written]}
     shards = []
     for path in list_shards(out):
         if not path.name.startswith(f"labels-{part:03d}of{parts:03d}-"):
@@ -374,10 +378,3 @@ def write_indexes(out: Path, part: int, parts: int, complete: bool) -> Path:
             "samples": sum(s["samples"] for s in merged),
             "people": sum(s["people"] for s in merged)})
 
-
-def verify(out_dir: str | os.PathLike[str]) -> int:
-    """Check every shard of a folder (raises on the first damaged one); number of shards."""
-    shards = list_shards(out_dir)
-    for path in shards:
-        check_shard(path)
-    return len(shards)

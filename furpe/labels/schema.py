@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 import furpe
 from furpe.experts.base import PartObservation, PersonObservation
@@ -37,21 +36,6 @@ def observation_dict(obs: PartObservation) -> dict[str, Any]:
         "blendshapes": None if obs.blendshapes is None else
         {k: _num(v, 5) for k, v in sorted(obs.blendshapes.items())},
     }
-
-
-def observation_from_dict(doc: dict[str, Any], part: str) -> PartObservation:
-    """The :class:`PartObservation` of :func:`observation_dict`'s output."""
-    def arr(v: Any) -> np.ndarray:
-        return np.array([[np.nan if x is None else x for x in row] if isinstance(row, list)
-                         else (np.nan if row is None else row) for row in v], dtype=np.float64)
-
-    return PartObservation(
-        part=part, convention=doc["convention"], keypoints_2d=arr(doc["keypoints_2d"]),
-        confidence=arr(doc["confidence"]),
-        keypoints_3d=None if doc["keypoints_3d"] is None else arr(doc["keypoints_3d"]),
-        box=None if doc["box"] is None else tuple(doc["box"]), score=doc["score"],
-        expert=doc["expert"], blendshapes=doc["blendshapes"],
-    )
 
 
 def provenance(source_file: str, frame_index: int | None, config: dict[str, Any],

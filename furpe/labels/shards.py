@@ -83,9 +83,10 @@ def shard_keys(path: Path) -> list[str]:
     return keys
 
 
-def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
+def iter_samples(path: Path, only: tuple[str, ...] | None = None) -> Iterator[dict[str, Any]]:
     """The samples of a shard as dicts ``{"__key__": key, ext: bytes, ...}``, with ``json``
-    decoded, like ``webdataset.WebDataset(url)`` followed by decoding the JSON."""
+    decoded, like ``webdataset.WebDataset(url)`` followed by decoding the JSON. ``only``:
+    read just these extensions (e.g. ``("json",)``: the other members are skipped unread)."""
     check_shard(path)
     current: dict[str, Any] | None = None
     with tarfile.open(path, mode="r:") as tar:
@@ -93,6 +94,8 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
             if not m.isfile():
                 continue
             key, ext = sample_key(m.name)
+            if only is not None and ext not in only:
+                continue
             data = tar.extractfile(m).read()  # type: ignore[union-attr]
             if current is not None and current["__key__"] != key:
                 yield current
@@ -108,19 +111,21 @@ def iter_samples(path: Path) -> Iterator[dict[str, Any]]:
 class ShardWriter:
     """Writes samples into shards of ``size`` samples: ``labels-<part>of<parts>-<seq>.tar``
     in ``folder``, each through a hidden temporary file renamed when the shard is full (or
-    at :meth:`close`). ``written`` lists ``(name, samples)`` of the shards completed."""
+    at :meth:`close`). ``written`` lists the index entries of the shards completed:
+    ``{"name", "samples", "people", "bytes"}``."""
 
     folder: Path
     part: int = 0
     parts: int = 1
     size: int = 1000
-    written: list[tuple[str, int]] = field(default_factory=list)
+    written: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._tar: tarfile.TarFile | None = None
         self._count = 0
+        self._people = 0
         self._tmp: Path | None = None
         own = [int(m.group(3)) for p in list_shards(self.folder)
                if (m := SHARD_RE.match(p.name)) and (int(m.group(1)), int(m.group(2)))
@@ -129,9 +134,9 @@ class ShardWriter:
         for stale in self.folder.glob(f".{shard_name(self.part, self.parts, 0)[:-10]}*.tmp"):
             stale.unlink()  # a shard an earlier, killed run of this part never finished
 
-    def write(self, key: str, files: dict[str, bytes | dict]) -> None:
+    def write(self, key: str, files: dict[str, bytes | dict], people: int = 0) -> None:
         """Add one sample: ``files`` maps extensions (``json``, ``jpg``) to bytes (a dict
-        is written as JSON)."""
+        is written as JSON); ``people`` is counted in the shard's index entry."""
         if "." in key or "/" in key:
             raise ValueError(f"sample keys may hold no '.' or '/': {key!r}")
         if self._tar is None:
@@ -146,6 +151,7 @@ class ShardWriter:
             info.mode = 0o644
             self._tar.addfile(info, io.BytesIO(data))
         self._count += 1
+        self._people += people
         if self._count >= self.size:
             self.flush()
 
@@ -158,8 +164,9 @@ class ShardWriter:
             os.fsync(f.fileno())
         name = shard_name(self.part, self.parts, self._sequence)
         os.replace(self._tmp, self.folder / name)  # type: ignore[arg-type]
-        self.written.append((name, self._count))
-        self._tar, self._tmp, self._count = None, None, 0
+        self.written.append({"name": name, "samples": self._count, "people": self._people,
+                             "bytes": (self.folder / name).stat().st_size})
+        self._tar, self._tmp, self._count, self._people = None, None, 0, 0
         self._sequence += 1
 
     def abort(self) -> None:
@@ -167,6 +174,6 @@ class ShardWriter:
         if self._tar is not None:
             self._tar.close()
             Path(self._tmp).unlink(missing_ok=True)  # type: ignore[arg-type]
-            self._tar, self._tmp, self._count = None, None, 0
+            self._tar, self._tmp, self._count, self._people = None, None, 0, 0
 
     close = flush

@@ -42,7 +42,7 @@ def collect(folder: str | os.PathLike[str]) -> LabelStats:
         raise FurpeError(f"{folder}: no label shards (labels-*.tar) in this folder")
     st = LabelStats(shards=len(shards))
     for path in shards:
-        for sample in iter_samples(path):
+        for sample in iter_samples(path, only=("json",)):
             doc = sample.get("json") or {}
             st.samples += 1
             truth = doc.get("provenance", {}).get("truth", "?")

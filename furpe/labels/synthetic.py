@@ -94,7 +94,7 @@ def write_truth_shards(set_dir: str | os.PathLike[str], shard_size: int = 1000,
                         "inside": round(float(gt["part_inside"][i]), 4),
                         "pixels": round(float(gt["part_pixels"][i]), 2),
                         "seen": round(float(gt["part_seen"][i]), 4)}
-                writer.write(key, {"json": doc, "jpg": encode_jpeg(rgb, quality)})
+                writer.write(key, {"json": doc, "jpg": encode_jpeg(rgb, quality)}, people=1)
             bar.update(1)
         writer.close()
     except BaseException:
@@ -102,5 +102,5 @@ def write_truth_shards(set_dir: str | os.PathLike[str], shard_size: int = 1000,
         raise
     finally:
         bar.close()
-    write_indexes(out, 0, 1, complete=True)
+    write_indexes(out, 0, 1, complete=True, written=writer.written)
     return out

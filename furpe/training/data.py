@@ -29,16 +29,18 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from furpe.bodymodels.base import BodyModel
 from furpe.bodymodels.mirror import BlockMirror, keypoint_mirror, mate, param_mirror_plan
 from furpe.core.errors import FurpeError
+from furpe.core.rotations import compose_rotvec
 from furpe.core.vocab import PARTS
 from furpe.labels.shards import list_shards
+from furpe.synthetic import EXPERT_LANDMARKS
 
-#: The convention of each part's keypoints in the labels (the built-in experts').
-PART_CONVENTIONS = {"body": "mediapipe_pose", "left_hand": "mediapipe_hand_left",
-                    "right_hand": "mediapipe_hand_right", "face": "mediapipe_face"}
+#: The body model's regressor of each part's keypoints in the labels (the built-in experts').
+PART_CONVENTIONS = {part: regressor for part, regressor, _, _ in EXPERT_LANDMARKS}
 
 
 @dataclass(frozen=True)
@@ -91,21 +93,6 @@ class MirrorPlan:
             src, rows, sign = plan
             out[name] = np.asarray(params[src])[rows] * sign
         return out, lost
-
-
-def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
-    theta = float(np.linalg.norm(v))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = v / theta
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(theta) * K + (1 - math.cos(theta)) * K @ K
-
-
-def _matrix_to_rotvec(R: np.ndarray) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(R).as_rotvec()
 
 
 def shard_urls(folder_or_files: str | os.PathLike[str] | Sequence[str]) -> list[str]:
@@ -193,8 +180,8 @@ class PersonCrops:
 
         params = {name: np.asarray(v, dtype=np.float64) for name, v in person["params"].items()}
         if "global_orient" in params:
-            G = _rotvec_to_matrix(params["global_orient"].reshape(3))
-            params["global_orient"] = _matrix_to_rotvec(Rz @ G).reshape(
+            g = torch.as_tensor(params["global_orient"].reshape(3))
+            params["global_orient"] = compose_rotvec(Rz, g).numpy().reshape(
                 params["global_orient"].shape)
         if "transl" in params:
             params["transl"] = Rz @ params["transl"]
