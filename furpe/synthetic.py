@@ -18,6 +18,7 @@ Two levels:
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -553,7 +554,7 @@ def _place(model: BodyModel, params: dict[str, torch.Tensor], K: np.ndarray, wid
     return {"fill": fill, "distance_m": float(distance), "truncated": float(truncated)}
 
 
-_WHO: dict[int, object] = {}
+_WHO: "weakref.WeakKeyDictionary[BodyModel, object]" = weakref.WeakKeyDictionary()
 
 
 def who_phenotype(model: BodyModel, rng: np.random.Generator) -> torch.Tensor:
@@ -561,11 +562,11 @@ def who_phenotype(model: BodyModel, rng: np.random.Generator) -> torch.Tensor:
     0-90, both genders), seeded by ``rng`` (torch's global generator is left as it was)."""
     from anny.shape_distribution import SimpleShapeDistribution
 
-    if id(model) not in _WHO:
-        _WHO[id(model)] = SimpleShapeDistribution(model.anny)  # type: ignore[attr-defined]
+    if model not in _WHO:
+        _WHO[model] = SimpleShapeDistribution(model.anny)  # type: ignore[attr-defined]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(2**31)))
-        _, values = _WHO[id(model)].sample(1)  # type: ignore[attr-defined]
+        _, values = _WHO[model].sample(1)  # type: ignore[attr-defined]
     labels = model.blocks["phenotype"].labels
     row = [float(values[name].reshape(-1)[0]) if name in values else 0.5 for name in labels]
     return torch.tensor([row], dtype=torch.float32).clamp(0.0, 1.0)

@@ -256,14 +256,15 @@ PRESETS = ("evaluation", "training")
 _PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-def load_backgrounds(folder: str | Path) -> list[np.ndarray]:
-    """The photos of a folder (sorted by name), RGB; they must show no people."""
+def load_backgrounds(folder: str | Path) -> tuple[list[str], list[np.ndarray]]:
+    """The names and RGB images of a folder's photos (sorted by name); they must show no
+    people."""
     from furpe.io.inputs import read_image
 
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _PHOTO_EXTENSIONS)
     if not paths:
         raise FurpeError(f"{folder}: no background photos (.jpg, .png) in this folder")
-    return [read_image(p) for p in paths]
+    return [p.name for p in paths], [read_image(p) for p in paths]
 
 
 def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int = 640,
@@ -292,9 +293,7 @@ def generate(out_dir: str | Path, n: int = DEFAULT_N, seed: int = 0, width: int 
         raise FurpeError(f"--seed must be a non-negative whole number, got {seed}")
     if preset not in PRESETS:
         raise FurpeError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
-    photos = [] if backgrounds is None else load_backgrounds(backgrounds)
-    background_names = [] if backgrounds is None else sorted(
-        p.name for p in Path(backgrounds).iterdir() if p.suffix.lower() in _PHOTO_EXTENSIONS)
+    background_names, photos = ([], []) if backgrounds is None else load_backgrounds(backgrounds)
     start = time.perf_counter()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
