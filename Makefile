@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench results bench-real bench-label clean
+.PHONY: install demo test bench results bench-real bench-label bench-network clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ results: install
 # furpe label: images/s with 1 and 2 workers, and the cost of writing shards
 bench-label: install
 	$(PY) benchmarks/bench_label.py --n 16 --seed 0
+
+# the trained network (shipped checkpoint) against the expert path: accuracy and speed
+bench-network: install
+	$(PY) benchmarks/bench_network.py --n 50
 
 bench-real: install
 	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/fast.yaml \

@@ -8,6 +8,7 @@ interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -41,9 +42,13 @@ def build_config(args: argparse.Namespace) -> Any:
     from furpe.config import ReconstructConfig, load_config
 
     config = load_config(args.config) if getattr(args, "config", None) else ReconstructConfig()
-    changes = {key: getattr(args, key) for key in
-               ("body_model", "model_path", "device", "focal", "max_people")
-               if getattr(args, key, None) is not None}
+    keys = ["body_model", "model_path", "device", "focal", "max_people", "checkpoint", "onnx",
+            "refine"]
+    if args.command == "reconstruct":  # evaluate's --method names the evaluated method
+        keys.append("method")
+    changes = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+    if changes.get("refine") or changes.get("checkpoint") or changes.get("onnx"):
+        changes.setdefault("method", "network")
     return config.replace(**changes) if changes else config
 
 
@@ -126,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="configuration (JSON or YAML; a result JSON reuses the "
                           "configuration it records); options given here override it")
     _add_body_model(rec)
+    rec.add_argument("--method", choices=("experts", "network"),
+                     help="experts: part experts and the whole-body fit (default); network: a "
+                          "trained network, one forward pass per person (see MODELS.md)")
+    _add_network(rec)
     _add_camera_and_people(rec, "reconstruct")
     rec.add_argument("--no-overlay", action="store_true",
                      help="do not render overlay images / videos")
@@ -138,7 +147,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_make_synthetic(sub)
     _add_label(sub)
+    _add_train(sub)
     return parser
+
+
+def _add_network(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--onnx`` and ``--refine`` (each implies the network method)."""
+    p.add_argument("--checkpoint", metavar="CKPT",
+                   help="network checkpoint (model.pt or last.pt of 'furpe train'; default: "
+                        "the shipped one)")
+    p.add_argument("--onnx", metavar="FILE",
+                   help="run the network on ONNX Runtime from this file ('furpe export-onnx')")
+    p.add_argument("--refine", action="store_true", default=None,
+                   help="also run the experts and fit from the network's estimate (short "
+                        "warm-start fit)")
+
+
+def _add_train(sub: Any) -> None:
+    tr = sub.add_parser(
+        "train", help="train the whole-body network on label shards",
+        description="Train the whole-body network (recipes standard, multiloss, ema) on the "
+                    "label shards of 'furpe label' and 'furpe make-synthetic --format "
+                    "webdataset'. Writes OUT/last.pt (resumable), OUT/model.pt (for "
+                    "--checkpoint), OUT/log.jsonl and OUT/tensorboard/. Runs under torchrun "
+                    "for several processes or machines. See docs/training.md.")
+    tr.add_argument("--config", required=True, metavar="FILE",
+                    help="training configuration (YAML or JSON; configs/train-*.yaml)")
+    tr.add_argument("--output", "-o", metavar="OUT",
+                    help="output folder (overrides the configuration's 'output')")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in the output folder from its last checkpoint")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_device_and_debug(tr)
+    ex = sub.add_parser(
+        "export-onnx", help="export a trained network to ONNX",
+        description="Write a network checkpoint as an ONNX model (inputs: person crops and "
+                    "their intrinsics) and check it against PyTorch with ONNX Runtime.")
+    ex.add_argument("checkpoint", metavar="CKPT", help="model.pt or last.pt of 'furpe train'")
+    ex.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="ONNX file")
+    _add_body_model(ex)
+    ex.add_argument("--debug", action="store_true",
+                    help="show tracebacks of internal errors (for developers)")
 
 
 def _split_arg(text: str) -> tuple[int, int]:
@@ -255,6 +304,7 @@ def _add_evaluate(sub: Any) -> None:
     ev.add_argument("--config", metavar="FILE",
                     help="the method's configuration (JSON or YAML), as for reconstruct")
     _add_body_model(ev)
+    _add_network(ev)
     ev.add_argument("--alignment", metavar="A",
                     help="alignment of the non-PA errors: standard (the dataset's protocol, "
                          "default), mid_hip or none (PA-* metrics always use Procrustes)")
@@ -388,6 +438,10 @@ def main(argv: Sequence[str] | None = None,
         return _label(args, reconstructor_factory)
     if args.command == "labels":
         return _labels_stats(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "export-onnx":
+        return _export_onnx(args)
     return _reconstruct(args, reconstructor_factory or default_factory)
 
 
@@ -443,6 +497,47 @@ def _evaluate(args: argparse.Namespace, factory: Callable[[str, Any], Any]) -> i
     if not args.quiet or summary.interrupted:
         print(summary.line(), file=sys.stderr)
     return summary.exit_code
+
+
+def _train(args: argparse.Namespace) -> int:
+    from furpe.core.logs import quiet_environment
+    from furpe.training.config import load_train_config
+    from furpe.training.trainer import train
+
+    quiet_environment()
+
+    def action() -> Any:
+        config = load_train_config(args.config)
+        changes = {k: v for k, v in (("output", args.output), ("device", args.device)) if v}
+        if changes:
+            config = dataclasses.replace(config, **changes)
+        return train(config, resume=args.resume, progress=not args.quiet)
+
+    code, summary = _guarded(args, action)
+    if code is not None:
+        return code
+    if not args.quiet:
+        print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s "
+              f"({summary['samples_per_s']:.1f} samples/s)", file=sys.stderr)
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from furpe.bodymodels import load_body_model
+    from furpe.networks.export import export_onnx
+    from furpe.networks.inference import load_network, read_checkpoint
+
+    def action() -> Any:
+        state = read_checkpoint(args.checkpoint)
+        model = load_body_model(args.body_model or state["body_model"], args.model_path)
+        return export_onnx(load_network(args.checkpoint, model), args.output)
+
+    code, diff = _guarded(args, action)
+    if code is not None:
+        return code
+    print(f"wrote {args.output}; ONNX Runtime vs PyTorch: max abs difference {diff:.2e}",
+          file=sys.stderr)
+    return 0
 
 
 def _make_synthetic(args: argparse.Namespace) -> int:

@@ -43,6 +43,13 @@ class ReconstructConfig:
             pipeline to experts that take them.
         fit: the whole-body fit's settings.
         selection: acceptance thresholds per part.
+        method: ``experts`` (part experts and the whole-body fit) or ``network`` (a trained
+            network on the person detector's boxes, one forward pass per batch of people).
+        checkpoint: the network's checkpoint (``None``: the one shipped with furpe).
+        onnx: run the network with ONNX Runtime from this exported file (``furpe
+            export-onnx``) instead of PyTorch.
+        refine: with ``method: network``, run the experts too and fit from the network's
+            estimate (the fit's short warm-start schedule) instead of from the neutral pose.
     """
 
     body_model: str = "anny"
@@ -54,8 +61,16 @@ class ReconstructConfig:
     expert_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     fit: FitConfig = field(default_factory=FitConfig)
     selection: dict[str, Thresholds] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    method: str = "experts"
+    checkpoint: str | None = None
+    onnx: str | None = None
+    refine: bool = False
 
     def __post_init__(self) -> None:
+        if self.method not in ("experts", "network"):
+            raise SetupError(f"config: unknown method '{self.method}'; use experts or network")
+        if self.refine and self.method != "network":
+            raise SetupError("config: refine applies to method network")
         if self.focal is not None and not (self.focal > 0 and math.isfinite(self.focal)):
             raise SetupError("config: focal must be a positive number of pixels")
         if self.max_people < 1:
@@ -91,7 +106,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return _dataclass_from(hint, value, where)
+        return dataclass_from_mapping(hint, value, where)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -137,7 +152,9 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise SetupError(f"config: {where}: unsupported type {hint}")  # pragma: no cover
 
 
-def _dataclass_from(cls: Any, data: Any, where: str) -> Any:
+def dataclass_from_mapping(cls: Any, data: Any, where: str = "") -> Any:
+    """An instance of the dataclass ``cls`` from a mapping, types checked recursively;
+    an unknown key is an error that names it (``where`` prefixes the names)."""
     if not isinstance(data, Mapping):
         raise SetupError(f"config: {where or 'the configuration'} must be a mapping, "
                          f"got {type(data).__name__}")
@@ -167,28 +184,32 @@ def config_from_dict(data: Mapping[str, Any]) -> ReconstructConfig:
         for part, th in data["selection"].items():
             merged[part] = {**merged.get(part, {}), **th} if isinstance(th, Mapping) else th
         data = {**data, "selection": merged}
-    return _dataclass_from(ReconstructConfig, data, "")
+    return dataclass_from_mapping(ReconstructConfig, data, "")
 
 
-def load_config(path: str | Path) -> ReconstructConfig:
-    """Read a configuration (or a result JSON's) from a ``.json`` or ``.yaml`` file."""
+def read_mapping(path: str | Path, flag: str = "--config") -> Any:
+    """The data of a ``.json`` or ``.yaml`` file, or a :class:`SetupError` naming it."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SetupError(f"--config {path}: {exc.strerror or exc}") from None
+        raise SetupError(f"{flag} {path}: {exc.strerror or exc}") from None
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+            return yaml.safe_load(text)
+        return json.loads(text)
     except Exception as exc:  # noqa: BLE001 - json's ValueError, yaml.YAMLError
         where = getattr(exc, "problem_mark", None)
         at = f" (line {where.line + 1})" if where is not None else ""
         first = str(getattr(exc, "problem", None) or exc).strip().splitlines()[0]
-        raise SetupError(f"--config {path}: cannot parse{at}: {first}") from None
+        raise SetupError(f"{flag} {path}: cannot parse{at}: {first}") from None
+
+
+def load_config(path: str | Path) -> ReconstructConfig:
+    """Read a configuration (or a result JSON's) from a ``.json`` or ``.yaml`` file."""
+    data = read_mapping(path)
     try:
         return config_from_dict(data if data is not None else {})
     except SetupError as exc:

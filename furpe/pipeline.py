@@ -23,10 +23,11 @@ from furpe.config import ReconstructConfig
 from furpe.core.boxes import box_centre, landmark_box
 from furpe.core.camera import intrinsics
 from furpe.core.errors import FurpeError, NoPersonError
+from furpe.core.vocab import PARTS
 from furpe.experts import build_experts, reset_experts, run_experts
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
-from furpe.results import FrameResult, KeypointSet, PersonResult
+from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
 from furpe.selection import Selection, select
 
 
@@ -126,10 +127,15 @@ class Reconstructor:
         self.device = resolve_device(cfg.device)
         self.body_model = body_model if body_model is not None else load_body_model(
             cfg.body_model, cfg.model_path, self.device)
-        self.experts = list(experts) if experts is not None else self._build_experts(False)
+        uses_experts = cfg.method == "experts" or cfg.refine
+        self.experts = list(experts) if experts is not None else (
+            self._build_experts(False) if uses_experts else [])
         self._video_experts: list[Expert] | None = None if experts is None else self.experts
         self.fitter = Fitter(self.body_model, cfg.fit)
         self.selection = cfg.scheme()
+        self.network: NetworkRun | None = None
+        if cfg.method == "network":
+            self.network = NetworkRun(cfg, self.body_model, self.device)
 
     def _build_experts(self, video: bool) -> list[Expert]:
         cfg = self.config
@@ -151,7 +157,8 @@ class Reconstructor:
         """A session for the consecutive frames of one video: the experts in tracking mode
         (their state reset), each frame's fit warm-started from the previous one."""
         if self._video_experts is None:
-            self._video_experts = self._build_experts(True)
+            uses_experts = self.config.method == "experts" or self.config.refine
+            self._video_experts = self._build_experts(True) if uses_experts else []
         reset_experts(self._video_experts)
         return VideoSession(self, self._video_experts)
 
@@ -192,6 +199,14 @@ class Reconstructor:
     def _run(self, experts: Sequence[Expert], image: np.ndarray, K: np.ndarray | None,
              previous: FrameResult | None, reset: bool = True) -> FrameResult:
         t0 = time.perf_counter()
+        if self.network is not None:
+            h, w = image.shape[:2]
+            frame = self.network.frame(image, camera(K, w, h, self.config.focal))
+            frame.config = self.config.to_dict()
+            if not self.config.refine:
+                frame.timings["total"] = time.perf_counter() - t0
+                return frame
+            previous = frame  # the fit starts from the network's people
         people = observe(experts, image, self.config.max_people)
         if not people:
             raise NoPersonError("no person found")
@@ -239,6 +254,40 @@ class Reconstructor:
                                 else neutral[k][b] for b, s in enumerate(source)])
                 for k in self.body_model.blocks}
         return init, warm
+
+
+class NetworkRun:
+    """``method: network``: the person detector's boxes, then the trained network on every
+    person crop of the image in one batch (:mod:`furpe.networks.inference`)."""
+
+    def __init__(self, config: ReconstructConfig, model: BodyModel, device: torch.device) -> None:
+        from furpe.experts.tasks import PersonDetector
+        from furpe.networks.inference import NetworkPredictor, load_network
+
+        self.model = model
+        self.max_people = config.max_people
+        self.predictor = NetworkPredictor(load_network(config.checkpoint, model, device),
+                                          onnx=config.onnx)
+        self.detector = PersonDetector()
+
+    def frame(self, image: np.ndarray, K: np.ndarray) -> FrameResult:
+        t0 = time.perf_counter()
+        boxes = [box for box, _ in self.detector.process(image)][:self.max_people]
+        if not boxes:
+            raise NoPersonError("no person found")
+        params = self.predictor.predict([image], [boxes], [K])[0]
+        with torch.no_grad():
+            out = self.model(params)
+        verts, joints = out.vertices.cpu().numpy(), out.joints.cpu().numpy()
+        people = [PersonResult(
+            params={k: v[b].cpu().numpy() for k, v in params.items()}, vertices=verts[b],
+            joints=joints[b], keypoints_2d={}, box=tuple(float(x) for x in box),
+            parts={p: PartResult(p, observed=False, accepted=True) for p in PARTS})
+            for b, box in enumerate(boxes)]
+        h, w = image.shape[:2]
+        return FrameResult(image_size=(w, h), intrinsics=K, body_model=self.model.name,
+                           joint_names=tuple(self.model.joint_names), faces=self.model.faces,
+                           people=people, timings={"network": time.perf_counter() - t0})
 
 
 class VideoSession:

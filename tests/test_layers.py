@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("furpe.experts",),
     ("furpe.fitting",),
     ("furpe.selection",),
+    ("furpe.networks",),
     ("furpe.config", "furpe.pipeline"),
     ("furpe.render", "furpe.io", "furpe.synthetic"),
     ("furpe.datasets",),

@@ -32,3 +32,19 @@ def project(points: torch.Tensor, K: torch.Tensor, min_depth: float = 1e-3) -> t
     z = points[..., 2:3].clamp(min=min_depth)
     xy = points[..., :2] / z
     return xy * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
+
+
+def crop_transform(centre: np.ndarray, side: float, K: np.ndarray, size: int,
+                   theta: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A square crop of ``side`` pixels around ``centre``, rolled by ``theta`` radians,
+    resampled to ``size``: ``(A, Kc, Rz)``, the (2, 3) image-to-crop affine map, the crop's
+    intrinsics (the camera rolled about its axis, then scaled and shifted) and the roll
+    (3, 3) that parameters in the camera frame take in the crop's frame."""
+    s = size / side
+    c, sn = math.cos(theta), math.sin(theta)
+    R2 = np.array([[c, -sn], [sn, c]])
+    # image -> crop: u' = s R2 (u - centre) + (size - 1) / 2
+    A = np.hstack([s * R2, ((size - 1) / 2 - s * R2 @ np.asarray(centre))[:, None]])
+    pp = A[:, :2] @ K[:2, 2] + A[:, 2]
+    Kc = np.array([[s * K[0, 0], 0, pp[0]], [0, s * K[1, 1], pp[1]], [0, 0, 1.0]])
+    return A, Kc, np.array([[c, -sn, 0], [sn, c, 0], [0, 0, 1.0]])

@@ -39,6 +39,7 @@ _ENTRIES: dict[str, dict[str, Any]] = {
     },
     "method": {
         "experts": "furpe.evaluation.methods:ExpertMethod",
+        "network": "furpe.evaluation.methods:NetworkMethod",
     },
     "dataset": {
         "ehf": "furpe.datasets.ehf:EHF",

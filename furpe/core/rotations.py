@@ -25,3 +25,33 @@ def compose_rotvec(outer: np.ndarray | torch.Tensor, inner: torch.Tensor) -> tor
     """Axis-angle of ``R_outer @ R(inner)``; ``outer`` is a (3, 3) matrix."""
     R = torch.as_tensor(outer, dtype=torch.float32) @ rotvec_to_rotmat(inner.to(torch.float32))
     return rotmat_to_rotvec(R)
+
+
+def sixd_to_rotmat(x: torch.Tensor) -> torch.Tensor:
+    """The continuous 6D form (..., 6) (two matrix columns) to rotation matrices (..., 3, 3),
+    by Gram-Schmidt: column 1 normalised, column 2 orthogonalised to it, column 3 their cross
+    product."""
+    a, b = x[..., 0:3], x[..., 3:6]
+    c1 = torch.nn.functional.normalize(a, dim=-1, eps=1e-8)
+    c2 = torch.nn.functional.normalize(b - (c1 * b).sum(-1, keepdim=True) * c1, dim=-1, eps=1e-8)
+    return torch.stack([c1, c2, torch.cross(c1, c2, dim=-1)], dim=-1)
+
+
+def rotmat_to_sixd(R: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) to their 6D form (..., 6): the first two columns."""
+    return torch.cat([R[..., :, 0], R[..., :, 1]], dim=-1)
+
+
+def geodesic(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
+    """The angle (radians) of ``R1^T R2`` for (..., 3, 3) rotations; finite gradients
+    everywhere (the cosine is clamped just inside [-1, 1])."""
+    cos = ((R1 * R2).sum((-1, -2)) - 1) / 2
+    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+
+
+def mirror_rotmat(R: torch.Tensor, sign: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Mirror rotation matrices whose axis-angle mirrors as ``rotvec * sign`` (``sign`` (3,)
+    with two -1 and one +1, e.g. (1, -1, -1) for a reflection across the x axis):
+    ``M R M`` with ``M = diag(-sign)``."""
+    m = -torch.as_tensor(np.asarray(sign, dtype=np.float32), dtype=R.dtype, device=R.device)
+    return m[..., :, None] * R * m[..., None, :]

@@ -26,7 +26,7 @@ import numpy as np
 
 from furpe.config import ReconstructConfig
 from furpe.core.boxes import box_area, box_iou
-from furpe.core.errors import NoPersonError
+from furpe.core.errors import FurpeError, NoPersonError
 from furpe.datasets.base import Prediction, Sample
 
 __all__ = ["Method", "ExpertMethod", "pick_person", "prediction_from_person"]
@@ -149,3 +149,23 @@ class ExpertMethod(Method):
         accepted = {part: bool(res.accepted) for part, res in person.parts.items()}
         return prediction_from_person(self.model, person.vertices, person.joints, accepted,
                                       seconds=time.perf_counter() - start)
+
+
+class NetworkMethod(ExpertMethod):
+    """A trained whole-body network (``method: network`` of the configuration: its
+    ``checkpoint``, default the shipped one, and ``refine``). Whole images only: hand and
+    head crops (FreiHAND, NoW) need the experts."""
+
+    name: ClassVar[str] = "network"
+
+    def __init__(self, config: ReconstructConfig | None = None, reconstructor: Any = None) -> None:
+        config = config or ReconstructConfig()
+        if config.method != "network":
+            config = config.replace(method="network")
+        super().__init__(config, reconstructor)
+
+    def predict(self, sample: Sample) -> Prediction:
+        if sample.crop in ("hand", "head"):
+            raise FurpeError(f"the network reconstructs whole people; {sample.crop} crops "
+                              "need --method experts")
+        return super().predict(sample)

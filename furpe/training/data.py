@@ -2,9 +2,9 @@
 
 Reads the shards of ``furpe label`` and ``furpe make-synthetic --format webdataset`` with
 ``webdataset`` (shards split across nodes under DDP with ``split_by_node`` and across loader
-workers with ``split_by_worker``), mixes sources with weights (``RandomMix``), keeps the people
-whose body passes the selection (accept flag, or a minimum score), and turns each into a
-square crop of ``crop_size`` pixels with:
+workers with ``split_by_worker``), mixes sources with weights (a seeded draw per worker),
+keeps the people whose body passes the selection (accept flag, or a minimum score), and turns
+each into a square crop of ``crop_size`` pixels with:
 
 * ``image`` (3, S, S) float in [0, 1]; ``K`` (3, 3) the crop's camera (the fitted parameters
   project into the crop with it);
@@ -13,7 +13,9 @@ square crop of ``crop_size`` pixels with:
   crop), ``mask_<part>`` (1 when the part's label is used);
 * ``params_<block>``: the body model's parameters (rotations follow the crop's rotation and
   flip), ``lost_<block>`` 1 where a flip has no mirror for the block (SMPL-X expressions);
-* ``truth`` (0 experts, 1 synthetic).
+* ``truth`` (0 experts, 1 synthetic); ``flipped`` (1 when mirrored) and ``roll`` (the
+  rotation about the optical axis, radians; the global orientation and translation were
+  rotated by it before the flip), which undo the augmentation.
 
 Augmentation (:class:`Augment`): scale, rotation about the optical axis, translation jitter,
 horizontal flip (left and right swap: hand parts, mirrored keypoints, mirrored parameters,
@@ -33,6 +35,7 @@ import torch
 
 from furpe.bodymodels.base import BodyModel
 from furpe.bodymodels.mirror import BlockMirror, keypoint_mirror, mate, param_mirror_plan
+from furpe.core.camera import crop_transform
 from furpe.core.errors import FurpeError
 from furpe.core.rotations import compose_rotvec
 from furpe.core.vocab import PARTS
@@ -119,6 +122,9 @@ class PersonCrops:
     #: accept flag of the labels. A person is kept when their body label is used.
     min_score: dict[str, float] = field(default_factory=dict)
     seed: int | None = None
+    #: Augmented views per person, yielded one after the other (2 for the EMA recipe's
+    #: consistency loss: with an even batch size, rows 2i and 2i+1 are the same person).
+    views: int = 1
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -132,6 +138,8 @@ class PersonCrops:
         return bool(verdict.get("accepted"))
 
     def __call__(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        if self.seed is not None:  # each loader worker (and DDP rank) its own, reproducibly
+            self._rng = np.random.default_rng([self.seed, *_worker_identity()])
         for sample in samples:
             doc = sample["json"]
             if isinstance(doc, (bytes, str)):
@@ -147,9 +155,10 @@ class PersonCrops:
 
                     bgr = cv2.imdecode(np.frombuffer(sample["jpg"], np.uint8), cv2.IMREAD_COLOR)
                     image = bgr[:, :, ::-1]
-                out = self.example(image, doc, k)
-                out["key"] = f"{doc.get('key', sample.get('__key__', ''))}/{k}"
-                yield out
+                for _ in range(self.views):
+                    out = self.example(image, doc, k)
+                    out["key"] = f"{doc.get('key', sample.get('__key__', ''))}/{k}"
+                    yield out
 
     def example(self, image: np.ndarray, doc: dict[str, Any], k: int,
                 rng: np.random.Generator | None = None) -> dict[str, Any]:
@@ -166,17 +175,9 @@ class PersonCrops:
         theta = (math.radians(rng.uniform(-aug.rotation_deg, aug.rotation_deg))
                  if rng.uniform() < aug.rotation_p else 0.0)
         flip = bool(rng.uniform() < aug.flip_p)
-        s = S / side
-        c, sn = math.cos(theta), math.sin(theta)
-        R2 = np.array([[c, -sn], [sn, c]])
-        # image -> crop: u' = s R2 (u - centre) + (S - 1) / 2
-        A = np.hstack([s * R2, ((S - 1) / 2 - s * R2 @ centre)[:, None]])
+        A, Kc, Rz = crop_transform(centre, side, K, S, theta)
         crop = cv2.warpAffine(np.ascontiguousarray(image), A, (S, S), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-        # the crop's camera: the camera rolled by theta about its axis, then scaled/shifted
-        pp = A[:, :2] @ K[:2, 2] + A[:, 2]
-        Kc = np.array([[s * K[0, 0], 0, pp[0]], [0, s * K[1, 1], pp[1]], [0, 0, 1.0]])
-        Rz = np.array([[c, -sn, 0], [sn, c, 0], [0, 0, 1.0]])
 
         params = {name: np.asarray(v, dtype=np.float64) for name, v in person["params"].items()}
         if "global_orient" in params:
@@ -226,6 +227,7 @@ class PersonCrops:
             "K": Kc.astype(np.float32),
             "truth": np.float32(doc.get("provenance", {}).get("truth") == "synthetic"),
             "flipped": np.float32(flip),
+            "roll": np.float32(theta),
         }
         for part in PARTS:
             out[f"keypoints_{part}"] = kps[part].astype(np.float32)
@@ -258,40 +260,69 @@ class PersonCrops:
         return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _worker_identity() -> tuple[int, int]:
+    """(DDP rank, loader worker id) of the calling process (0s when not distributed)."""
+    info = torch.utils.data.get_worker_info()
+    rank = 0
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+    return rank, 0 if info is None else info.id
+
+
+class _Mix(torch.utils.data.IterableDataset):
+    """Samples drawn from several endless datasets with the given probabilities, with a
+    seeded generator per worker (reproducible, unlike a process-global one)."""
+
+    def __init__(self, datasets: list[Any], probs: list[float], seed: int) -> None:
+        self.datasets, self.probs, self.seed = datasets, np.asarray(probs), seed
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = np.random.default_rng([self.seed, *_worker_identity(), 7])
+        sources = [iter(d) for d in self.datasets]
+        while True:
+            try:
+                yield next(sources[int(rng.choice(len(sources), p=self.probs))])
+            except StopIteration:
+                return
+
+
 def label_dataset(sources: Sequence[tuple[Any, float]] | Any, crops: PersonCrops, *,
                   shuffle: int = 0, repeat: bool = False, seed: int = 0) -> Any:
     """An iterable dataset of training examples from one or more label sources.
 
     ``sources``: a shard folder / list of shards, or ``[(shards, weight), ...]`` to mix
     sources with those sampling weights. ``shuffle``: a sample shuffle buffer (0: none, in
-    shard order). ``repeat``: draw shards with replacement, endlessly (for mixing, so that no
-    source runs out first, and for step-based training). Use with ``torch.utils.data.DataLoader(ds, batch_size=..., num_workers=...)``:
-    each loader worker (and, under DDP, each node) reads its own shards.
+    shard order). ``repeat``: draw shards with replacement, endlessly and reproducibly (the
+    draws depend on ``seed``, the DDP rank and the loader worker only): for step-based
+    training and for mixing, so that no source runs out first. Use with
+    ``torch.utils.data.DataLoader(ds, batch_size=..., num_workers=...)``: each loader worker
+    (and, under DDP, each rank) reads its own shards.
     """
     import webdataset as wds
 
     if not (isinstance(sources, list) and sources and isinstance(sources[0], tuple)):
         sources = [(sources, 1.0)]
 
-    def one(urls: list[str]) -> Any:
+    def one(urls: list[str], k: int) -> Any:
         if repeat:  # shards drawn with replacement, endlessly (each worker its own draws)
-            ds = wds.WebDataset(urls, resampled=True, shardshuffle=False, empty_check=False,
-                                nodesplitter=None, workersplitter=None,
-                                seed=seed)
-        else:
-            ds = wds.WebDataset(urls, shardshuffle=len(urls) if shuffle else False,
-                                nodesplitter=wds.split_by_node,
-                                workersplitter=wds.split_by_worker, empty_check=False,
-                                seed=seed if shuffle else None)
+            stages = [wds.ResampledShards(urls, seed=seed + 1000 * k, deterministic=True,
+                                          empty_check=False), wds.tarfile_to_samples()]
+            if shuffle:
+                stages.append(wds.shuffle(shuffle, seed=seed + k))
+            return wds.DataPipeline(*stages, crops)
+        ds = wds.WebDataset(urls, shardshuffle=len(urls) if shuffle else False,
+                            nodesplitter=wds.split_by_node,
+                            workersplitter=wds.split_by_worker, empty_check=False,
+                            seed=seed if shuffle else None)
         if shuffle:
-            ds = ds.shuffle(shuffle)
+            ds = ds.shuffle(shuffle, seed=seed)
         return ds.compose(crops)
 
-    sets = [one(shard_urls(src)) for src, _ in sources]
+    sets = [one(shard_urls(src), k) for k, (src, _) in enumerate(sources)]
     if len(sets) == 1:
         return sets[0]
     weights = [float(w) for _, w in sources]
-    return wds.RandomMix(sets, probs=[w / sum(weights) for w in weights])
+    return _Mix(sets, [w / sum(weights) for w in weights], seed)
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:

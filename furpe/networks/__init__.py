@@ -1,0 +1,1 @@
+"""Neural networks: image backbones (:mod:`~furpe.networks.backbones`)."""

@@ -1,0 +1,73 @@
+"""Image encoders: an image crop in, one feature vector per crop out.
+
+Names (``NetworkConfig.body_backbone`` and friends):
+
+* ``mediapipe_pose_full``, ``mediapipe_pose_heavy``, ``mediapipe_hand``, ``mediapipe_face``:
+  the bundled MediaPipe landmark networks rebuilt in PyTorch with their weights
+  (:mod:`furpe.networks.tflite`), i.e. backbones with human-pose pretraining that ship with
+  the package; their feature is the one :meth:`TFLiteNet.features` names.
+* ``resnet18``, ``resnet34``, ``resnet50``, ``hrnet_w18_small_v2``, ``hrnet_w18``,
+  ``hrnet_w32``, ``hrnet_w48`` (:mod:`furpe.networks.backbones`, torchvision/timm parameter
+  names): random initialisation unless a weight file is given; ``width`` scales the ResNets'
+  channels (CPU-sized models).
+
+Every encoder takes RGB in [0, 1] and normalises it the way its weights expect.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from furpe.core.errors import SetupError
+
+MEDIAPIPE = {"mediapipe_pose_full": "pose_full", "mediapipe_pose_heavy": "pose_heavy",
+             "mediapipe_hand": "hand", "mediapipe_face": "face"}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Encoder(nn.Module):
+    """``forward(image (B, 3, H, W) in [0, 1]) -> (B, dim)``."""
+
+    dim: int
+
+    def __init__(self, name: str, *, width: float = 1.0, weights: str | None = None) -> None:
+        super().__init__()
+        self.name = name
+        if name in MEDIAPIPE:
+            from furpe.networks.tflite import expert_network
+
+            if weights:
+                raise SetupError(f"backbone {name}: its weights are the bundled model's; "
+                                 "a weights file is for resnet/hrnet backbones")
+            self.net = expert_network(MEDIAPIPE[name])
+            self.mediapipe = True
+            with torch.no_grad():
+                size = self.net.input_size
+                self.dim = int(self.net.features(torch.zeros(1, 3, size, size))["feature"].shape[1])
+        else:
+            from furpe.networks.backbones import build_backbone, load_weights
+
+            self.net = build_backbone(name, width=width) if name.startswith("resnet") \
+                else build_backbone(name)
+            if weights:
+                load_weights(self.net, weights)
+            self.mediapipe = False
+            self.dim = int(self.net.out_channels)
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
+                                 persistent=False)
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
+                                 persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.mediapipe:
+            return self.net.features(image)["feature"]
+        fmap = self.net((image - self.mean) / self.std)
+        return fmap.mean((2, 3))
+
+
+def encoder_names() -> list[str]:
+    """Every backbone name an encoder accepts."""
+    from furpe.networks.backbones import backbone_names
+
+    return sorted(MEDIAPIPE) + list(backbone_names())

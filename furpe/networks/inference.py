@@ -1,0 +1,150 @@
+"""Running a trained network: checkpoints in, body-model parameters per person out.
+
+:func:`load_network` reads an inference checkpoint (``model.pt`` of ``furpe train``, or the
+training checkpoint ``last.pt``); :class:`NetworkPredictor` crops each person box the way
+the training loader does (square, ``expand`` times the box side, the crop's own camera),
+runs the network on all people of a batch of images at once and returns parameters in the
+camera frame of each image, ready for the body model. With ``onnx=PATH`` the network runs
+on ONNX Runtime instead (:mod:`furpe.networks.export`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from furpe.bodymodels.base import BodyModel
+from furpe.core.camera import crop_transform
+from furpe.core.errors import SetupError
+from furpe.networks.params import to_model_params
+from furpe.networks.wholebody import NetworkConfig, WholeBodyNet
+
+CHECKPOINT_FORMAT = "furpe-network"
+CHECKPOINT_VERSION = 1
+#: The checkpoint shipped with the package (``furpe reconstruct --method network``).
+SHIPPED = Path(__file__).resolve().parent.parent / "data" / "networks" / "furpe-small.pt"
+EXPAND = 1.2  # crop side over the person box side, as the training loader's default
+
+
+def read_checkpoint(path: str | Path | None) -> dict[str, Any]:
+    """The inference view of a checkpoint file (``None``: the shipped one)."""
+    path = Path(path) if path else SHIPPED
+    if not path.is_file():
+        raise SetupError(f"checkpoint {path}: no such file" + (
+            " (this installation ships no trained network)" if path == SHIPPED else ""))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors of a damaged file
+        raise SetupError(f"checkpoint {path}: cannot read it ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SetupError(f"checkpoint {path}: not a furpe network checkpoint")
+    if state.get("kind") == "training":  # last.pt: its network, the same view as model.pt
+        state = {**state, "weights": state["network"]}
+    state["path"] = str(path)
+    return state
+
+
+def load_network(path: str | Path | None, body_model: BodyModel,
+                 device: torch.device | str = "cpu") -> WholeBodyNet:
+    """The network of a checkpoint, in inference mode, for ``body_model``."""
+    state = read_checkpoint(path)
+    if state["body_model"] != body_model.name:
+        raise SetupError(f"checkpoint {state['path']} was trained for the body model "
+                         f"'{state['body_model']}', not '{body_model.name}'")
+    cfg = dict(state["network_config"])
+    cfg["hidden"], cfg["freeze"] = tuple(cfg["hidden"]), tuple(cfg.get("freeze", ()))
+    net = WholeBodyNet(body_model, NetworkConfig(**cfg))
+    missing, unexpected = net.load_state_dict(state["weights"], strict=False)
+    missing = set(missing) - net.bundled_keys()
+    if missing or unexpected:
+        raise SetupError(f"checkpoint {state['path']} does not fit its network: "
+                         f"missing {sorted(missing)[:1]}, unexpected {sorted(unexpected)[:1]}")
+    return net.to(device).eval()
+
+
+@dataclass
+class Crops:
+    """Person crops ready for the network: images (N, 3, S, S) in [0, 1] and intrinsics."""
+
+    images: np.ndarray
+    K: np.ndarray
+
+
+def person_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]],
+                 Ks: Sequence[np.ndarray], size: int) -> Crops:
+    """One crop per box of each image (boxes (x0, y0, x1, y1) in pixels)."""
+    import cv2
+
+    crops, cams = [], []
+    for image, image_boxes, K in zip(images, boxes, Ks):
+        for x0, y0, x1, y1 in image_boxes:
+            side = max(x1 - x0, y1 - y0, 1.0) * EXPAND
+            A, Kc, _ = crop_transform(np.array([(x0 + x1) / 2, (y0 + y1) / 2]), side,
+                                      np.asarray(K, dtype=np.float64), size)
+            crop = cv2.warpAffine(np.ascontiguousarray(image), A, (size, size),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            crops.append(crop.transpose(2, 0, 1).astype(np.float32) / 255.0)
+            cams.append(Kc.astype(np.float32))
+    if not crops:
+        return Crops(np.zeros((0, 3, size, size), np.float32), np.zeros((0, 3, 3), np.float32))
+    return Crops(np.stack(crops), np.stack(cams))
+
+
+class NetworkPredictor:
+    """Parameters of the people in images from a trained network (PyTorch or ONNX Runtime).
+
+    Example::
+
+        predictor = NetworkPredictor(load_network(None, model))
+        params = predictor.predict([rgb], [[box0, box1]], [K])   # one dict per person
+    """
+
+    def __init__(self, net: WholeBodyNet, *, onnx: str | Path | None = None,
+                 batch_size: int = 32) -> None:
+        self.net = net
+        self.size = net.config.input_size
+        self.batch_size = batch_size
+        self.session = None
+        if onnx is not None:
+            from furpe.networks.export import onnx_session
+
+            self.session = onnx_session(onnx)
+
+    def raw(self, crops: Crops) -> dict[str, torch.Tensor]:
+        """The network's outputs for a set of crops, batched."""
+        device = next(self.net.parameters()).device
+        outs: list[dict[str, torch.Tensor]] = []
+        for i in range(0, len(crops.images), self.batch_size):
+            img, K = crops.images[i:i + self.batch_size], crops.K[i:i + self.batch_size]
+            if self.session is not None:
+                from furpe.networks.export import run_onnx
+
+                outs.append({k: torch.as_tensor(v) for k, v in
+                             run_onnx(self.session, img, K).items()})
+                continue
+            with torch.no_grad():
+                out = self.net(torch.as_tensor(img, device=device),
+                               torch.as_tensor(K, device=device))
+            outs.append({k: v for k, v in out.items() if not k.startswith(("crop_", "feature_"))})
+        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+    def predict(self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]],
+                Ks: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Per image, the batched parameters (axis-angle, camera frame) of its people."""
+        crops = person_crops(images, boxes, Ks, self.size)
+        counts = [len(b) for b in boxes]
+        if not len(crops.images):
+            return [{} for _ in images]
+        out = self.raw(crops)
+        device = next(self.net.parameters()).device
+        with torch.no_grad():
+            params = to_model_params(self.net.decode(
+                {k: v.to(device) for k, v in out.items()}, torch.as_tensor(crops.K, device=device)))
+        result, start = [], 0
+        for n in counts:
+            result.append({k: v[start:start + n] for k, v in params.items()} if n else {})
+            start += n
+        return result

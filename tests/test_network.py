@@ -1,0 +1,264 @@
+"""The whole-body network: its parameter vector, forward and decoding, ONNX export and the
+inference checkpoints."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from furpe.bodymodels.base import ParamBlock
+from furpe.core.errors import SetupError
+from furpe.networks.inference import NetworkPredictor, load_network, read_checkpoint
+from furpe.networks.params import (CAMERA_INIT, ParamCodec, camera_numbers, camera_translation,
+                                   from_model_params)
+from furpe.networks.wholebody import CROP_PARTS, NetworkConfig, WholeBodyNet
+# the shared training fixtures (label shards, a tiny finished run), built once per session
+from test_training import TINY_NETWORK, label_shards, uninterrupted_run  # noqa: F401
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread (as the runs' ``threads: 1``): tiny networks gain nothing from more,
+    and on a busy machine competing OpenMP threads make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def net(anny_model):
+    torch.manual_seed(0)
+    return WholeBodyNet(anny_model, NetworkConfig(**TINY_NETWORK)).eval()
+
+
+def _intrinsics(n: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    K = np.zeros((n, 3, 3))
+    f = rng.uniform(0.8, 3.0, n) * size
+    K[:, 0, 0], K[:, 1, 1] = f, f * rng.uniform(0.9, 1.1, n)
+    K[:, 0, 2], K[:, 1, 2] = rng.uniform(-0.5, 1.5, (2, n)) * size
+    K[:, 2, 2] = 1
+    return torch.as_tensor(K, dtype=torch.float32)
+
+
+# -- the parameter vector ---------------------------------------------------------------------
+
+
+def test_codec_round_trip(anny_model):
+    """decode -> encode -> decode is the identity on rotations (as matrices; the 6D form is
+    not unique), and encode(decode(x)) = x on bounded logits and linear coefficients."""
+    fake = SimpleNamespace(blocks={
+        "global_orient": ParamBlock("global_orient", "rotation", 1, "global", ("root",)),
+        "betas": ParamBlock("betas", "linear", 4, "shape", tuple("abcd")),
+        "mix": ParamBlock("mix", "bounded", 3, "face", tuple("abc"), (0.0, 0.5, 2.0),
+                          lower=-1.0, upper=3.0)})
+    gen = torch.Generator().manual_seed(0)
+    for model in (anny_model, fake):
+        codec = ParamCodec(model, [n for n in model.blocks if n != "transl"])
+        assert codec.size == sum(s.block.size * (6 if s.block.kind == "rotation" else 1)
+                                 for s in codec.slots.values())
+        x = codec.neutral()[None] + 2.0 * torch.randn(5, codec.size, generator=gen)
+        for s in codec.slots.values():  # logits where float32 sigmoids invert (encode clamps
+            if s.block.kind == "bounded":  # the fraction to [1e-4, 1 - 1e-4], |logit| <= 9.2)
+                x[:, s.start:s.stop] = x[:, s.start:s.stop].clamp(-6.0, 6.0)
+        once = codec.decode(x)
+        y = codec.encode(once)
+        twice = codec.decode(y)
+        assert y.shape == x.shape
+        for name, s in codec.slots.items():
+            if s.block.kind == "rotation":
+                R = once[name]
+                assert R.shape == (5, s.block.size, 3, 3)
+                eye = torch.eye(3).expand_as(R)
+                torch.testing.assert_close(R @ R.transpose(-1, -2), eye, atol=1e-5, rtol=0)
+                torch.testing.assert_close(twice[name], R, atol=1e-5, rtol=0,
+                                           msg=lambda m, n=name: f"{n}: {m}")
+                # and the raw 6D numbers did change (a non-orthonormal 6D vector is not a fixed
+                # point): the round trip really went through the matrices
+                assert not torch.allclose(y[:, s.start:s.stop], x[:, s.start:s.stop])
+            else:
+                torch.testing.assert_close(y[:, s.start:s.stop], x[:, s.start:s.stop],
+                                           atol=1e-3, rtol=1e-4)
+                if s.block.kind == "bounded":
+                    v = once[name]
+                    assert (v > s.block.lower).all() and (v < s.block.upper).all()
+
+
+def test_neutral_vector_decodes_to_the_neutral_parameters(anny_model):
+    codec = ParamCodec(anny_model, [n for n in anny_model.blocks if n != "transl"])
+    decoded = codec.decode(codec.neutral()[None])
+    neutral = from_model_params(anny_model.neutral_params(1), codec.slots)
+    for name, s in codec.slots.items():
+        b = s.block
+        want = neutral[name]
+        if b.kind == "bounded":  # documented: kept 2% of the range inside the bounds
+            span = b.upper - b.lower
+            want = want.clamp(b.lower + 0.02 * span, b.upper - 0.02 * span)
+        torch.testing.assert_close(decoded[name], want.float(), atol=1e-5, rtol=0,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+    # Anny's phenotype default (0.5) is well inside its bounds: decoded exactly
+    torch.testing.assert_close(decoded["phenotype"], torch.full((1, 6), 0.5))
+
+
+def test_camera_numbers_invert_camera_translation():
+    rng = np.random.default_rng(0)
+    n, S = 64, 256
+    K = _intrinsics(n, S, rng)
+    transl = torch.as_tensor(np.c_[rng.uniform(-1.5, 1.5, (n, 2)), rng.uniform(1.0, 12.0, n)],
+                             dtype=torch.float32)
+    cam = camera_numbers(transl, K, S)
+    torch.testing.assert_close(camera_translation(cam, K, S), transl, atol=1e-4, rtol=1e-4)
+    cam2 = torch.as_tensor(np.c_[rng.normal(0, 1.0, n), rng.uniform(-1, 1, (n, 2))],
+                           dtype=torch.float32)
+    torch.testing.assert_close(camera_numbers(camera_translation(cam2, K, S), K, S), cam2,
+                               atol=1e-4, rtol=1e-4)
+    # the initial camera (softplus(s) = 1: a metre spans one half-crop) of a centred crop
+    K0 = torch.tensor([[[500.0, 0, S / 2 - 0.5], [0, 500.0, S / 2 - 0.5], [0, 0, 1]]])
+    t0 = camera_translation(torch.tensor([CAMERA_INIT]), K0, S)
+    torch.testing.assert_close(t0, torch.tensor([[0.0, 0.0, 500.0 / (S / 2)]]))
+
+
+# -- the network --------------------------------------------------------------------------------
+
+
+def _inputs(net, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    S = net.config.input_size
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 3, S, S, generator=gen)
+    K = _intrinsics(n, S, np.random.default_rng(seed))
+    return image, K
+
+
+def test_forward_shapes(net):
+    cfg = net.config
+    image, K = _inputs(net, 3)
+    with torch.no_grad():
+        out = net(image, K)
+    D = net.codec.size
+    assert out["body"].shape == (3, D) and out["camera"].shape == (3, 3)
+    assert out["boxes"].shape == (3, len(CROP_PARTS), 3) and (out["boxes"][..., 2] > 0).all()
+    assert out["feature_body"].shape == (3, net.body_encoder.dim)
+    for part in CROP_PARTS:
+        side = cfg.hand_size if part != "face" else cfg.head_size
+        codec = net.part_codecs["face" if part == "face" else "right_hand"]
+        assert out[f"part_{part}"].shape == (3, codec.size)
+        assert out[f"crop_{part}"].shape == (3, 3, side, side)
+    params = net.decode(out, K)
+    assert set(params) == set(net.blocks) | {"transl"}
+    for name in net.blocks:
+        b = net.codec.slots[name].block
+        shape = (3, b.size, 3, 3) if b.kind == "rotation" else (3, b.size)
+        assert params[name].shape == shape, name
+    assert params["transl"].shape == (3, 3) and (params["transl"][:, 2] > 0).all()
+    # the network reads the image: another image gives other outputs
+    with torch.no_grad():
+        other = net(torch.rand_like(image), K)
+    assert not torch.allclose(other["body"], out["body"])
+
+
+def test_merge_part_and_body_differ_exactly_in_the_part_blocks(net, anny_model):
+    image, K = _inputs(net, 2, seed=1)
+    with torch.no_grad():
+        out = net(image, K)
+        part = net.decode(out, K, merge="part")
+        body = net.decode(out, K, merge="body")
+    part_blocks = {n for c in ("left_hand", "right_hand", "face")
+                   for n in net.part_codecs[c].slots}
+    assert part_blocks == {"left_hand_pose", "right_hand_pose", "eye_pose", "facial_actions"}
+    for name in part:
+        if name in part_blocks:
+            assert not torch.equal(part[name], body[name]), name
+        else:
+            assert torch.equal(part[name], body[name]), name
+    # merge: part's hands and face are the sub-networks' (left hand mirrored back)
+    face = net.part_codecs["face"].decode(out["part_face"])
+    for name, v in face.items():
+        assert torch.equal(part[name], v)
+    right = net.part_codecs["right_hand"].decode(out["part_right_hand"])
+    assert torch.equal(part["right_hand_pose"], right["right_hand_pose"])
+    left = net.part_codecs["right_hand"].decode(out["part_left_hand"])
+    back = net._mirror_hand(net._mirror_hand(left))  # mirroring twice is the identity
+    torch.testing.assert_close(back["right_hand_pose"], left["right_hand_pose"])
+
+
+def test_left_hand_is_read_as_a_mirrored_right_hand(net):
+    """The left-hand crop of the mirrored image (mirrored box) is the right-hand crop of the
+    image, pixel for pixel, and the hand network sees the same feature."""
+    image, K = _inputs(net, 2, seed=2)
+    boxes = torch.tensor([[[0.35, 0.2, 0.5], [-0.3, 0.25, 0.6], [0.0, -0.6, 0.7]],
+                          [[0.1, 0.4, 0.3], [-0.2, -0.1, 0.45], [0.05, -0.5, 0.5]]])
+    valid = torch.ones(2, 3)
+    mirrored = boxes[:, [1, 0, 2]] * torch.tensor([-1.0, 1.0, 1.0])
+    K_m = K.clone()
+    K_m[:, 0, 2] = net.config.input_size - 1 - K[:, 0, 2]
+    with torch.no_grad():
+        out = net(image, K, boxes, valid)
+        out_m = net(image.flip(-1), K_m, mirrored, valid)
+    torch.testing.assert_close(out_m["crop_left_hand"], out["crop_right_hand"],
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_m["crop_right_hand"], out["crop_left_hand"],
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_m["feature_left_hand"], out["feature_right_hand"],
+                               atol=1e-5, rtol=1e-4)
+    # (the crops are not trivially equal: left and right differ)
+    assert (out["crop_left_hand"] - out["crop_right_hand"]).abs().max() > 0.1
+
+
+# -- ONNX ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_pytorch(net, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = tmp_path / "net.onnx"
+    from furpe.networks.export import export_onnx
+
+    diff = export_onnx(net, path)
+    print(f"ONNX export: max abs difference to PyTorch {diff:.3g}")
+    assert diff is not None and diff < 1e-4, f"ONNX vs PyTorch max abs difference {diff}"
+
+    rng = np.random.default_rng(3)
+    H, W = 240, 320
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    K = np.array([[300.0, 0, W / 2], [0, 300.0, H / 2], [0, 0, 1]])
+    boxes = [[[40.0, 30.0, 150.0, 220.0], [170.0, 20.0, 300.0, 230.0]]]
+    want = NetworkPredictor(net).predict([image], boxes, [K])[0]
+    got = NetworkPredictor(net, onnx=path).predict([image], boxes, [K])[0]
+    assert set(got) == set(want) and want["body_pose"].shape[0] == 2
+    worst = max(float((got[k] - want[k]).abs().max()) for k in want)
+    print(f"ONNX predictor: max abs difference of the parameters {worst:.3g}")
+    assert worst < 1e-4, f"ONNX vs PyTorch predictor max abs difference {worst}"
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def test_read_checkpoint_rejects_what_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(SetupError, match="no such file"):
+        read_checkpoint(tmp_path / "missing.pt")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    with pytest.raises(SetupError, match="not a furpe network checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    with pytest.raises(SetupError, match="cannot read"):
+        read_checkpoint(tmp_path / "text.pt")
+
+
+@pytest.mark.parametrize("name", ["model.pt", "last.pt"])
+def test_load_network_gives_the_trained_network(uninterrupted_run, anny_model, name):
+    trainer = uninterrupted_run
+    trained = trainer.net.eval()
+    loaded = load_network(trainer.output / name, anny_model)
+    assert not loaded.training and loaded.config == trained.config
+    image, K = _inputs(trained, 2, seed=4)
+    with torch.no_grad():
+        want, got = trained(image, K), loaded(image, K)
+        fresh = WholeBodyNet(anny_model, trained.config).eval()(image, K)
+    for k in ("body", "camera", "boxes", *(f"part_{p}" for p in CROP_PARTS)):
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(fresh["body"], want["body"], atol=1e-4)  # the weights matter
+    assert math.isfinite(float(got["body"].sum()))
