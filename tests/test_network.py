@@ -2,6 +2,7 @@
 inference checkpoints."""
 from __future__ import annotations
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -227,7 +228,9 @@ def test_onnx_export_matches_pytorch(net, tmp_path):
     K = np.array([[300.0, 0, W / 2], [0, 300.0, H / 2], [0, 0, 1]])
     boxes = [[[40.0, 30.0, 150.0, 220.0], [170.0, 20.0, 300.0, 230.0]]]
     want = NetworkPredictor(net).predict([image], boxes, [K])[0]
-    got = NetworkPredictor(net, onnx=path).predict([image], boxes, [K])[0]
+    onnx = NetworkPredictor(net, onnx=path)
+    assert onnx.session is not None  # (it runs ONNX Runtime, not the PyTorch network)
+    got = onnx.predict([image], boxes, [K])[0]
     assert set(got) == set(want) and want["body_pose"].shape[0] == 2
     worst = max(float((got[k] - want[k]).abs().max()) for k in want)
     print(f"ONNX predictor: max abs difference of the parameters {worst:.3g}")
@@ -249,9 +252,10 @@ def test_read_checkpoint_rejects_what_is_not_a_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["model.pt", "last.pt"])
-def test_load_network_gives_the_trained_network(uninterrupted_run, anny_model, name):
+def test_load_network_gives_the_trained_network(uninterrupted_run, anny_model,  # noqa: F811
+                                                name):
     trainer = uninterrupted_run
-    trained = trainer.net.eval()
+    trained = copy.deepcopy(trainer.net).eval()  # (the shared run's network stays as it is)
     loaded = load_network(trainer.output / name, anny_model)
     assert not loaded.training and loaded.config == trained.config
     image, K = _inputs(trained, 2, seed=4)

@@ -185,18 +185,18 @@ def test_multiloss_learns_its_log_variances(recipe_run):
         values = [e[f"log_var_{g}"] for e in run.log]
         assert abs(values[-1]) > 0.02, (g, values)  # lr 0.01 for 8 steps: up to 0.08
         assert len(set(values)) > 1, (g, values)
-    torch.testing.assert_close(sm.log_vars.detach(),
-                               torch.tensor([last[f"log_var_{g}"] for g in groups]))
+    # the log holds the values each step's loss used; the last step then moved them once
+    # more, by about the learning rate (Adam)
+    logged = torch.tensor([last[f"log_var_{g}"] for g in groups])
+    step = (sm.log_vars.detach() - logged).abs()
+    assert (step > 1e-4).all() and (step < 0.011).all(), step
+    assert all(run.log[0][f"log_var_{g}"] == 0.0 for g in groups)  # step 1: the initial zeros
     # the log-variances are optimised with their own learning rate and no weight decay
     group = [g for g in run.trainer.optimizer.param_groups
              if any(p is sm.log_vars for p in g["params"])]
     assert len(group) == 1 and group[0]["lr"] == 0.01 and group[0]["weight_decay"] == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "furpe/training/recipes.py: logged log_var_<group> is `self.log_vars[k].detach()`, a "
-    "view of the parameter; the trainer reads it (float(v)) after optimizer.step(), so the "
-    "log shows the value after the step's update, not the one the step's loss used"))
 def test_logged_log_variances_are_those_of_the_step(recipe_run):
     run = recipe_run("multiloss")
     first = run.log[0]  # step 1's loss used the initial log-variances: zeros
@@ -407,8 +407,13 @@ def test_resumed_run_continues_exactly(uninterrupted_run, label_shards, tmp_path
     with pytest.raises(SetupError, match="already holds a training run"):
         b.run()  # (the check comes first: the same configuration, resume not asked)
     changed = _merge(cfg, {"optim": {"lr": 2e-3}})
-    with pytest.raises(SetupError, match=r"differs in: optim\)"):
+    with pytest.raises(SetupError, match=r"differs in: optim\.lr\)"):
         Trainer(train_config_from_dict(changed)).run(resume=True)
+    # where and how it runs may change: a resume after moving the folder or the device
+    moved = _merge(cfg, {"log_every": 2, "threads": 1})
+    Trainer(train_config_from_dict(moved))  # builds; the config check is in run()
+    from furpe.training.trainer import _changed
+    assert _changed({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}}) == ["a.c"]
 
 
 # -- DDP ------------------------------------------------------------------------------------

@@ -43,10 +43,14 @@ def rotmat_to_sixd(R: torch.Tensor) -> torch.Tensor:
 
 
 def geodesic(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
-    """The angle (radians) of ``R1^T R2`` for (..., 3, 3) rotations; finite gradients
-    everywhere (the cosine is clamped just inside [-1, 1])."""
-    cos = ((R1 * R2).sum((-1, -2)) - 1) / 2
-    return torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+    """The angle (radians) of ``R1^T R2`` for (..., 3, 3) rotations, as ``atan2(sin, cos)``
+    (accurate near 0 and pi, unlike ``acos``); finite gradients everywhere (the sine's norm
+    is smoothed by 1e-6 rad at 0)."""
+    R = R1.transpose(-1, -2) @ R2
+    cos = (R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    v = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0],
+                     R[..., 1, 0] - R[..., 0, 1]], -1) / 2
+    return torch.atan2(torch.sqrt((v * v).sum(-1) + 1e-12), cos)
 
 
 def mirror_rotmat(R: torch.Tensor, sign: torch.Tensor | np.ndarray) -> torch.Tensor:

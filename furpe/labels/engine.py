@@ -24,6 +24,8 @@ import multiprocessing as mp
 import os
 import queue
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +268,10 @@ def label(items: Sequence[InputItem], out_dir: str | os.PathLike[str],
             summary.accepted[p] += n
 
     bar = progress_bar(progress, total=len(jobs), unit="input", desc="labelling")
+    # SIGTERM (kill, a scheduler, torchrun) stops like Ctrl-C: the workers are ended and what
+    # is labelled is kept, instead of the process dying with its workers left running.
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main else None
     try:
         if workers <= 1 or len(jobs) <= 1:
             labeller = Labeller(factory, every, quality)
@@ -285,12 +291,18 @@ def label(items: Sequence[InputItem], out_dir: str | os.PathLike[str],
         writer.abort()
         raise
     finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
         summary.seconds = time.perf_counter() - t0
         if writer.written or not summary.interrupted:
             write_indexes(out, part, parts, complete=not summary.interrupted
                           and not summary.failures, written=writer.written)
     return summary
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_workers(jobs: list, factory: ReconstructorFactory, every: int, quality: int,

@@ -84,5 +84,5 @@ class TrainingStep(nn.Module):
         logged = {t: v.detach() for t, v in terms.items()}
         if self.log_vars is not None:
             for k, g in enumerate(GROUPS):
-                logged[f"log_var_{g}"] = self.log_vars[k].detach()
+                logged[f"log_var_{g}"] = self.log_vars[k].detach().clone()  # before the step
         return total, logged

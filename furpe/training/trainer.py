@@ -33,6 +33,18 @@ from furpe.training.config import TrainConfig, train_config_from_dict
 from furpe.training.data import MirrorPlan, PersonCrops, collate, label_dataset
 from furpe.training.losses import ema_decay, ema_update, make_teacher
 
+#: Configuration keys a resumed run may change: where and how it runs, not what it learns.
+RUN_KEYS = ("output", "device", "threads", "log_every")
+
+
+def _changed(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b))
+                for k in _changed(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
 def count_people(folder: str | Path) -> int:
     """People in a shard folder, from its ``index.json``."""
     index = Path(folder) / "index.json"
@@ -148,8 +160,9 @@ class Trainer:
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT or state.get("kind") != "training":
             raise SetupError("--resume: not a furpe training checkpoint")
-        if state["config"] != self.config.to_dict():
-            changed = [k for k in state["config"] if state["config"][k] != self.config.to_dict().get(k)]
+        changed = [k for k in _changed(state["config"], self.config.to_dict())
+                   if k not in RUN_KEYS]
+        if changed:
             raise SetupError(f"--resume: the checkpoint was trained with another configuration "
                              f"(differs in: {', '.join(changed)})")
         self.net.load_state_dict(state["network"])
