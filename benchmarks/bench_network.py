@@ -88,23 +88,17 @@ def _speed(checkpoint: str | None, images: list[np.ndarray], config: Reconstruct
                     times.append(time.perf_counter() - t)
                 rows.append((f"network forward, {runtime}, batch {batch}: s per person",
                              statistics.median(times) / batch))
-    rec = Reconstructor(config.replace(method="network", checkpoint=checkpoint))
-    rec.reconstruct_image(images[0])
-    times = []
-    for img in images:
-        t = time.perf_counter()
-        rec.reconstruct_image(img)
-        times.append(time.perf_counter() - t)
-    rows.append(("furpe reconstruct --method network (detector + network + mesh): s per image",
-                 statistics.median(times)))
-    experts = Reconstructor(config)
-    experts.reconstruct_image(images[0])
-    times = []
-    for img in images:
-        t = time.perf_counter()
-        experts.reconstruct_image(img)
-        times.append(time.perf_counter() - t)
-    rows.append(("expert path (experts + fit): s per image", statistics.median(times)))
+    for name, cfg in (("furpe reconstruct --method network (detector + network + mesh)",
+                       config.replace(method="network", checkpoint=checkpoint)),
+                      ("expert path (experts + fit)", config)):
+        rec = Reconstructor(cfg)
+        rec.reconstruct_image(images[0])  # warm-up
+        times = []
+        for img in images:
+            t = time.perf_counter()
+            rec.reconstruct_image(img)
+            times.append(time.perf_counter() - t)
+        rows.append((f"{name}: s per image", statistics.median(times)))
     return rows
 
 

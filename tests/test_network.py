@@ -17,17 +17,10 @@ from furpe.networks.params import (CAMERA_INIT, ParamCodec, camera_numbers, came
                                    from_model_params)
 from furpe.networks.wholebody import CROP_PARTS, NetworkConfig, WholeBodyNet
 # the shared training fixtures (label shards, a tiny finished run), built once per session
-from test_training import TINY_NETWORK, label_shards, uninterrupted_run  # noqa: F401
+from test_training import (TINY_NETWORK, label_shards, one_thread,  # noqa: F401
+                           uninterrupted_run)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (as the runs' ``threads: 1``): tiny networks gain nothing from more,
-    and on a busy machine competing OpenMP threads make them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
