@@ -530,7 +530,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
     def action() -> Any:
         state = read_checkpoint(args.checkpoint)
         model = load_body_model(args.body_model or state["body_model"], args.model_path)
-        return export_onnx(load_network(args.checkpoint, model), args.output)
+        return export_onnx(load_network(state, model), args.output)
 
     code, diff = _guarded(args, action)
     if code is not None:

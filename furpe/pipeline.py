@@ -127,9 +127,7 @@ class Reconstructor:
         self.device = resolve_device(cfg.device)
         self.body_model = body_model if body_model is not None else load_body_model(
             cfg.body_model, cfg.model_path, self.device)
-        uses_experts = cfg.method == "experts" or cfg.refine
-        self.experts = list(experts) if experts is not None else (
-            self._build_experts(False) if uses_experts else [])
+        self.experts = list(experts) if experts is not None else self._build_experts(False)
         self._video_experts: list[Expert] | None = None if experts is None else self.experts
         self.fitter = Fitter(self.body_model, cfg.fit)
         self.selection = cfg.scheme()
@@ -138,7 +136,10 @@ class Reconstructor:
             self.network = NetworkRun(cfg, self.body_model, self.device)
 
     def _build_experts(self, video: bool) -> list[Expert]:
+        """The configured experts (none for the network alone: nothing runs them)."""
         cfg = self.config
+        if cfg.method == "network" and not cfg.refine:
+            return []
         return build_experts(cfg.experts, cfg.expert_options, max_people=cfg.max_people,
                              video=video)
 
@@ -157,8 +158,7 @@ class Reconstructor:
         """A session for the consecutive frames of one video: the experts in tracking mode
         (their state reset), each frame's fit warm-started from the previous one."""
         if self._video_experts is None:
-            uses_experts = self.config.method == "experts" or self.config.refine
-            self._video_experts = self._build_experts(True) if uses_experts else []
+            self._video_experts = self._build_experts(True)
         reset_experts(self._video_experts)
         return VideoSession(self, self._video_experts)
 

@@ -34,6 +34,10 @@ def project(points: torch.Tensor, K: torch.Tensor, min_depth: float = 1e-3) -> t
     return xy * torch.stack([K[0, 0], K[1, 1]]) + torch.stack([K[0, 2], K[1, 2]])
 
 
+#: Side of a person crop over the side of the person box (training loader and inference).
+PERSON_CROP_EXPAND = 1.2
+
+
 def crop_transform(centre: np.ndarray, side: float, K: np.ndarray, size: int,
                    theta: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A square crop of ``side`` pixels around ``centre``, rolled by ``theta`` radians,

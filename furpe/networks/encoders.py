@@ -34,6 +34,9 @@ class Encoder(nn.Module):
     def __init__(self, name: str, *, width: float = 1.0, weights: str | None = None) -> None:
         super().__init__()
         self.name = name
+        if name not in encoder_names():
+            raise SetupError(f"unknown backbone '{name}'; choose from "
+                             f"{', '.join(encoder_names())}")
         if name in MEDIAPIPE:
             from furpe.networks.tflite import expert_network
 
@@ -46,12 +49,10 @@ class Encoder(nn.Module):
                 size = self.net.input_size
                 self.dim = int(self.net.features(torch.zeros(1, 3, size, size))["feature"].shape[1])
         else:
-            from furpe.networks.backbones import build_backbone, load_weights
+            from furpe.networks.backbones import build_backbone
 
-            self.net = build_backbone(name, width=width) if name.startswith("resnet") \
-                else build_backbone(name)
-            if weights:
-                load_weights(self.net, weights)
+            options = {"width": width} if name.startswith("resnet") else {}
+            self.net = build_backbone(name, weights or None, **options)
             self.mediapipe = False
             self.dim = int(self.net.out_channels)
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from furpe.bodymodels.base import BodyModel
-from furpe.core.camera import crop_transform
+from furpe.core.camera import PERSON_CROP_EXPAND, crop_transform
 from furpe.core.errors import SetupError
 from furpe.networks.params import to_model_params
 from furpe.networks.wholebody import NetworkConfig, WholeBodyNet
@@ -26,7 +26,6 @@ CHECKPOINT_FORMAT = "furpe-network"
 CHECKPOINT_VERSION = 1
 #: The checkpoint shipped with the package (``furpe reconstruct --method network``).
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "networks" / "furpe-small.pt"
-EXPAND = 1.2  # crop side over the person box side, as the training loader's default
 
 
 def read_checkpoint(path: str | Path | None) -> dict[str, Any]:
@@ -47,10 +46,11 @@ def read_checkpoint(path: str | Path | None) -> dict[str, Any]:
     return state
 
 
-def load_network(path: str | Path | None, body_model: BodyModel,
+def load_network(checkpoint: str | Path | dict[str, Any] | None, body_model: BodyModel,
                  device: torch.device | str = "cpu") -> WholeBodyNet:
-    """The network of a checkpoint, in inference mode, for ``body_model``."""
-    state = read_checkpoint(path)
+    """The network of a checkpoint (a path, ``None`` for the shipped one, or what
+    :func:`read_checkpoint` returned), in inference mode, for ``body_model``."""
+    state = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
     if state["body_model"] != body_model.name:
         raise SetupError(f"checkpoint {state['path']} was trained for the body model "
                          f"'{state['body_model']}', not '{body_model.name}'")
@@ -81,7 +81,7 @@ def person_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence
     crops, cams = [], []
     for image, image_boxes, K in zip(images, boxes, Ks):
         for x0, y0, x1, y1 in image_boxes:
-            side = max(x1 - x0, y1 - y0, 1.0) * EXPAND
+            side = max(x1 - x0, y1 - y0, 1.0) * PERSON_CROP_EXPAND
             A, Kc, _ = crop_transform(np.array([(x0 + x1) / 2, (y0 + y1) / 2]), side,
                                       np.asarray(K, dtype=np.float64), size)
             crop = cv2.warpAffine(np.ascontiguousarray(image), A, (size, size),

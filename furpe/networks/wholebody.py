@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from furpe.bodymodels.base import BodyModel
-from furpe.bodymodels.mirror import param_mirror_plan
+from furpe.bodymodels.mirror import mate, param_mirror_plan
 from furpe.core.errors import SetupError
 from furpe.core.rotations import mirror_rotmat
 from furpe.networks.encoders import Encoder
@@ -250,7 +250,7 @@ class WholeBodyNet(nn.Module):
         """One hand's blocks (rotation matrices) as the other hand's: left <-> right."""
         out = {}
         for name, R in values.items():
-            other = name.replace("left_", "@").replace("right_", "left_").replace("@", "right_")
+            other = mate(name)
             rows, sign = self._hand_mirror[other]
             out[other] = mirror_rotmat(R[:, torch.as_tensor(rows)], sign)
         return out

@@ -35,7 +35,7 @@ import torch
 
 from furpe.bodymodels.base import BodyModel
 from furpe.bodymodels.mirror import BlockMirror, keypoint_mirror, mate, param_mirror_plan
-from furpe.core.camera import crop_transform
+from furpe.core.camera import PERSON_CROP_EXPAND, crop_transform
 from furpe.core.errors import FurpeError
 from furpe.core.rotations import compose_rotvec
 from furpe.core.vocab import PARTS
@@ -116,7 +116,7 @@ class PersonCrops:
 
     plan: MirrorPlan
     crop_size: int = 256
-    expand: float = 1.2
+    expand: float = PERSON_CROP_EXPAND
     augment: Augment = field(default_factory=Augment)
     #: Minimum selection score per part for its label to be used; a part not listed uses the
     #: accept flag of the labels. A person is kept when their body label is used.

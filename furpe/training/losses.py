@@ -83,7 +83,9 @@ class Supervision(nn.Module):
 
     def __init__(self, model: BodyModel, crop_size: int) -> None:
         super().__init__()
-        self.model = model
+        # a plain attribute, not a submodule: the body model is neither trained, checkpointed
+        # nor broadcast by DDP
+        object.__setattr__(self, "model", model)
         self.size = crop_size
         self.sampler = KeypointSampler(model, [PART_CONVENTIONS[p] for p in PARTS])
         self.blocks = {n: b for n, b in model.blocks.items() if n != "transl"}
@@ -98,7 +100,6 @@ class Supervision(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         target = from_model_params({n: batch[f"params_{n}"] for n in self.blocks}, self.blocks)
         per_part: dict[str, list[torch.Tensor]] = {}
-        weight_part: dict[str, torch.Tensor] = {}
         for name, blk in self.blocks.items():
             w = _mask(batch, blk.part) * (1 - batch[f"lost_{name}"])
             if blk.kind == "rotation":
@@ -106,7 +107,6 @@ class Supervision(nn.Module):
             else:
                 err = (params[name] - target[name]).pow(2).mean(1)
             per_part.setdefault(blk.part, []).append(_weighted_mean(err, w))
-            weight_part[blk.part] = w
         for part, errs in per_part.items():
             terms[f"param_{part}"] = torch.stack(errs).sum()
         t, tt = params["transl"], batch["params_transl"]

@@ -33,7 +33,7 @@ class TrainingStep(nn.Module):
         super().__init__()
         self.config = config
         self.net = net
-        self.model = model
+        object.__setattr__(self, "model", model)  # not a submodule (see Supervision)
         self.supervision = Supervision(model, config.network.input_size)
         parts = [p for p in ("body", "hands", "face") if getattr(config.distill, p)]
         self.distiller = Distiller(net, parts, config.distill.temperature, device) \
