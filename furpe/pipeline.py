@@ -21,9 +21,9 @@ import torch
 from furpe.bodymodels import BodyModel, load_body_model
 from furpe.config import ReconstructConfig
 from furpe.core.boxes import box_centre, landmark_box
-from furpe.core.camera import intrinsics
+from furpe.core.camera import intrinsics, project
 from furpe.core.errors import FurpeError, NoPersonError
-from furpe.core.vocab import PARTS
+from furpe.core.vocab import EXPERT_CONVENTIONS, PARTS, part_convention
 from furpe.experts import build_experts, reset_experts, run_experts
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
@@ -278,10 +278,21 @@ class NetworkRun:
         params = self.predictor.predict([image], [boxes], [K])[0]
         with torch.no_grad():
             out = self.model(params)
+            Kt = torch.as_tensor(K, dtype=out.vertices.dtype, device=out.vertices.device)
+            fitted = {p: project(self.model.keypoints(out, part_convention(c, p)), Kt)
+                      .cpu().numpy() for p, c in EXPERT_CONVENTIONS.items()}
         verts, joints = out.vertices.cpu().numpy(), out.joints.cpu().numpy()
+
+        def keypoints(b: int) -> dict[str, KeypointSet]:  # the network's, nothing observed
+            return {p: KeypointSet(
+                convention=c, names=self.model.regressors[part_convention(c, p)].names,
+                observed=np.full_like(fitted[p][b], np.nan),
+                confidence=np.zeros(len(fitted[p][b])), fitted=fitted[p][b])
+                for p, c in EXPERT_CONVENTIONS.items()}
+
         people = [PersonResult(
             params={k: v[b].cpu().numpy() for k, v in params.items()}, vertices=verts[b],
-            joints=joints[b], keypoints_2d={}, box=tuple(float(x) for x in box),
+            joints=joints[b], keypoints_2d=keypoints(b), box=tuple(float(x) for x in box),
             parts={p: PartResult(p, observed=False, accepted=True) for p in PARTS})
             for b, box in enumerate(boxes)]
         h, w = image.shape[:2]

@@ -31,6 +31,7 @@ from furpe.core.camera import intrinsics, project
 from furpe.render import AMBIENT, DIFFUSE, Mesh, render
 from furpe.core.boxes import crop_intrinsics
 from furpe.core.rotations import compose_rotvec
+from furpe.core.vocab import EXPERT_CONVENTIONS, part_convention
 
 #: Skin tones (linear-ish RGB in [0, 1]) from light to dark.
 SKIN_TONES = (
@@ -335,12 +336,9 @@ def part_visibility(part_vertices: Mapping[str, np.ndarray], vertices: np.ndarra
 
 #: What the built-in experts report, per part: (part, the model's regressor, landmark
 #: convention, with metric 3D landmarks). Face Mesh gives no metric 3D.
-EXPERT_LANDMARKS: tuple[tuple[str, str, str, bool], ...] = (
-    ("body", "mediapipe_pose", "mediapipe_pose", True),
-    ("left_hand", "mediapipe_hand_left", "mediapipe_hand", True),
-    ("right_hand", "mediapipe_hand_right", "mediapipe_hand", True),
-    ("face", "mediapipe_face", "mediapipe_face", False),
-)
+EXPERT_LANDMARKS: tuple[tuple[str, str, str, bool], ...] = tuple(
+    (part, part_convention(conv, part), conv, part != "face")
+    for part, conv in EXPERT_CONVENTIONS.items())
 
 
 def exact_observations(model: BodyModel, output: BodyOutput, K: np.ndarray,

@@ -259,3 +259,38 @@ def test_load_network_gives_the_trained_network(uninterrupted_run, anny_model,  
         torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-6)
     assert not torch.allclose(fresh["body"], want["body"], atol=1e-4)  # the weights matter
     assert math.isfinite(float(got["body"].sum()))
+
+
+@pytest.mark.slow
+@pytest.mark.mediapipe
+def test_method_network_reconstructs_people_with_their_keypoints(uninterrupted_run,  # noqa: F811
+                                                                 anny_model):
+    """``method: network`` end to end on the bundled photo: the detector's people, a mesh
+    each, and the network's keypoints projected per part (nothing observed)."""
+    from pathlib import Path
+
+    import cv2
+
+    from furpe.config import ReconstructConfig
+    from furpe.pipeline import Reconstructor
+
+    image = cv2.imread(str(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"))
+    config = ReconstructConfig(device="cpu", method="network",
+                               checkpoint=str(uninterrupted_run.output / "model.pt"))
+    rec = Reconstructor(config, body_model=anny_model)
+    assert rec.experts == []  # the network alone runs no expert
+    frame = rec.reconstruct_image(np.ascontiguousarray(image[:, :, ::-1]))
+    assert frame.people and frame.config["method"] == "network"
+    person = frame.people[0]
+    assert set(person.keypoints_2d) == {"body", "left_hand", "right_hand", "face"}
+    body = person.keypoints_2d["body"]
+    assert body.fitted.shape == (33, 2) and np.isfinite(body.fitted).all()
+    assert np.isnan(body.observed).all() and not body.confidence.any()
+    # the fitted keypoints are the person's mesh projected with the frame's camera
+    from furpe.bodymodels.base import BodyOutput
+    from furpe.core.camera import project
+
+    out = BodyOutput(torch.as_tensor(person.vertices)[None], torch.as_tensor(person.joints)[None])
+    want = project(anny_model.keypoints(out, "mediapipe_pose"),
+                   torch.as_tensor(frame.intrinsics, dtype=torch.float32))[0].numpy()
+    np.testing.assert_allclose(body.fitted, want, atol=1e-2)

@@ -34,6 +34,11 @@ DETAIL_PARTS: tuple[Part, ...] = ("left_hand", "right_hand", "face")
 ANCHOR_ORDER: tuple[Part, ...] = ("body", "face", "left_hand", "right_hand")
 
 
+#: The landmark convention of each part's built-in expert.
+EXPERT_CONVENTIONS: dict[str, str] = {"body": "mediapipe_pose", "left_hand": "mediapipe_hand",
+                                      "right_hand": "mediapipe_hand", "face": "mediapipe_face"}
+
+
 def part_convention(convention: str, part: str) -> str:
     """The name a body model gives ``convention`` for ``part``: hand conventions are served
     per side (``mediapipe_hand`` + ``left_hand`` -> ``mediapipe_hand_left``)."""
