@@ -23,6 +23,7 @@ from furpe.core.files import jsonable
 from furpe.core.registry import names
 from furpe.fitting.fit import FitConfig
 from furpe.selection import DEFAULT_THRESHOLDS, SelectionScheme, Thresholds
+from furpe.tracking import SmoothingConfig, TrackingConfig
 
 DEFAULT_EXPERTS = ("mediapipe_pose", "mediapipe_hands", "mediapipe_face")
 
@@ -50,6 +51,12 @@ class ReconstructConfig:
             export-onnx``) instead of PyTorch.
         refine: with ``method: network``, run the experts too and fit from the network's
             estimate (the fit's short warm-start schedule) instead of from the neutral pose.
+        tracking: videos: how people are followed from frame to frame (``max_age``: frames
+            a lost person keeps their id; ``gate``, ``keypoint_weight``, ``min_confidence``:
+            the association), see :class:`~furpe.tracking.TrackingConfig`.
+        smoothing: videos: One-Euro smoothing of each tracked person's parameters
+            (``enabled``, ``min_cutoff``, ``beta``, ``d_cutoff``), see
+            :class:`~furpe.tracking.SmoothingConfig`.
     """
 
     body_model: str = "anny"
@@ -65,6 +72,8 @@ class ReconstructConfig:
     checkpoint: str | None = None
     onnx: str | None = None
     refine: bool = False
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
     def __post_init__(self) -> None:
         if self.method not in ("experts", "network"):

@@ -12,15 +12,16 @@ for images, :class:`VideoSession` for the frames of one video.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from furpe.bodymodels import BodyModel, load_body_model
 from furpe.config import ReconstructConfig
-from furpe.core.boxes import box_centre, landmark_box
+from furpe.core.boxes import landmark_box
 from furpe.core.camera import intrinsics, project
 from furpe.core.errors import FurpeError, NoPersonError
 from furpe.core.vocab import EXPERT_CONVENTIONS, PARTS, part_convention
@@ -29,6 +30,12 @@ from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
 from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
 from furpe.selection import Selection, select
+from furpe.tracking import Smoother, Tracker, assign, association_cost
+
+#: Per person of a frame, the parameters its fit starts from (None: a cold start).
+Sources = list["Mapping[str, np.ndarray] | None"]
+#: The video session's hook into the fit stage: ``track(people, sources) -> sources``.
+TrackHook = Callable[[list[PersonObservation], Sources], Sources]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -85,6 +92,25 @@ def person_box(obs: PartObservation) -> tuple[float, float, float, float]:
     box = obs.box or landmark_box(obs.keypoints_2d, obs.confidence, 0.1) \
         or landmark_box(obs.keypoints_2d)
     return tuple(float(x) for x in box)  # type: ignore[return-value]
+
+
+def observed_keypoints(person: PersonObservation) -> tuple[np.ndarray, np.ndarray] | None:
+    """The body's 2D landmarks and confidences that the tracker compares (None: no body)."""
+    body = person.get("body")
+    return None if body is None else (body.keypoints_2d, body.confidence)
+
+
+def result_keypoints(person: PersonResult) -> tuple[np.ndarray, np.ndarray] | None:
+    """A result's body landmarks for the tracker: the observed ones, else (nothing
+    observed, e.g. the network alone) the fitted ones."""
+    ks = person.keypoints_2d.get("body")
+    if ks is None:
+        return None
+    observed = np.asarray(ks.observed, dtype=np.float64)
+    conf = np.asarray(ks.confidence, dtype=np.float64)
+    if np.isfinite(observed).all(-1).any() and (conf > 0).any():
+        return observed, conf
+    return np.asarray(ks.fitted, dtype=np.float64), np.ones(len(ks.fitted))
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -156,7 +182,8 @@ class Reconstructor:
 
     def video(self) -> "VideoSession":
         """A session for the consecutive frames of one video: the experts in tracking mode
-        (their state reset), each frame's fit warm-started from the previous one."""
+        (their state reset), people tracked (``track_id``), each person's fit warm-started
+        from their own track, their parameters smoothed over time (:class:`VideoSession`)."""
         if self._video_experts is None:
             self._video_experts = self._build_experts(True)
         reset_experts(self._video_experts)
@@ -197,7 +224,8 @@ class Reconstructor:
         raise FurpeError(f"none of the configured experts can look at a crop ({method})")
 
     def _run(self, experts: Sequence[Expert], image: np.ndarray, K: np.ndarray | None,
-             previous: FrameResult | None, reset: bool = True) -> FrameResult:
+             previous: FrameResult | None, reset: bool = True,
+             track: TrackHook | None = None) -> FrameResult:
         t0 = time.perf_counter()
         if self.network is not None:
             h, w = image.shape[:2]
@@ -210,14 +238,21 @@ class Reconstructor:
         people = observe(experts, image, self.config.max_people)
         if not people:
             raise NoPersonError("no person found")
-        return self._finish(people, image, K, previous, t0, reset)
+        return self._finish(people, image, K, previous, t0, reset, track)
 
     def _finish(self, people: list[PersonObservation], image: np.ndarray, K: np.ndarray | None,
-                previous: FrameResult | None, t0: float, reset: bool = True) -> FrameResult:
+                previous: FrameResult | None, t0: float, reset: bool = True,
+                track: TrackHook | None = None) -> FrameResult:
+        """Fit, select, assemble. Each person starts from the ``previous`` person matched to
+        them (the network's estimate of this image), then ``track`` (a video session) gives
+        the others their own track's last parameters."""
         t1 = time.perf_counter()
         h, w = image.shape[:2]
         K = camera(K, w, h, self.config.focal)
-        init, warm = self._warm_start(people, previous)
+        sources = self._matched(people, previous)
+        if track is not None:
+            sources = track(people, sources)
+        init, warm = self._warm_start(sources)
         fit = self.fitter.fit(people, K, init=init, warm=warm, device=self.device)
         chosen = select(self.selection, self.body_model, people, fit, reset=reset)
         t2 = time.perf_counter()
@@ -227,31 +262,52 @@ class Reconstructor:
                               "total": time.perf_counter() - t0})
         return frame
 
-    def _warm_start(self, people: list[PersonObservation], previous: FrameResult | None
-                    ) -> tuple[dict[str, torch.Tensor] | None, np.ndarray | None]:
-        """The previous frame's parameters matched to the current people by box centre
-        (one-to-one, Hungarian): ``(init, warm)``, where ``warm[b]`` says person ``b`` was
-        matched; a new person starts cold without making the others do so."""
+    def _matched(self, people: list[PersonObservation], previous: FrameResult | None) -> Sources:
+        """``previous``'s parameters matched one-to-one to ``people`` by the tracker's
+        association (box overlap and body landmarks, Hungarian, gated; None where nobody
+        matches)."""
+        sources: Sources = [None] * len(people)
         if previous is None or not previous.people or previous.body_model != self.body_model.name:
-            return None, None
-        from scipy.optimize import linear_sum_assignment
-
+            return sources
+        cfg = self.config.tracking
         prev = previous.people
-        cur = np.array([box_centre(person_box(p.get("body"))) for p in people])
-        old = np.array([box_centre(p.box) for p in prev])
-        dist = np.linalg.norm(cur[:, None] - old[None], axis=-1)
-        reach = np.array([0.5 * max(p.box[2] - p.box[0], p.box[3] - p.box[1]) for p in prev])
-        rows, cols = linear_sum_assignment(np.where(dist <= reach[None], dist, 1e9))
-        warm = np.zeros(len(people), dtype=bool)
-        source: list[dict[str, np.ndarray] | None] = [None] * len(people)
-        for r, c in zip(rows, cols):
-            if dist[r, c] <= reach[c]:
-                warm[r], source[r] = True, prev[c].params
+
+        def landmarks(found: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray | None:
+            if found is None:
+                return None
+            kp, conf = found
+            return np.where((conf >= cfg.min_confidence)[:, None], kp, np.nan)
+
+        cost = association_cost(
+            np.array([p.box for p in prev]), [landmarks(result_keypoints(p)) for p in prev],
+            np.array([person_box(p.get("body") or next(iter(p.parts.values()))) for p in people]),
+            [landmarks(observed_keypoints(p)) for p in people], cfg.keypoint_weight)
+        for r, c in assign(cost, cfg.gate):
+            sources[c] = prev[r].params
+        return sources
+
+    def usable(self, params: Mapping[str, np.ndarray] | None) -> bool:
+        """Whether ``params`` hold every block of the body model, in its shape (a fit can
+        start from them)."""
+        if params is None:
+            return False
+        for name, block in self.body_model.blocks.items():
+            value = params.get(name)
+            if value is None or np.shape(value) != block.shape(1)[1:]:
+                return False
+        return True
+
+    def _warm_start(self, sources: Sources
+                    ) -> tuple[dict[str, torch.Tensor] | None, np.ndarray | None]:
+        """The fit's ``(init, warm)`` from each person's starting parameters: ``warm[b]``
+        says person ``b`` has some (the others start cold without making them do so)."""
+        ok = [s if self.usable(s) else None for s in sources]
+        warm = np.array([s is not None for s in ok], dtype=bool)
         if not warm.any():
             return None, None
-        neutral = self.body_model.neutral_params(len(people))
-        init = {k: torch.stack([torch.as_tensor(s[k], dtype=torch.float32) if s is not None
-                                else neutral[k][b] for b, s in enumerate(source)])
+        neutral = self.body_model.neutral_params(len(ok))
+        init = {k: torch.stack([torch.as_tensor(np.asarray(s[k]), dtype=torch.float32)
+                                if s is not None else neutral[k][b] for b, s in enumerate(ok)])
                 for k in self.body_model.blocks}
         return init, warm
 
@@ -302,23 +358,142 @@ class NetworkRun:
 
 
 class VideoSession:
-    """The frames of one video: made by :meth:`Reconstructor.video`."""
+    """The frames of one video: made by :meth:`Reconstructor.video`.
+
+    * **Tracking**: every person gets a ``track_id`` from the session's
+      :class:`~furpe.tracking.Tracker` (``config.tracking``): stable across frames, kept
+      through a short absence, never reused.
+    * **Warm starts**: each person's fit starts from their own track's last parameters; a
+      person entering starts cold without making the others do so, and a person found again
+      after a short absence starts from where they were last seen.
+    * **Smoothing** (``config.smoothing``): each track's parameters go through One-Euro
+      filters driven by the frames' timestamps, and the people are posed again from the
+      smoothed parameters, so their vertices, joints and fitted 2D keypoints match the
+      parameters written (the parts' scores stay those of the frame's own fit).
+
+    ``method: network`` goes through the same session (its people are tracked by their boxes
+    and the network's keypoints).
+    """
 
     def __init__(self, reconstructor: Reconstructor, experts: Sequence[Expert]) -> None:
         self.reconstructor = reconstructor
         self.experts = experts
-        #: The last frame's result, which warm-starts the next frame (None: start cold).
+        cfg = reconstructor.config
+        self.tracker = Tracker(cfg.tracking)
+        self.smoother = (Smoother(cfg.smoothing, reconstructor.body_model.blocks)
+                         if cfg.smoothing.enabled else None)
+        #: Frame rate assumed for frames given without a timestamp.
+        self.fps = 30.0
+        #: The last frame's result (None: no frame yet, or nobody in the last one).
         self.previous: FrameResult | None = None
+        self._starts: dict[int, Mapping[str, np.ndarray]] = {}  # track -> its last fit's params
+        self._time: float | None = None
+        self._ids: list[int] | None = None
 
-    def reconstruct_frame(self, image: np.ndarray, K: np.ndarray | None = None) -> FrameResult:
-        """Reconstruct the next frame (a :class:`NoPersonError` when nobody is found)."""
+    def reconstruct_frame(self, image: np.ndarray, K: np.ndarray | None = None,
+                          timestamp: float | None = None) -> FrameResult:
+        """Reconstruct the next frame (a :class:`NoPersonError` when nobody is found; every
+        track then misses the frame). ``timestamp`` (seconds) drives the smoothing; without
+        it frames are taken ``1 / fps`` apart."""
+        t = self._clock(timestamp)
+        self._ids = None
         try:
-            result = self.reconstructor._run(self.experts, check_image(image), K, self.previous)
+            frame = self.reconstructor._run(self.experts, check_image(image), K, None,
+                                            track=self._track)
         except FurpeError:
-            self.previous = None
+            if self._ids is None:
+                self.tracker.skip()
+            self._end(None)
             raise
-        self.previous = result
-        return result
+        ids = self._ids
+        if ids is None:  # the network alone: no fit, its people are tracked from its output
+            ids = self._update_tracker(frame.people)
+        for person, tid in zip(frame.people, ids):
+            person.track_id = tid
+            self._starts[tid] = person.params
+        if self.smoother is not None and frame.people:
+            for person in frame.people:
+                person.params = self.smoother.smooth(person.track_id, person.params, t)
+            self._repose(frame)
+        self._end(frame)
+        return frame
+
+    def load_frame(self, frame: FrameResult | None, timestamp: float | None = None) -> None:
+        """Take a frame reconstructed earlier (e.g. read back from its JSON when a run
+        resumes) as the session's next frame: its people keep their ``track_id`` (people
+        without one are associated like new detections) and set their track's state, the
+        smoothing's and the next warm start's. ``None``: a frame with nobody in it."""
+        t = self._clock(timestamp)
+        if frame is None or not frame.people:
+            self.tracker.skip()
+            self._end(None)
+            return
+        ids = self._update_tracker(frame.people, [p.track_id for p in frame.people])
+        same_model = frame.body_model == self.reconstructor.body_model.name
+        for person, tid in zip(frame.people, ids):
+            person.track_id = tid
+            if same_model and self.reconstructor.usable(person.params):
+                self._starts[tid] = person.params
+                if self.smoother is not None:
+                    self.smoother.reset(tid, person.params, t)
+        self._end(frame)
+
+    def _clock(self, timestamp: float | None) -> float:
+        if timestamp is None:
+            timestamp = 0.0 if self._time is None else self._time + 1.0 / self.fps
+        self._time = float(timestamp)
+        return self._time
+
+    def _track(self, people: list[PersonObservation], sources: Sources) -> Sources:
+        """The fit stage's hook: track ids for the frame's people, and for each person not
+        started otherwise, their track's last parameters."""
+        found = [observed_keypoints(p) for p in people]
+        self._ids = self.tracker.update(
+            [person_box(p.get("body") or next(iter(p.parts.values()))) for p in people],
+            [None if f is None else f[0] for f in found],
+            [None if f is None else f[1] for f in found])
+        return [s if s is not None else self._starts.get(tid)
+                for s, tid in zip(sources, self._ids)]
+
+    def _update_tracker(self, people: Sequence[PersonResult],
+                        ids: Sequence[int | None] | None = None) -> list[int]:
+        found = [result_keypoints(p) for p in people]
+        return self.tracker.update([p.box for p in people],
+                                   [None if f is None else f[0] for f in found],
+                                   [None if f is None else f[1] for f in found], ids)
+
+    def _end(self, frame: FrameResult | None) -> None:
+        """The frame is done: it warm-starts the next one; ended tracks are forgotten."""
+        self.previous = frame
+        alive = set(self.tracker.tracks)
+        self._starts = {k: v for k, v in self._starts.items() if k in alive}
+        if self.smoother is not None:
+            self.smoother.keep(alive)
+
+    def _repose(self, frame: FrameResult) -> None:
+        """Pose the people of ``frame`` again from their parameters: vertices, joints and the
+        fitted 2D keypoints (projected with the frame's camera)."""
+        model = self.reconstructor.body_model
+        device = self.reconstructor.device
+        names = [k for k in model.blocks if all(k in p.params for p in frame.people)]
+        params = {k: torch.as_tensor(np.stack([np.asarray(p.params[k]) for p in frame.people]),
+                                     dtype=torch.float32, device=device) for k in names}
+        with torch.no_grad():
+            out = model(params)
+            Kt = torch.as_tensor(frame.intrinsics, dtype=out.vertices.dtype, device=device)
+            verts, joints = out.vertices.cpu().numpy(), out.joints.cpu().numpy()
+            fitted: dict[str, np.ndarray] = {}
+            for b, person in enumerate(frame.people):
+                person.vertices, person.joints = verts[b], joints[b]
+                kps = {}
+                for part, ks in person.keypoints_2d.items():
+                    reg = part_convention(ks.convention, part)
+                    if reg in model.regressors:
+                        if reg not in fitted:
+                            fitted[reg] = project(model.keypoints(out, reg), Kt).cpu().numpy()
+                        ks = dataclasses.replace(ks, fitted=fitted[reg][b])
+                    kps[part] = ks
+                person.keypoints_2d = kps
 
     def __enter__(self) -> "VideoSession":
         return self

@@ -53,6 +53,9 @@ class PersonResult:
     #: What the experts reported for this person, a :class:`furpe.experts.base.PersonObservation`
     #: (landmarks, 3D landmarks, blendshapes, crop boxes); None when rebuilt from a result file.
     observation: Any = None
+    #: The person's identity across the frames of a video (:mod:`furpe.tracking`); None for
+    #: single images.
+    track_id: int | None = None
 
 
 @dataclass

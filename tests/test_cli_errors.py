@@ -75,7 +75,7 @@ class FakeSession:
         self.rec, self.mode = rec, mode
         self.previous: FrameResult | None = None
 
-    def reconstruct_frame(self, image: np.ndarray) -> FrameResult:
+    def reconstruct_frame(self, image: np.ndarray, timestamp: float | None = None) -> FrameResult:
         self.rec.modes.append(self.mode)
         try:
             self.previous = self.rec._reconstruct(image, self.previous)
@@ -83,6 +83,9 @@ class FakeSession:
             self.previous = None
             raise
         return self.previous
+
+    def load_frame(self, frame: FrameResult | None, timestamp: float | None = None) -> None:
+        self.previous = frame
 
 
 class Factory:

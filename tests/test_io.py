@@ -258,7 +258,7 @@ def _frame_result(people: int = 1) -> FrameResult:
 def test_frame_to_dict_schema() -> None:
     doc = frame_to_dict(_frame_result(2), "img.jpg", mesh_files=["img_person0.ply", None])
     json.dumps(doc, allow_nan=False)  # strictly serialisable
-    assert doc["schema_version"] == SCHEMA_VERSION == "1.0"
+    assert doc["schema_version"] == SCHEMA_VERSION == "1.1"
     assert doc["furpe_version"] == furpe.__version__
     assert {"source", "frame_index", "units", "coordinate_frame", "image", "camera",
             "body_model", "timings", "people", "status"} <= set(doc)

@@ -27,7 +27,7 @@ __all__ = ["SCHEMA_VERSION", "UNITS", "COORDINATE_FRAME", "PERSON_COLORS", "Fram
            "read_json", "write_ply", "read_ply", "write_image", "render_overlay",
            "person_meshes", "write_frame_outputs"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 UNITS = {
     "length": "metres",
@@ -211,6 +211,7 @@ def frame_to_dict(result: FrameResult, source: str, frame_index: int | None = No
             raise ValueError(f"person {k}: {len(joints)} joints but {len(joint_names)} joint names")
         people.append({
             "id": k,
+            "track_id": None if person.track_id is None else int(person.track_id),
             "box": [_num(v, 2) for v in person.box],
             "params": {name: _list(value, 6) for name, value in person.params.items()},
             "joints": {name: _list(joints[j], 6) for j, name in enumerate(joint_names)},
@@ -300,6 +301,7 @@ def frame_from_dict(doc: dict[str, Any], meshes: Sequence[np.ndarray | None] | N
                 for name, p in pd["parts"].items()
             },
             box=tuple(math.nan if v is None else float(v) for v in pd["box"]),  # type: ignore[arg-type]
+            track_id=None if pd.get("track_id") is None else int(pd["track_id"]),
         ))
     return FrameResult(
         image_size=(int(doc["image"]["width"]), int(doc["image"]["height"])),
@@ -322,7 +324,8 @@ def person_meshes(result: FrameResult) -> list[Any]:
     from furpe.render import Mesh
 
     return [Mesh(vertices=np.asarray(p.vertices), faces=np.asarray(result.faces),
-                 color=PERSON_COLORS[k % len(PERSON_COLORS)])
+                 color=PERSON_COLORS[(k if p.track_id is None else p.track_id)
+                                     % len(PERSON_COLORS)])
             for k, p in enumerate(result.people) if len(p.vertices)]
 
 
