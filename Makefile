@@ -4,11 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# the Khronos glTF validator (npm package gltf-validator, pinned in package.json), for the
+# export tests
+NODE_STAMP := node_modules/.installed
 TORCH_VERSION ?= 2.13.0
 
 .PHONY: install demo test bench results bench-real bench-label bench-network clean
 
-install: $(STAMP)
+install: $(STAMP) $(NODE_STAMP)
 
 # torch goes first and pinned (a plain `torch` requirement would pull a CUDA build).
 $(STAMP): pyproject.toml Makefile
@@ -17,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q -e ".[test]"
 	@touch $(STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $(NODE_STAMP)
 
 demo: install
 	$(VENV)/bin/furpe reconstruct examples/astronaut.jpg -o out/demo
