@@ -49,6 +49,13 @@ def build_config(args: argparse.Namespace) -> Any:
     changes = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
     if changes.get("refine") or changes.get("checkpoint") or changes.get("onnx"):
         changes.setdefault("method", "network")
+    smooth = getattr(args, "smooth", None)
+    if smooth is not None:  # 0: off; else a strength relative to the default settings
+        from furpe.tracking import SmoothingConfig
+
+        d_cutoff = config.smoothing.d_cutoff
+        changes["smoothing"] = (SmoothingConfig(enabled=False, d_cutoff=d_cutoff) if smooth == 0
+                                else SmoothingConfig(d_cutoff=d_cutoff).with_strength(smooth))
     return config.replace(**changes) if changes else config
 
 
@@ -102,6 +109,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _smooth_strength(text: str) -> float:
+    """``--smooth``: ``off`` (0) or a positive strength."""
+    if text.strip().lower() in ("off", "none", "0"):
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected off or a strength, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be off or a positive strength, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``furpe``."""
     parser = argparse.ArgumentParser(
@@ -136,9 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "trained network, one forward pass per person (see MODELS.md)")
     _add_network(rec)
     _add_camera_and_people(rec, "reconstruct")
+    rec.add_argument("--smooth", type=_smooth_strength, metavar="STRENGTH|off",
+                     help="videos: temporal smoothing of each tracked person (One-Euro "
+                          "filters): off, or a strength (default 1; 2 = smoother with more "
+                          "lag, 0.5 = lighter); config keys smoothing and tracking")
     rec.add_argument("--no-overlay", action="store_true",
                      help="do not render overlay images / videos")
     rec.add_argument("--no-mesh", action="store_true", help="do not write PLY meshes")
+    rec.add_argument("--no-side-view", action="store_true",
+                     help="videos: the overlay MP4 without the side view of a second "
+                          "virtual camera next to it")
+    rec.add_argument("--show", action="store_true",
+                     help="also write OUT/contact_sheet.png: every input's overlay in a grid")
+    rec.add_argument("--export", metavar="FORMATS",
+                     help="also export every tracked person as animation files, e.g. glb,bvh "
+                          "(as 'furpe export OUT -o OUT'; see docs/export.md)")
     rec.add_argument("--resume", action="store_true",
                      help="skip inputs (and video frames) whose results already exist")
     rec.add_argument("-q", "--quiet", action="store_true",
@@ -148,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_make_synthetic(sub)
     _add_label(sub)
     _add_train(sub)
+    _add_export(sub)
     return parser
 
 
@@ -442,6 +475,8 @@ def main(argv: Sequence[str] | None = None,
         return _train(args)
     if args.command == "export-onnx":
         return _export_onnx(args)
+    if args.command == "export":
+        return _export(args)
     return _reconstruct(args, reconstructor_factory or default_factory)
 
 
@@ -540,6 +575,66 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: Any) -> None:
+    exp = sub.add_parser(
+        "export", help="export tracked people as animation files (glTF binary, BVH)",
+        description="Write each person (track) of a 'furpe reconstruct' result folder as "
+                    "an animated, skinned glTF binary (OUT/<result>_track<ID>.glb: mesh, "
+                    "skeleton, facial actions as morph targets) and a BVH motion file "
+                    "(OUT/<result>_track<ID>.bvh). Y up, metres (BVH: centimetres); the "
+                    "world is the camera frame turned to y up. See docs/export.md.")
+    exp.add_argument("results", metavar="RESULTS",
+                     help="a result folder (or one video's folder, or one image's JSON)")
+    exp.add_argument("-o", "--output", required=True, metavar="OUT",
+                     help="output folder (created if needed)")
+    exp.add_argument("--format", default="glb,bvh", metavar="LIST",
+                     help="comma-separated formats to write: glb, bvh (default: glb,bvh)")
+    exp.add_argument("--max-influences", default="all", metavar="N|all",
+                     help="glb: skinning influences kept per vertex, the largest, "
+                          "renormalised (4 for engines that read one JOINTS_0/WEIGHTS_0 "
+                          "set, e.g. three.js); default all")
+    exp.add_argument("--tpose", action="store_true",
+                     help="bvh: rest skeleton in a T-pose (arms straight out) instead of "
+                          "the model's bind pose, for retargeting tools")
+    exp.add_argument("--model-path", metavar="DIR",
+                     help="folder of the SMPL-X model files (default: the one the result "
+                          "was made with)")
+    exp.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress bar and no summary line (errors are still printed)")
+    exp.add_argument("--debug", action="store_true",
+                     help="show tracebacks of internal errors (for developers)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from furpe.export.exporter import export_results, parse_formats, parse_max_influences
+
+    try:
+        formats = parse_formats(args.format)
+        max_influences = parse_max_influences(args.max_influences)
+    except FurpeError as exc:
+        _error(str(exc))
+        return 2
+    problem = (_check_path("RESULTS", args.results) or _check_path("--model-path",
+                                                                   args.model_path, "dir"))
+    if problem is None and Path(args.output).exists() and not Path(args.output).is_dir():
+        problem = f"-o {args.output}: exists and is not a folder"
+    if problem:
+        _error(problem.removeprefix("RESULTS "))
+        return 2
+
+    def action() -> Any:
+        return export_results(args.results, args.output, formats=formats,
+                              max_influences=max_influences, tpose=args.tpose,
+                              model_path=args.model_path, progress=not args.quiet)
+
+    code, summary = _guarded(args, action)
+    if code is not None:
+        return code
+    if not args.quiet:
+        print(summary.line(), file=sys.stderr)
+    return 0
+
+
 def _make_synthetic(args: argparse.Namespace) -> int:
     from furpe.datasets.synthetic import generate
 
@@ -625,9 +720,17 @@ def _labels_stats(args: argparse.Namespace) -> int:
 
 
 def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int:
+    from furpe.export.exporter import export_results, parse_formats
     from furpe.io.inputs import collect_inputs
     from furpe.runner import run
 
+    formats: tuple[str, ...] = ()
+    if args.export:
+        try:
+            formats = parse_formats(args.export)
+        except FurpeError as exc:
+            _error(str(exc).replace("--format", "--export", 1))
+            return 2
     out_dir = _output_folder(args)
     if out_dir is None:
         return 2
@@ -638,13 +741,22 @@ def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int
         items = collect_inputs(args.inputs, args.recursive, errors=errors, exclude=[out_dir])
         return run(lambda: factory(config), items, out_dir,
                    overlay=not args.no_overlay, mesh=not args.no_mesh, resume=args.resume,
-                   progress=not args.quiet, debug=args.debug, input_errors=errors)
+                   progress=not args.quiet, debug=args.debug, input_errors=errors,
+                   side_view=not args.no_side_view, show=args.show)
 
     code, summary = _guarded(args, action)
     if code is not None:
         return code
     if not args.quiet or summary.interrupted:
         print(summary.line(), file=sys.stderr)
+    if formats and summary.ok and not summary.interrupted:
+        code, exported = _guarded(args, lambda: export_results(
+            out_dir, out_dir, formats=formats, model_path=args.model_path,
+            progress=not args.quiet))
+        if code is not None:
+            return code
+        if not args.quiet:
+            print(exported.line(), file=sys.stderr)
     return summary.exit_code
 
 

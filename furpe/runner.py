@@ -10,8 +10,8 @@ Output layout (relative to the output folder; ``NAME`` is the input's ``out_name
     NAME/frame_<i>.json        video: one per decoded frame i (6 digits, from 0), also for
                                frames with nobody in them (status "no_person")
     NAME/frame_<i>_person<k>.ply   video: per-frame meshes                 (unless --no-mesh)
-    NAME/video.json            video: summary (fps, frames, frames with nobody, failures),
-                               written last
+    NAME/video.json            video: summary (fps, frames, frames with nobody, failures,
+                               tracks), written last
     NAME_overlay.mp4           video: the overlay video, same fps           (unless --no-overlay)
 
 Overlay PNGs are not written per video frame (the MP4 holds them).
@@ -19,11 +19,13 @@ Overlay PNGs are not written per video frame (the MP4 holds them).
 Resume (``resume=True``): an image whose ``NAME.json`` exists and is valid is skipped. A
 video whose ``video.json`` says ``complete`` (and whose overlay MP4 exists when overlays are
 on) is skipped; otherwise it is decoded again, frames whose JSON (and meshes, if requested)
-exist are loaded instead of reconstructed (they still warm-start the next frame), and the
-overlay MP4 is rebuilt from all frames.
+exist are loaded instead of reconstructed (the video session takes them in order, so track
+ids go on consistently and they still warm-start the next frame), and the overlay MP4 is
+rebuilt from all frames.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -35,14 +37,20 @@ import furpe
 from furpe.core.errors import FurpeError, InputError, NoPersonError, SetupError
 from furpe.io.inputs import InputItem, media_kind, read_image
 from furpe.io.outputs import (SCHEMA_VERSION, frame_from_dict, no_person_dict, read_json,
-                              read_ply, write_frame_outputs, write_json, render_overlay)
+                              read_ply, render_overlay, write_frame_outputs, write_image,
+                              write_json)
 from furpe.io.video import VideoWriter, open_video
+from furpe.io.views import (VIEW_BACKGROUND, SideCamera, contact_sheet, render_side_view,
+                            side_by_side)
 from furpe.results import FrameResult
 from furpe.io.console import format_error, internal_error, progress_bar, say
 
 __all__ = ["RunSummary", "SetupError", "run", "format_error"]
 
 ReconstructorFactory = Callable[[], Any]
+#: The contact sheet of ``show`` and the size of its tiles (pixels).
+SHEET_NAME = "contact_sheet.png"
+SHEET_TILE = 320
 
 
 @dataclass
@@ -64,6 +72,8 @@ class RunSummary:
     people: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
+    #: The contact sheet written (``show``), else None.
+    contact_sheet: Path | None = None
 
     @property
     def images(self) -> int:
@@ -121,10 +131,14 @@ class _Context:
     """Shared state of one run: options, the lazily built reconstructor, the summary."""
 
     def __init__(self, factory: ReconstructorFactory, out_dir: Path, overlay: bool, mesh: bool,
-                 resume: bool, progress: bool, debug: bool, summary: RunSummary) -> None:
+                 resume: bool, progress: bool, debug: bool, summary: RunSummary,
+                 side_view: bool = False, show: bool = False) -> None:
         self.factory = factory
         self.out_dir = out_dir
         self.overlay = overlay
+        self.side_view = side_view and overlay
+        #: Contact-sheet tiles ``(caption, thumbnail)`` of the overlays (``show``), else None.
+        self.tiles: list[tuple[str, np.ndarray]] | None = [] if show and overlay else None
         self.mesh = mesh
         self.resume = resume
         self.progress = progress
@@ -146,6 +160,17 @@ class _Context:
                     raise
                 raise SetupError(f"cannot build the reconstructor: {internal_error(exc)}") from exc
         return self._reconstructor
+
+    def tile(self, caption: str, image: np.ndarray) -> None:
+        """Keep a thumbnail of ``image`` for the contact sheet."""
+        import cv2
+
+        h, w = image.shape[:2]
+        scale = min(1.0, SHEET_TILE / max(h, w))
+        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA) if scale < 1 else image
+        assert self.tiles is not None
+        self.tiles.append((caption, small))
 
     def fail(self, path: str, message: str) -> None:
         self.summary.failures.append((path, message))
@@ -174,11 +199,15 @@ def _process_image(item: InputItem, ctx: _Context) -> None:
         if _valid_frame_doc(doc) and doc["status"] == "ok":
             ctx.summary.images_skipped += 1
             ctx.summary.people += len(doc["people"])
+            if ctx.tiles is not None and (out_dir / f"{stem}_overlay.png").is_file():
+                ctx.tile(item.out_name, read_image(out_dir / f"{stem}_overlay.png"))
             return
     image = read_image(item.path)
     result = ctx.reconstructor().reconstruct_image(image)
-    write_frame_outputs(result, image, out_dir, stem, overlay=ctx.overlay, mesh=ctx.mesh,
-                        source=str(item.path))
+    outs = write_frame_outputs(result, image, out_dir, stem, overlay=ctx.overlay,
+                               mesh=ctx.mesh, source=str(item.path))
+    if ctx.tiles is not None and outs.overlay is not None:
+        ctx.tile(item.out_name, outs.overlay)
     ctx.summary.images_ok += 1
     ctx.summary.people += len(result.people)
 
@@ -238,6 +267,48 @@ def _fit_frame(writer_size: tuple[int, int] | None, rgb: np.ndarray) -> np.ndarr
     return cv2.resize(rgb, writer_size, interpolation=cv2.INTER_AREA)
 
 
+def _frame_time(index: int, timestamp: float | None, fps: Any) -> float:
+    """A frame's time in seconds: its timestamp, else its index at the video's rate."""
+    if timestamp is not None:
+        return float(timestamp)
+    rate = float(fps or 0)
+    return index / rate if rate > 0 else index / 30.0
+
+
+def _without_meshes(result: FrameResult | None) -> FrameResult | None:
+    """``result`` without its people's vertices (what a session needs of an older frame)."""
+    if result is None:
+        return None
+    return dataclasses.replace(result, people=[
+        dataclasses.replace(p, vertices=np.zeros((0, 3), np.float32)) for p in result.people])
+
+
+def _note_tracks(tracks: dict[int, dict[str, int]], index: int,
+                 result: FrameResult | None) -> None:
+    """Count frame ``index``'s people in their tracks' spans (``id``, ``first_frame``,
+    ``last_frame``, ``frames``)."""
+    for person in [] if result is None else result.people:
+        tid = getattr(person, "track_id", None)
+        if tid is None:
+            continue
+        span = tracks.setdefault(int(tid), {"id": int(tid), "first_frame": index,
+                                            "last_frame": index, "frames": 0})
+        span["last_frame"] = max(span["last_frame"], index)
+        span["frames"] += 1
+
+
+def _side_view(result: FrameResult | None, size: tuple[int, int], camera: SideCamera
+               ) -> np.ndarray:
+    """The frame's people seen by the video's side camera (the plain background when
+    nobody is there)."""
+    people = [] if result is None else [p for p in result.people if len(p.vertices)]
+    if not people:
+        empty = np.empty((size[1], size[0], 3), np.uint8)
+        empty[:] = VIEW_BACKGROUND
+        return empty
+    return render_side_view(result, *size, camera=camera.update([p.vertices for p in people]))
+
+
 def _process_video(item: InputItem, ctx: _Context) -> None:
     frames_dir = ctx.out_dir / item.out_name
     mp4_name = f"{PurePosixPath(item.out_name).name}_overlay.mp4"
@@ -263,7 +334,12 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
     max_people = 0
     size: tuple[int, int] | None = None
     session = None  # the reconstructor's video session, opened at the first frame to compute
-    previous_done: FrameResult | None = None  # the last frame loaded from an earlier run
+    # Frames loaded from an earlier run before the session opened, with their times: the
+    # session takes them first (track ids, warm starts, smoothing state).
+    loaded: list[tuple[FrameResult | None, float]] = []
+    tracks: dict[int, dict[str, int]] = {}  # track id -> its span, for video.json
+    side: SideCamera | None = None  # the second view's camera (side_view)
+    tiled = False  # the contact sheet has this video's first frame with people
     bar = progress_bar(ctx.progress, total=reader.frame_count, desc=item.path.name, unit="frame",
                leave=False)
 
@@ -282,6 +358,7 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
             "max_people": max_people,
             "no_person_frames": [f["index"] for f in frames if f["status"] == "no_person"],
             "failed_frames": failed,
+            "tracks": [tracks[k] for k in sorted(tracks)],
             "frames": frames,
             "timings": {"total": round(time.perf_counter() - start, 3)},
         }
@@ -298,21 +375,30 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
                     "file": f"{stem}.json",
                 }
                 shown = rgb
+                frame_result: FrameResult | None = None
+                t = _frame_time(index, timestamp, reader.fps)
                 done = _load_done_frame(frames_dir, stem, ctx) if ctx.resume else None
                 if done is not None:
                     doc, result = done
+                    frame_result = result
                     entry.update(status=doc["status"], people=len(doc["people"]))
                     if result is not None and ctx.overlay:
                         shown = render_overlay(result, rgb)
-                    previous_done = result
                     if session is not None:
-                        session.previous = result
+                        session.load_frame(result, t)
+                    else:
+                        if loaded:  # only the last one needs its meshes
+                            loaded[-1] = (_without_meshes(loaded[-1][0]), loaded[-1][1])
+                        loaded.append((result, t))
+                    _note_tracks(tracks, index, result)
                 else:
                     if session is None:
                         session = ctx.reconstructor().video()
-                        session.previous = previous_done
+                        for old, old_t in loaded:
+                            session.load_frame(old, old_t)
+                        loaded.clear()
                     try:
-                        result = session.reconstruct_frame(rgb)
+                        result = session.reconstruct_frame(rgb, timestamp=t)
                     except NoPersonError as exc:
                         write_json(frames_dir / f"{stem}.json",
                                    no_person_dict(str(item.path), size, index,
@@ -330,13 +416,23 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
                             overlay_png=False)
                         if outs.overlay is not None:
                             shown = outs.overlay
+                        frame_result = result
                         entry.update(status="ok", people=len(result.people))
+                        _note_tracks(tracks, index, result)
                 max_people = max(max_people, entry["people"])
                 frames.append(entry)
                 if ctx.overlay:
+                    shown = _fit_frame(size, shown)
+                    if ctx.side_view:
+                        side = side or SideCamera(*size)
+                        shown = side_by_side(shown, _side_view(frame_result, size, side))
                     if writer is None:
-                        writer = VideoWriter(mp4_path, reader.fps, size)
-                    writer.write(_fit_frame(size, shown))
+                        writer = VideoWriter(mp4_path, reader.fps,
+                                             (shown.shape[1], shown.shape[0]))
+                    writer.write(shown)
+                    if ctx.tiles is not None and not tiled and frame_result is not None:
+                        ctx.tile(f"{item.out_name} (frame {index})", shown)
+                        tiled = True
                 bar.update(1)
     except InputError as exc:
         # The file stopped decoding part-way: keep what was decoded, report the video failed.
@@ -374,7 +470,8 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
 def run(reconstructor_factory: ReconstructorFactory, items: Sequence[InputItem],
         out_dir: str | Path, *, overlay: bool = True, mesh: bool = True, resume: bool = False,
         progress: bool = True, debug: bool = False,
-        input_errors: Sequence[tuple[str, str]] = ()) -> RunSummary:
+        input_errors: Sequence[tuple[str, str]] = (), side_view: bool = True,
+        show: bool = False) -> RunSummary:
     """Reconstruct every item and write its results under ``out_dir``.
 
     ``reconstructor_factory()`` is called once, when the first item actually needs it (an
@@ -385,10 +482,16 @@ def run(reconstructor_factory: ReconstructorFactory, items: Sequence[InputItem],
     inputs, as ``(path, message)``: printed first and counted as failures. Ctrl-C stops the
     batch cleanly (files already written are complete) and sets ``interrupted``. A failure to
     build the reconstructor raises :class:`SetupError`.
+
+    ``side_view``: a video's overlay MP4 shows, to the right of the overlay, the people seen
+    by a second virtual camera from the side (:mod:`furpe.io.views`). ``show``: write
+    ``contact_sheet.png``, the overlays of every input (a video's first frame with people) in
+    a grid, at the end of the batch.
     """
     out = Path(out_dir)
     summary = RunSummary(out_dir=out)
-    ctx = _Context(reconstructor_factory, out, overlay, mesh, resume, progress, debug, summary)
+    ctx = _Context(reconstructor_factory, out, overlay, mesh, resume, progress, debug, summary,
+                   side_view=side_view, show=show)
     for path, message in input_errors:
         summary._count("video" if media_kind(path) == "video" else "image", "failed")
         ctx.fail(path, message)
@@ -416,4 +519,6 @@ def run(reconstructor_factory: ReconstructorFactory, items: Sequence[InputItem],
         summary.interrupted = True
     finally:
         images_bar.close()
+    if ctx.tiles:
+        summary.contact_sheet = write_image(out / SHEET_NAME, contact_sheet(ctx.tiles))
     return summary
