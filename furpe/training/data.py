@@ -23,7 +23,6 @@ horizontal flip (left and right swap: hand parts, mirrored keypoints, mirrored p
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import orjson
 import torch
 
 from furpe.bodymodels.base import BodyModel
@@ -143,7 +143,7 @@ class PersonCrops:
         for sample in samples:
             doc = sample["json"]
             if isinstance(doc, (bytes, str)):
-                doc = json.loads(doc)
+                doc = orjson.loads(doc)
             if not doc.get("people") or "jpg" not in sample:
                 continue
             image = None
@@ -195,8 +195,7 @@ class PersonCrops:
             pts = np.zeros((n, 2))
             cf = np.zeros(n)
             if kd is not None and len(kd["observed"]) == n:
-                obs = np.array([[np.nan, np.nan] if p is None or None in p else p
-                                for p in kd["observed"]], dtype=np.float64)
+                obs = _points(kd["observed"])
                 cf = np.nan_to_num(np.asarray(kd["confidence"], dtype=np.float64))
                 pts = np.nan_to_num(obs @ A[:, :2].T + A[:, 2])
                 cf = cf * (~np.isnan(obs).any(1))
@@ -258,6 +257,15 @@ class PersonCrops:
             x, y = rng.integers(0, S - w), rng.integers(0, S - h)
             img[y:y + h, x:x + w] = rng.uniform(0, 255)
         return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _points(rows: list) -> np.ndarray:
+    """(N, 2) float array of JSON points; ``null`` points or coordinates become NaN."""
+    try:
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        return np.array([[np.nan, np.nan] if p is None or None in p else p for p in rows],
+                        dtype=np.float64).reshape(-1, 2)
 
 
 def _worker_identity() -> tuple[int, int]:

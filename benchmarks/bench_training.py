@@ -1,0 +1,168 @@
+"""Learning from pseudo labels, and the recipes' ablation, at one CPU budget.
+
+    python benchmarks/bench_training.py [--steps 300] [--n 20] [--runs runs/bench-training]
+                                        [--truth out/train-synth/shards]
+                                        [--labels out/train-labels] [--only NAME ...]
+
+Trains the network of ``configs/train-small.yaml`` once per variant, on the same training
+renders and for the same number of steps, and scores every checkpoint against the exact
+truth of held-out renders (the first ``--n`` images of the standard synthetic set), next to
+the expert fit and the mean pose on the same images. The variants:
+
+* ``truth``: the renders' exact truth (``furpe make-synthetic --format webdataset``);
+* ``expert labels``: the expert system's labels of the same renders (``furpe label``), not
+  their truth: standard recipe without distillation;
+* ``+ distillation``: with feature distillation for the body, hands and face;
+* ``multi-loss`` and ``EMA``: the other two recipes on the expert labels;
+* ``no selection``: every observed part used, accepted by the selection scheme or not.
+
+Runs already finished under ``--runs`` are scored again without training (delete a run's
+folder to train it again); an interrupted run resumes from its ``last.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _report
+import torch
+from bench_network import METRICS, MeanPose
+
+from furpe.config import ReconstructConfig, read_mapping
+from furpe.core.registry import create
+from furpe.datasets.base import ProtocolOptions
+from furpe.datasets.synthetic import SyntheticDataset, generate
+from furpe.evaluation.runner import evaluate, latest_records
+from furpe.training.config import train_config_from_dict
+from furpe.training.trainer import train
+
+REPO = _report.REPO
+TITLE = "Training from pseudo labels, and the recipes' ablation"
+BASE_CONFIG = REPO / "configs" / "train-small.yaml"
+
+
+def variants(truth: str, labels: str) -> dict[str, dict[str, Any]]:
+    """Overrides of the base config per variant (dotted keys)."""
+    on_labels = {"data.sources": [{"shards": labels, "weight": 1.0}]}
+    return {
+        "truth": {"data.sources": [{"shards": truth, "weight": 1.0}]},
+        "expert labels": on_labels,
+        "expert labels + distillation": {
+            **on_labels, "distill": {"body": True, "hands": True, "face": True}},
+        "expert labels, multi-loss": {**on_labels, "recipe": "multiloss"},
+        "expert labels, EMA": {**on_labels, "recipe": "ema"},
+        "expert labels, no selection": {**on_labels, "data.selection": False},
+    }
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
+
+
+def _override(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def _run(name: str, changes: dict[str, Any], args: argparse.Namespace) -> Path:
+    """Train one variant (or reuse its finished run); its ``model.pt``."""
+    out = args.runs / _slug(name)
+    data = _override(read_mapping(BASE_CONFIG), {
+        **changes, "steps": args.steps, "output": str(out), "threads": args.threads,
+        "checkpoint_every": max(50, args.steps // 4)})
+    config = train_config_from_dict(data)
+    summary = out / "summary.json"
+    if summary.is_file() and json.loads(summary.read_text()).get("steps") == args.steps:
+        return out / "model.pt"
+    t = time.perf_counter()
+    train(config, resume=(out / "last.pt").is_file(), progress=False)
+    print(f"{name}: trained {args.steps} steps in {time.perf_counter() - t:.0f} s",
+          file=sys.stderr)
+    return out / "model.pt"
+
+
+def _median(records: list[dict], key: str) -> float | None:
+    values = [r["metrics"][key] for r in records
+              if r.get("metrics") and r["metrics"].get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300, help="training steps per variant")
+    ap.add_argument("--n", type=int, default=20, help="held-out images scored (default 20)")
+    ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-training")
+    ap.add_argument("--truth", default="out/train-synth/shards",
+                    help="shards of the training renders' exact truth")
+    ap.add_argument("--labels", default="out/train-labels",
+                    help="shards of the expert labels of the same renders")
+    ap.add_argument("--data", type=Path, default=REPO / "out" / "synthetic-n200-s0-640",
+                    help="held-out set (default: make results' set; generated if missing)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="train/score only these variants")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    _report.add_arguments(ap)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if not (args.data / "manifest.json").is_file():
+        generate(args.data, 200, seed=0, width=640, height=640)
+    dataset = SyntheticDataset(args.data, ProtocolOptions())
+    base = ReconstructConfig(device="cpu")
+    chosen = variants(args.truth, args.labels)
+    if args.only:
+        unknown = [n for n in args.only if n not in chosen]
+        if unknown:
+            ap.error(f"unknown variant(s) {unknown}; choose from {list(chosen)}")
+        chosen = {n: chosen[n] for n in args.only}
+    methods: dict[str, Any] = {"mean pose": lambda: MeanPose(base),
+                               "expert fit": lambda: create("method", "experts", base)}
+    for name, changes in chosen.items():
+        ckpt = _run(name, changes, args)
+        methods[f"network: {name}"] = (lambda c=ckpt: create(
+            "method", "network", base.replace(method="network", checkpoint=str(c))))
+
+    records: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, factory in methods.items():
+            summary = evaluate(dataset, factory, Path(tmp) / _slug(name),
+                               method_name=_slug(name), limit=args.n, progress=False)
+            records[name] = latest_records(summary.samples_file, summary.results["sample_ids"])
+            print(f"{name}: {summary.line()}", file=sys.stderr)
+
+    expert = _median(records["expert fit"], "pa_mpjpe_mm")
+    lines = ["| method | " + " | ".join(m for m, _ in METRICS) + " | PA-MPJPE / expert fit |",
+             "|---|" + "---:|" * (len(METRICS) + 1)]
+    for name, recs in records.items():
+        cells = [_median(recs, k) for _, k in METRICS]
+        ratio = f"{cells[0] / expert:.2f}" if cells[0] is not None and expert else "-"
+        lines.append(f"| {name} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells)
+                     + f" | {ratio} |")
+    text = "\n".join(lines)
+    print(f"\n## {TITLE}\n\n{text}")
+    if not args.no_write:
+        what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
+                f"regressors, box head and converters train), {args.steps} steps of batch 16 on "
+                f"CPU, on the same 192 training renders (`--truth {args.truth}`, `--labels "
+                f"{args.labels}`). Scored on the first {args.n} images of the standard synthetic "
+                f"set (seed 0, 640x640, held out: other seed, other preset); medians in mm.")
+        body = "\n".join([_report.header(TITLE, _report.command_line("bench_training.py", argv)),
+                          what, "", text])
+        _report.write_section(args.results_file, "bench_training", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
