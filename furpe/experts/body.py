@@ -63,9 +63,9 @@ class MediaPipeBodyExpert(TasksExpert):
     are averaged with the plain ones for the same person. BlazePose's depth errors in the two
     runs are partly independent, so the average is more accurate.
 
-    **Video** (``video=True``): BlazePose runs in tracking mode on whole frames, up to
-    ``max_people`` poses; call :meth:`reset` between videos. Identities across frames are the
-    tracker's job (:mod:`furpe.pipeline` matches people by box).
+    **Video** (``video=True``): the person boxes are looked at as for an image, then BlazePose
+    runs in tracking mode on the whole frame for up to ``max_people`` more; call :meth:`reset`
+    between videos. Identities across frames are the tracker's job (:mod:`furpe.tracking`).
     """
 
     name = "mediapipe_pose"
@@ -115,7 +115,7 @@ class MediaPipeBodyExpert(TasksExpert):
             return []
         height, width = img.shape[:2]
         found: list[PartObservation] = []
-        if self.person_detector and not self.video:
+        if self.person_detector:
             for box, _ in self._detector.process(img):
                 if len(found) == self.max_people:
                     return found
