@@ -137,12 +137,13 @@ class _PartNet(nn.Module):
     def __init__(self, encoder: Encoder, codec: ParamCodec, config: NetworkConfig) -> None:
         super().__init__()
         self.encoder = encoder
+        self.norm = nn.BatchNorm1d(encoder.dim)
         self.regressor = IterativeRegressor(encoder.dim, 0, codec.neutral(), config.hidden,
                                             config.iterations, config.dropout)
 
     def forward(self, crop: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feature = self.encoder(crop)
-        return self.regressor(feature, start=start), feature
+        return self.regressor(self.norm(feature), start=start), feature
 
 
 class WholeBodyNet(nn.Module):
@@ -155,6 +156,9 @@ class WholeBodyNet(nn.Module):
         self.codec = ParamCodec(model, [n for n in model.blocks if n != "transl"])
         self.body_encoder = Encoder(cfg.body_backbone, width=cfg.width,
                                     weights=cfg.weights.get("body"))
+        # Encoder features come at their own scale (a frozen MediaPipe network's vary by
+        # about 0.01 from person to person): standardised per dimension before the heads.
+        self.body_norm = nn.BatchNorm1d(self.body_encoder.dim)
         init = torch.cat([self.codec.neutral(), torch.tensor(CAMERA_INIT)])
         self.body = IterativeRegressor(self.body_encoder.dim, 3, init, cfg.hidden,
                                        cfg.iterations, cfg.dropout)
@@ -222,8 +226,9 @@ class WholeBodyNet(nn.Module):
             image, size=(S, S), mode="bilinear", align_corners=False, antialias=False)
         cond = crop_condition(K, image.shape[-1])
         feature = self.body_encoder(body_in)
-        vec = self.body(feature, cond)
-        raw = self.box_head(torch.cat([feature, cond], 1)).view(-1, len(CROP_PARTS), 3)
+        normed = self.body_norm(feature)
+        vec = self.body(normed, cond)
+        raw = self.box_head(torch.cat([normed, cond], 1)).view(-1, len(CROP_PARTS), 3)
         pred_boxes = torch.cat([raw[..., :2], torch.exp(raw[..., 2:].clamp(-4, 2))], -1)
         out = {"body": vec[:, :self.codec.size], "camera": vec[:, self.codec.size:],
                "boxes": pred_boxes, "feature_body": feature}
