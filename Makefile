@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench results bench-real bench-label bench-network bench-video clean
+.PHONY: install demo test bench results bench-real bench-label bench-network bench-video bench-real-network clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -59,6 +59,12 @@ bench-video: install
 bench-real: install
 	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/fast.yaml \
 		--config configs/no-person-detector.yaml
+
+# the shipped network, alone and with --refine, against the expert path on the same photos
+bench-real-network: install
+	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/network.yaml \
+		--config configs/network-refine.yaml --sets crowdpose,ochuman,aic,mpii,mhp,exlpose,jhmdb,posetrack18,panoptic \
+		--section real_photos_network
 
 clean:
 	rm -rf out .pytest_cache

@@ -736,6 +736,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default=",".join(ALL_SETS),
                     help=f"comma-separated sets (default all: {','.join(ALL_SETS)})")
     ap.add_argument("--device", default="cpu", help="auto, cpu or cuda, for every configuration")
+    ap.add_argument("--section", default=SECTION,
+                    help=f"the results-file section written (default {SECTION}; another name "
+                         "keeps a comparison apart, e.g. real_photos_network)")
     _report.add_arguments(ap)
     args = ap.parse_args(argv)
     if len(args.label) > max(len(args.config), 1):
@@ -809,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
                                   {"limit": "none", "sets": "all"}, "bench-real")
         body = "\n".join([_report.header(title, _report.command_line("real_photos.py", argv),
                                          note), EXPLANATION, *body_lines])
-        _report.write_section(args.results_file, SECTION, body)
+        _report.write_section(args.results_file, args.section, body)
     return 0
 
 

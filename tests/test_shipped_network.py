@@ -1,0 +1,42 @@
+"""The network that ships with furpe (MODELS.md) works out of the box: ``method: network``
+without a checkpoint loads it and reconstructs rendered people better than the mean pose."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from furpe.config import ReconstructConfig
+from furpe.metrics import pa_mpjpe
+from furpe.networks.inference import SHIPPED, read_checkpoint
+
+
+def test_a_network_ships_with_its_training_config() -> None:
+    assert SHIPPED.is_file(), f"{SHIPPED} is missing: see MODELS.md"
+    state = read_checkpoint(None)
+    assert state["body_model"] == "anny"
+    assert state["train_config"]["recipe"] in ("standard", "multiloss", "ema")
+    assert SHIPPED.stat().st_size < 20e6  # a few MB: frozen encoders are left out
+
+
+@pytest.mark.mediapipe
+def test_shipped_network_beats_the_mean_pose(anny_model) -> None:
+    from furpe.pipeline import Reconstructor
+    from furpe.synthetic import make_person
+
+    torch.set_num_threads(1)
+    rec = Reconstructor(ReconstructConfig(device="cpu", method="network"), body_model=anny_model)
+    with torch.no_grad():
+        mean = anny_model(anny_model.neutral_params(1)).joints[0].numpy()
+    net_err, mean_err = [], []
+    for seed in range(6):
+        person = make_person(anny_model, 300 + seed, 512, 512, distance=3.0)
+        frame = rec.reconstruct_image(person.image, person.intrinsics)
+        assert frame.people, seed
+        # the person nearest the true box centre (renders hold one person)
+        pred = frame.people[0].joints
+        net_err.append(float(pa_mpjpe(pred, person.joints)))
+        mean_err.append(float(pa_mpjpe(mean, person.joints)))
+    print(f"shipped network PA-MPJPE median {np.median(net_err):.1f} mm, "
+          f"mean pose {np.median(mean_err):.1f} mm")
+    assert np.median(net_err) < 0.85 * np.median(mean_err), (net_err, mean_err)
