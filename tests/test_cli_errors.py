@@ -274,7 +274,8 @@ def test_video_frames_and_overlay(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert summary["complete"] is True and summary["frame_count"] == 5
     assert summary["no_person_frames"] == [2] and summary["failed_frames"] == []
     assert summary["fps"] == pytest.approx(10) and summary["overlay_video"] == "../clip_overlay.mp4"
-    assert _count_frames(out / "clip_overlay.mp4") == (5, (64, 48), pytest.approx(10))
+    # the overlay with the side view next to it (--no-side-view: the input size)
+    assert _count_frames(out / "clip_overlay.mp4") == (5, (128, 48), pytest.approx(10))
     # Warm start: each frame gets the previous result; none after a frame with nobody.
     assert factory.instance is not None and factory.instance.modes == ["video1"] * 5
     prev = factory.instance.previous

@@ -279,7 +279,13 @@ def test_short_video(tmp_path, capsys):
     with open_video(out / "clip_overlay.mp4") as reader:
         frames = list(reader.frames())
     assert len(frames) == 3
-    assert frames[0].shape == image.shape
+    # the overlay, and the side view of a second camera next to it
+    h, w = image.shape[:2]
+    assert frames[0].shape == (h, 2 * w, 3)
+    from furpe.io.views import VIEW_BACKGROUND
+
+    side = frames[0][:, w:].astype(np.int16)
+    assert (np.abs(side - np.array(VIEW_BACKGROUND)).max(-1) > 40).mean() > 0.01  # the person
 
 
 def test_native_logs_stay_off_the_terminal(tmp_path):
