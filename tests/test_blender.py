@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,21 @@ def _blender_frame(points_world: np.ndarray) -> np.ndarray:
     return np.stack([points_world[..., 0], -points_world[..., 2], points_world[..., 1]], -1)
 
 
+def _blender_env(tmp_path) -> dict[str, str]:
+    """Blender's own Python may lack numpy (Debian's blender does not depend on it): lend it
+    this interpreter's numpy alone, through a folder on PYTHONPATH."""
+    import os
+
+    lend = tmp_path / "numpy-for-blender"
+    lend.mkdir()
+    root = Path(np.__file__).resolve().parent
+    for name in (root, root.parent / "numpy.libs"):
+        if name.exists():
+            (lend / name.name).symlink_to(name)
+    path = os.pathsep.join(filter(None, [str(lend), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def test_blender_imports_glb_and_bvh(anny_model, tmp_path):
     blender = shutil.which("blender")
     frames = same_shape(anny_model, random_frames(anny_model, 4, seed=40))
@@ -94,7 +110,7 @@ def test_blender_imports_glb_and_bvh(anny_model, tmp_path):
         [blender, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr",
          BLENDER_SCRIPT, "--", str(glb), str(bvh), str(out), str(frame),
          json.dumps(vertex_ids), json.dumps(bones)],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, env=_blender_env(tmp_path))
     assert proc.returncode == 0 and out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     got = json.loads(out.read_text())
     print(f"Blender {got['blender']}: glb keys {got['glb_keys']}, shape keys "
