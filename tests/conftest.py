@@ -32,3 +32,16 @@ def pytest_collection_modifyitems(config, items):
         if "reconstructor" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.mediapipe)
+
+
+def spy_fit(monkeypatch, fitter) -> list:
+    """Record ``(init, warm)`` of every ``fitter.fit`` call (the fit still runs)."""
+    calls: list = []
+    fit = fitter.fit
+
+    def spy(people, K, init=None, warm=None, device="cpu"):
+        calls.append((init, warm))
+        return fit(people, K, init=init, warm=warm, device=device)
+
+    monkeypatch.setattr(fitter, "fit", spy)
+    return calls

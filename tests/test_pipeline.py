@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import spy_fit
 import pytest
 import torch
 
@@ -89,14 +90,8 @@ def test_a_new_person_does_not_cold_start_the_others(rec, anny_model, scripted, 
     a, b = _people(anny_model, pa), _people(anny_model, pb)
     image = np.zeros((H, W, 3), np.uint8)
     scripted.script = [a, b + a]  # frame 2: someone new enters, listed first
-    calls = []
-    fit = rec.fitter.fit
+    calls = spy_fit(monkeypatch, rec.fitter)
 
-    def spy(people, K, init=None, warm=None, device="cpu"):
-        calls.append((init, warm))
-        return fit(people, K, init=init, warm=warm, device=device)
-
-    monkeypatch.setattr(rec.fitter, "fit", spy)
     with rec.video() as session:
         first = session.reconstruct_frame(image)
         second = session.reconstruct_frame(image)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import spy_fit
 import pytest
 import torch
 
@@ -309,16 +310,10 @@ def test_session_tracks_people_and_warm_starts_each_from_their_own_track(
     image = np.zeros((H, W, 3), np.uint8)
     # a alone; b enters (listed first); the order flips; b away for a frame; b back.
     scripted.script = [a, b + a, a + b, a, b + a]
-    calls = []
-    fit = rec.fitter.fit
-
-    def spy(people, K, init=None, warm=None, device="cpu"):
-        calls.append((init, warm))
-        return fit(people, K, init=init, warm=warm, device=device)
+    calls = spy_fit(monkeypatch, rec.fitter)
 
     raw: list[dict[int, dict[str, np.ndarray]]] = []  # per frame, track -> kept parameters
 
-    monkeypatch.setattr(rec.fitter, "fit", spy)
     with rec.video() as session:
         smooth = session.smoother.smooth
 
@@ -482,14 +477,8 @@ def test_refine_starts_each_person_from_the_network_person_matched_to_them(
     rec.config = dataclasses.replace(rec.config, method="network", refine=True)
     rec.network = FakeNetwork(anny_model, people, boxes, [["a", "b"]])
     scripted.script = [obs["b"] + obs["a"]]
-    calls = []
-    fit = rec.fitter.fit
+    calls = spy_fit(monkeypatch, rec.fitter)
 
-    def spy(people, K, init=None, warm=None, device="cpu"):
-        calls.append((init, warm))
-        return fit(people, K, init=init, warm=warm, device=device)
-
-    monkeypatch.setattr(rec.fitter, "fit", spy)
     rec.reconstruct_image(np.zeros((H, W, 3), np.uint8))
     init, warm = calls[0]
     assert warm.tolist() == [True, True]
