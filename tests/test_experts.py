@@ -479,6 +479,15 @@ def _upper_body_close_up(anny_model):
 
 
 @pytest.mark.mediapipe
+def test_flip_test_is_on_for_images_and_off_in_video_mode() -> None:
+    for video, expected in ((False, True), (True, False)):
+        with MediaPipeBodyExpert(max_people=1, video=video) as body:
+            assert body.flip_test is expected
+    with MediaPipeBodyExpert(max_people=1, video=True, flip_test=True) as body:
+        assert body.flip_test
+
+
+@pytest.mark.mediapipe
 def test_flip_test_averages_the_mirrored_view(astronaut) -> None:
     """With ``flip_test`` the body landmarks are the mean of the plain run and of the run on
     the mirrored photo, mapped back (left and right swapped, x mirrored)."""

@@ -237,3 +237,29 @@ def test_warm_start_from_truth_is_fast_and_stays(anny_model, cold_fit):
         assert abs_err < 0.012  # measured 1.9-4.5 mm
         for part in ("body", "left_hand", "right_hand", "face"):
             assert float(fit.residual[part][b]) < 0.01
+
+
+@pytest.mark.slow
+def test_a_cold_person_does_not_put_warm_ones_on_the_cold_schedule(anny_model, cold_fit):
+    """Person 0 warm (from the truth), person 1 cold: each is fitted as it would be alone,
+    person 0 on the short schedule (a newcomer in a video does not slow the others down)."""
+    params, out, people, _, cold_calls = cold_fit
+    K = intrinsics(W, H)
+    fitter = Fitter(anny_model)
+    calls = _count_energy_calls(fitter)
+    mixed = fitter.fit(people, K, init=params, warm=np.array([True, False]))
+    mixed_calls = calls[0]
+    calls[0] = 0
+    alone_warm = fitter.fit(people[:1], K, init={k: v[:1] for k, v in params.items()})
+    warm_calls = calls[0]
+    alone_cold = fitter.fit(people[1:], K)
+    assert mixed_calls == calls[0]  # the two fits alone, nothing more
+    assert warm_calls <= cold_calls // 2
+    for b, alone in ((0, alone_warm), (1, alone_cold)):
+        for k in ("global_orient", "transl", "body_pose"):
+            np.testing.assert_allclose(mixed.params[k][b].numpy(), alone.params[k][0].numpy(),
+                                       atol=1e-4, err_msg=f"person {b}, {k}")
+    gt = out.joints.numpy()
+    assert pa_error(mixed.output.joints.numpy()[0], gt[0]) < 0.006
+    assert float(mixed.residual["body"][1]) == pytest.approx(float(alone_cold.residual["body"][0]),
+                                                             abs=1e-5)

@@ -58,10 +58,12 @@ class MediaPipeBodyExpert(TasksExpert):
     it was looked for in (one body never takes parts of two people), and not kept twice
     (box IoU above ``dedupe_iou``, or most of one box inside the other).
 
-    **Flip test** (``flip_test=True``): every BlazePose run is repeated on the mirrored image;
-    the mirrored landmarks (left and right swapped through :data:`~furpe.core.vocab.POSE_FLIP`)
-    are averaged with the plain ones for the same person. BlazePose's depth errors in the two
-    runs are partly independent, so the average is more accurate.
+    **Flip test** (``flip_test``; default: on for images, off in video mode, where the
+    temporal smoothing averages out the same noise at half the cost): every BlazePose run is
+    repeated on the mirrored image; the mirrored landmarks (left and right swapped through
+    :data:`~furpe.core.vocab.POSE_FLIP`) are averaged with the plain ones for the same person.
+    BlazePose's depth errors in the two runs are partly independent, so the average is more
+    accurate.
 
     **Video** (``video=True``): the person boxes are looked at as for an image, then BlazePose
     runs in tracking mode on the whole frame for up to ``max_people`` more; call :meth:`reset`
@@ -78,7 +80,7 @@ class MediaPipeBodyExpert(TasksExpert):
         video: bool = False,
         min_score: float = 0.4,
         dedupe_iou: float = 0.5,
-        flip_test: bool = True,
+        flip_test: bool | None = None,
         person_detector: bool = True,
         min_person_score: float = 0.3,
         crop_margin: float = 0.2,
@@ -89,7 +91,8 @@ class MediaPipeBodyExpert(TasksExpert):
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
         self.model, self.max_people, self.video = model, max_people, video
-        self.min_score, self.dedupe_iou, self.flip_test = min_score, dedupe_iou, flip_test
+        self.min_score, self.dedupe_iou = min_score, dedupe_iou
+        self.flip_test = (not video) if flip_test is None else flip_test
         self.person_detector, self.min_person_score = person_detector, min_person_score
         self.crop_margin, self.crop_size = crop_margin, crop_size
         thresholds = dict(min_detection=min_detection_confidence,

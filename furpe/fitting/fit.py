@@ -97,6 +97,8 @@ class FitConfig:
     #: Learning-rate multiplier when warm-started (video): Adam's steps are about ``lr`` in
     #: size even at the optimum, so a warm start that is already right takes smaller ones.
     warm_lr_scale: float = 0.15
+    #: Share of the body and part stages' iterations a warm start (video) runs.
+    warm_iters: float = 0.3
     #: Keep refining the body shape while hands and face are fitted (slower: the rest
     #: skeleton then changes every iteration).
     shape_in_final_stage: bool = False
@@ -349,10 +351,36 @@ class Fitter:
         """Fit one model instance per person.
 
         ``init`` (batched params) warm-starts the fit from a previous frame: the people where
-        ``warm`` (B,) is true (default: all of them) start from their ``init`` row and are
-        held close to it; the others are placed from their observations. Only when everyone
-        is warm does the fit take the short warm-start schedule.
+        ``warm`` (B,) is true (default: all of them) start from their ``init`` row, are held
+        close to it and take the short warm-start schedule (its rigid placement at the full
+        learning rate, the rest at ``warm_lr_scale``); the others are fitted on their own,
+        cold, so a person entering a video does not slow down everyone else's fit.
         """
+        B = len(people)
+        split = init is not None and warm is not None
+        if split:
+            is_warm = np.asarray(warm, dtype=bool)
+            split = bool(is_warm.any()) and not bool(is_warm.all())
+        if not split:
+            params, targets = self._optimise(people, K, init, warm, device)
+            return self._output(params, targets, K, device)
+        params = {}
+        for rows, start in ((np.flatnonzero(is_warm), init), (np.flatnonzero(~is_warm), None)):
+            part_init = None if start is None else {k: v[rows] for k, v in start.items()}
+            got, _ = self._optimise([people[i] for i in rows], K, part_init, None, device)
+            for k, v in got.items():
+                if k not in params:
+                    params[k] = v.new_zeros((B, *v.shape[1:]))
+                params[k][torch.as_tensor(rows, device=v.device)] = v
+        return self._output(params, build_targets(self.regressors, people, device,
+                                                  self.model.name), K, device)
+
+    def _optimise(self, people: list[PersonObservation], K: np.ndarray,
+                  init: dict[str, torch.Tensor] | None, warm: np.ndarray | None,
+                  device: torch.device | str) -> tuple[dict[str, torch.Tensor],
+                                                      dict[str, PartTargets]]:
+        """The fitted parameters (and the targets) of ``people``, every person started as
+        :meth:`fit` says; only when everyone is warm is the schedule the short one."""
         cfg = self.config
         model = self.model
         targets = build_targets(self.regressors, people, device, model.name)
@@ -408,7 +436,7 @@ class Fitter:
             groups = [
                 {"params": [params[n]],
                  "lr": cfg.lr * self._lr_scale(n, final_stage)
-                 * (cfg.warm_lr_scale if warm_all else 1.0)}
+                 * (cfg.warm_lr_scale if warm_all and local is None else 1.0)}
                 for n in names
             ]
             opt = torch.optim.Adam(groups, lr=cfg.lr)
@@ -430,7 +458,13 @@ class Fitter:
                 self._project_bounds(params)
         for p in params.values():
             p.requires_grad_(False)
+        return {k: v.detach() for k, v in params.items()}, targets
 
+    def _output(self, params: dict[str, torch.Tensor], targets: dict[str, PartTargets],
+                K: np.ndarray, device: torch.device | str) -> FitOutput:
+        """The posed model, its projected keypoints and residuals, for fitted ``params``."""
+        model = self.model
+        Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
         with torch.no_grad():
             out = model(params)
             projected, residual = {}, {}
@@ -451,8 +485,10 @@ class Fitter:
         (when it gives them), body pose and shape (robust scales annealed), then everything
         with the shape fixed. Part-only input (a head or hand crop): placement from that part,
         then that part's blocks and the shape; the unobserved body pose stays at rest. A warm
-        start (video) skips the placement and the 3D stage, anneals nothing and halves the
-        rest.
+        start (video) places the previous frame's body rigidly first (at the full learning
+        rate: a walker moves several centimetres a frame, and a body left behind shrinks away
+        from the camera to cover its landmarks), skips the 3D stage, anneals nothing and runs
+        ``warm_iters`` of the rest.
         """
         cfg, model = self.config, self.model
         anchor = anchor_part(targets)
@@ -469,12 +505,12 @@ class Fitter:
         placement = ("global_orient", "transl")
         has3d = with_body and bool(targets["body"].has3d.any())
         return [
-            Stage(0 if warm else it_global, placement, (anchor,)),
+            Stage(it_global, placement, (anchor,)),
             Stage(0 if warm or not has3d else cfg.iters_body3d,
                   ("global_orient", *body_blocks), ("body",), only3d=True),
-            Stage(it_body // 2 if warm else it_body, (*placement, *body_blocks, *shape_blocks),
-                  ("body",), anneal=not warm),
-            Stage(it_parts // 2 if warm else it_parts,
+            Stage(round(it_body * cfg.warm_iters) if warm else it_body,
+                  (*placement, *body_blocks, *shape_blocks), ("body",), anneal=not warm),
+            Stage(round(it_parts * cfg.warm_iters) if warm else it_parts,
                   (*placement, *body_blocks, *final_shape, *part_blocks), PARTS),
         ]
 

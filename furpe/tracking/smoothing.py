@@ -18,8 +18,12 @@ Per parameter block (:class:`~furpe.bodymodels.base.ParamBlock`):
   angular speed, twice the quaternion's);
 * bounded coefficients (facial actions, phenotype) are filtered per value and clipped to
   their range;
-* other (linear) blocks, e.g. the translation, are filtered as one vector (the
-  translation's speed scaled by :data:`TRANSL_SPEED_SCALE`).
+* the translation is filtered as its image position ``(x / z, y / z)`` and its depth ``z``,
+  each by a :class:`TrendFilter` (double exponential smoothing: a level and a velocity): a
+  person walking at a steady speed is followed without lag, and the depth, which a
+  monocular fit pins down far less well than the image position, is smoothed more strongly
+  without moving the person off their place in the image;
+* other linear blocks are filtered as one vector.
 
 Times are the frames' timestamps in seconds, so the smoothing does not depend on the frame
 rate.
@@ -39,10 +43,6 @@ if TYPE_CHECKING:  # the blocks' kind and bounds only: no torch needed here
 
 #: Shortest time step between two samples (identical timestamps): seconds.
 MIN_DT = 1e-6
-#: The translation's speed (m/s) counts this many times against rotations' (rad/s) and
-#: coefficients' (1/s) in the cut-off: a body moving 1 m/s sweeps about as far as a limb of
-#: a third of a metre turning at 3 rad/s. Without it the translation lags on a walk.
-TRANSL_SPEED_SCALE = 3.0
 
 
 @dataclass
@@ -58,15 +58,23 @@ class SmoothingConfig:
             the translation, see :data:`TRANSL_SPEED_SCALE`): higher = less lag on fast
             motion, more jitter left.
         d_cutoff: cut-off frequency (Hz) of the speed estimate.
+        image_cutoff: cut-off frequency (Hz) of the root's image position (its
+            :class:`TrendFilter`'s level).
+        depth_cutoff: the same for the root's depth: lower = less depth jitter, slower to
+            follow a change of speed.
+        trend_cutoff: cut-off frequency (Hz) of the root's velocity (image and depth).
     """
 
     enabled: bool = True
     min_cutoff: float = 1.0
     beta: float = 4.0
     d_cutoff: float = 1.0
+    image_cutoff: float = 3.0
+    depth_cutoff: float = 1.0
+    trend_cutoff: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("min_cutoff", "d_cutoff"):
+        for name in ("min_cutoff", "d_cutoff", "image_cutoff", "depth_cutoff", "trend_cutoff"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise SetupError(f"config: smoothing.{name} must be a positive number (Hz)")
@@ -74,11 +82,12 @@ class SmoothingConfig:
             raise SetupError("config: smoothing.beta must be a number of at least 0")
 
     def with_strength(self, strength: float) -> "SmoothingConfig":
-        """These settings ``strength`` times as strong (cut-off and beta divided by it)."""
+        """These settings ``strength`` times as strong (cut-offs and beta divided by it)."""
         if not (strength > 0 and math.isfinite(strength)):
             raise SetupError("smoothing strength must be a positive number")
         return SmoothingConfig(True, self.min_cutoff / strength, self.beta / strength,
-                               self.d_cutoff)
+                               self.d_cutoff, self.image_cutoff / strength,
+                               self.depth_cutoff / strength, self.trend_cutoff / strength)
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
@@ -128,6 +137,54 @@ class OneEuroFilter:
         return x.copy()
 
 
+class TrendFilter:
+    """Double exponential smoothing (Holt's level and trend) of an array, with time steps
+    (cut-offs: scalars, or per value of the last axis):
+
+        predicted = level + velocity * dt
+        level     = alpha(cutoff) * x + (1 - alpha(cutoff)) * predicted
+        velocity  = alpha(trend_cutoff) * (level - level_prev) / dt
+                    + (1 - alpha(trend_cutoff)) * velocity
+
+    A signal moving at a constant velocity comes out without lag; noise around it is
+    low-passed at ``cutoff``. A sudden stop overshoots by about the distance covered in
+    ``1 / (2 pi trend_cutoff)`` seconds before it settles.
+    """
+
+    def __init__(self, cutoff: float | np.ndarray, trend_cutoff: float | np.ndarray) -> None:
+        self.cutoff, self.trend_cutoff = np.asarray(cutoff), np.asarray(trend_cutoff)
+        self.value: np.ndarray | None = None  # the last output (the level)
+        self.speed: np.ndarray | None = None  # the velocity
+        self.time: float | None = None
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        """The filtered value of sample ``x`` at time ``t`` (seconds)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.value is None or self.value.shape != x.shape:
+            return self.reset(x, t)
+        assert self.speed is not None and self.time is not None
+        dt = max(t - self.time, MIN_DT)
+        a, b = _alpha(self.cutoff, dt), _alpha(self.trend_cutoff, dt)
+        level = a * x + (1 - a) * (self.value + self.speed * dt)
+        self.speed = b * (level - self.value) / dt + (1 - b) * self.speed
+        self.value, self.time = level, t
+        return level.copy()
+
+    def reset(self, x: np.ndarray, t: float, keep_speed: bool = False) -> np.ndarray:
+        """Make ``x`` the output at time ``t`` (with ``keep_speed`` the velocity is updated
+        as if the filter had output it)."""
+        x = np.array(x, dtype=np.float64)
+        if keep_speed and self.value is not None and self.value.shape == x.shape \
+                and self.speed is not None and self.time is not None:
+            dt = max(t - self.time, MIN_DT)
+            b = _alpha(self.trend_cutoff, dt)
+            self.speed = b * (x - self.value) / dt + (1 - b) * self.speed
+        else:
+            self.speed = np.zeros_like(x)
+        self.value, self.time = x, t
+        return x.copy()
+
+
 # -- rotations as quaternions (w, x, y, z) ---------------------------------------------------
 
 def rotvec_to_quat(rotvec: np.ndarray) -> np.ndarray:
@@ -152,6 +209,21 @@ def quat_to_rotvec(quat: np.ndarray) -> np.ndarray:
     return v * np.where(small, 2.0 / np.maximum(q[..., :1], 1e-12), angle / np.where(small, 1.0, s))
 
 
+#: Nearest depth (m) at which the translation is filtered as image position and depth.
+MIN_DEPTH = 0.05
+
+
+def _image_depth(transl: np.ndarray) -> np.ndarray:
+    """Camera-frame translations (N, 3) as ``(x / z, y / z, z)``."""
+    z = np.maximum(transl[:, 2:], MIN_DEPTH)
+    return np.concatenate([transl[:, :2] / z, z], axis=1)
+
+
+def _camera(uvz: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_image_depth`."""
+    return np.concatenate([uvz[:, :2] * uvz[:, 2:], uvz[:, 2:]], axis=1)
+
+
 class PersonSmoother:
     """The filters of one person's parameters (one track): :meth:`__call__` takes the
     parameters of the person's next frame and returns them smoothed."""
@@ -159,15 +231,18 @@ class PersonSmoother:
     def __init__(self, config: SmoothingConfig, blocks: Mapping[str, "ParamBlock"]) -> None:
         self.config = config
         self.blocks = blocks
-        self.filters: dict[str, OneEuroFilter] = {}
+        self.filters: dict[str, OneEuroFilter | TrendFilter] = {}
 
-    def _filter(self, name: str) -> OneEuroFilter:
+    def _filter(self, name: str) -> OneEuroFilter | TrendFilter:
         if name not in self.filters:
             c = self.config
-            # A unit quaternion moves at half the rotation's angular speed: speeds in rad/s.
-            scale = 2.0 if self._kind(name) == "rotation" else (
-                TRANSL_SPEED_SCALE if name == "transl" else 1.0)
-            self.filters[name] = OneEuroFilter(c.min_cutoff, c.beta, c.d_cutoff, scale)
+            if name == "transl":
+                self.filters[name] = TrendFilter(
+                    [c.image_cutoff, c.image_cutoff, c.depth_cutoff], c.trend_cutoff)
+            else:
+                # A unit quaternion moves at half the rotation's angular speed: rad/s.
+                scale = 2.0 if self._kind(name) == "rotation" else 1.0
+                self.filters[name] = OneEuroFilter(c.min_cutoff, c.beta, c.d_cutoff, scale)
         return self.filters[name]
 
     def _kind(self, name: str) -> str:
@@ -185,6 +260,8 @@ class PersonSmoother:
             return q
         if kind == "bounded":
             return value.reshape(-1, 1)
+        if name == "transl":
+            return _image_depth(value.reshape(1, -1))
         return value.reshape(1, -1)
 
     def _value(self, name: str, groups: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -193,6 +270,8 @@ class PersonSmoother:
             groups = groups / np.maximum(np.linalg.norm(groups, axis=-1, keepdims=True), 1e-12)
             self.filters[name].value = groups  # the filter goes on from the unit quaternion
             return quat_to_rotvec(groups).reshape(shape)
+        if name == "transl":
+            groups = _camera(groups)
         out = groups.reshape(shape)
         if kind == "bounded":
             block = self.blocks[name]
