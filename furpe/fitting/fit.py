@@ -98,7 +98,7 @@ class FitConfig:
     #: size even at the optimum, so a warm start that is already right takes smaller ones.
     warm_lr_scale: float = 0.15
     #: Share of the body and part stages' iterations a warm start (video) runs.
-    warm_iters: float = 0.3
+    warm_iters: float = 0.2
     #: Keep refining the body shape while hands and face are fitted (slower: the rest
     #: skeleton then changes every iteration).
     shape_in_final_stage: bool = False
