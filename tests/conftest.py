@@ -34,14 +34,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.mediapipe)
 
 
-def spy_fit(monkeypatch, fitter) -> list:
+class FitCalls(list):
+    """``(init, warm)`` per ``fit`` call; ``shares``: each call's ``warm_iters``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shares: list = []
+
+
+def spy_fit(monkeypatch, fitter) -> FitCalls:
     """Record ``(init, warm)`` of every ``fitter.fit`` call (the fit still runs)."""
-    calls: list = []
+    calls = FitCalls()
     fit = fitter.fit
 
-    def spy(people, K, init=None, warm=None, device="cpu"):
+    def spy(people, K, init=None, warm=None, device="cpu", warm_iters=None):
         calls.append((init, warm))
-        return fit(people, K, init=init, warm=warm, device=device)
+        calls.shares.append(warm_iters)
+        return fit(people, K, init=init, warm=warm, device=device, warm_iters=warm_iters)
 
     monkeypatch.setattr(fitter, "fit", spy)
     return calls

@@ -334,7 +334,7 @@ def test_session_tracks_people_and_warm_starts_each_from_their_own_track(
         init = calls[frame][0]
         return all(np.allclose(init[k][row].numpy(), source[k]) for k in source)
 
-    assert calls[0] == (None, None)
+    assert calls[0] == (None, None) and set(calls.shares) == {None}  # the video share
     # Frame 1: the newcomer (listed first) starts cold, a from their own last fit.
     assert calls[1][1].tolist() == [False, True] and starts(1, 1, raw[0][0])
     # Frame 2: listed the other way round, each starts from their own track.
@@ -482,6 +482,9 @@ def test_refine_starts_each_person_from_the_network_person_matched_to_them(
     rec.reconstruct_image(np.zeros((H, W, 3), np.uint8))
     init, warm = calls[0]
     assert warm.tolist() == [True, True]
+    # the network's estimate is further off than a previous frame: the longer share
+    assert calls.shares == [rec.config.fit.refine_iters] and rec.config.fit.refine_iters > \
+        rec.config.fit.warm_iters
     for row, who in enumerate("ba"):  # each row near its own person, not the other
         near = (init["transl"][row] - people[who]["transl"][0]).norm()
         far = (init["transl"][row] - people["ab"[row]]["transl"][0]).norm()

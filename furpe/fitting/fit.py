@@ -97,8 +97,12 @@ class FitConfig:
     #: Learning-rate multiplier when warm-started (video): Adam's steps are about ``lr`` in
     #: size even at the optimum, so a warm start that is already right takes smaller ones.
     warm_lr_scale: float = 0.15
-    #: Share of the body and part stages' iterations a warm start (video) runs.
+    #: Share of the body and part stages' iterations a warm start from the previous frame
+    #: (video) runs.
     warm_iters: float = 0.2
+    #: The same share when the fit starts from the network's estimate (``--refine``),
+    #: which is further from the answer than a previous frame's fit.
+    refine_iters: float = 0.5
     #: Keep refining the body shape while hands and face are fitted (slower: the rest
     #: skeleton then changes every iteration).
     shape_in_final_stage: bool = False
@@ -347,6 +351,7 @@ class Fitter:
         init: dict[str, torch.Tensor] | None = None,
         warm: np.ndarray | None = None,
         device: torch.device | str = "cpu",
+        warm_iters: float | None = None,
     ) -> FitOutput:
         """Fit one model instance per person.
 
@@ -355,6 +360,7 @@ class Fitter:
         close to it and take the short warm-start schedule (its rigid placement at the full
         learning rate, the rest at ``warm_lr_scale``); the others are fitted on their own,
         cold, so a person entering a video does not slow down everyone else's fit.
+        ``warm_iters`` (default: the config's) is the share of the iterations a warm start runs.
         """
         B = len(people)
         split = init is not None and warm is not None
@@ -362,12 +368,13 @@ class Fitter:
             is_warm = np.asarray(warm, dtype=bool)
             split = bool(is_warm.any()) and not bool(is_warm.all())
         if not split:
-            params, targets = self._optimise(people, K, init, warm, device)
+            params, targets = self._optimise(people, K, init, warm, device, warm_iters)
             return self._output(params, targets, K, device)
         params = {}
         for rows, start in ((np.flatnonzero(is_warm), init), (np.flatnonzero(~is_warm), None)):
             part_init = None if start is None else {k: v[rows] for k, v in start.items()}
-            got, _ = self._optimise([people[i] for i in rows], K, part_init, None, device)
+            got, _ = self._optimise([people[i] for i in rows], K, part_init, None, device,
+                                    warm_iters)
             for k, v in got.items():
                 if k not in params:
                     params[k] = v.new_zeros((B, *v.shape[1:]))
@@ -377,7 +384,7 @@ class Fitter:
 
     def _optimise(self, people: list[PersonObservation], K: np.ndarray,
                   init: dict[str, torch.Tensor] | None, warm: np.ndarray | None,
-                  device: torch.device | str) -> tuple[dict[str, torch.Tensor],
+                  device: torch.device | str, warm_iters: float | None = None) -> tuple[dict[str, torch.Tensor],
                                                       dict[str, PartTargets]]:
         """The fitted parameters (and the targets) of ``people``, every person started as
         :meth:`fit` says; only when everyone is warm is the schedule the short one."""
@@ -418,7 +425,8 @@ class Fitter:
         if is_warm.any():
             prev = {k: v.detach().clone() for k, v in params.items()}
             prev["_warm"] = torch.as_tensor(is_warm, dtype=torch.float32, device=device)
-        stages = self._plan(targets, warm_all)
+        stages = self._plan(targets, warm_all,
+                            cfg.warm_iters if warm_iters is None else warm_iters)
         for k, stage in enumerate(stages):
             iters, names = stage.iters, stage.blocks
             if iters <= 0:
@@ -478,7 +486,8 @@ class Fitter:
         final = {k: v.detach() for k, v in params.items()}
         return FitOutput(final, out, targets, projected, residual, plaus)
 
-    def _plan(self, targets: dict[str, PartTargets], warm: bool) -> list[Stage]:
+    def _plan(self, targets: dict[str, PartTargets], warm: bool,
+              warm_iters: float = 1.0) -> list[Stage]:
         """The stages.
 
         With a body: placement from the body, the body pose to the expert's 3D landmarks
@@ -508,9 +517,9 @@ class Fitter:
             Stage(it_global, placement, (anchor,)),
             Stage(0 if warm or not has3d else cfg.iters_body3d,
                   ("global_orient", *body_blocks), ("body",), only3d=True),
-            Stage(round(it_body * cfg.warm_iters) if warm else it_body,
+            Stage(round(it_body * warm_iters) if warm else it_body,
                   (*placement, *body_blocks, *shape_blocks), ("body",), anneal=not warm),
-            Stage(round(it_parts * cfg.warm_iters) if warm else it_parts,
+            Stage(round(it_parts * warm_iters) if warm else it_parts,
                   (*placement, *body_blocks, *final_shape, *part_blocks), PARTS),
         ]
 
