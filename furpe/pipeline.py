@@ -238,17 +238,19 @@ class Reconstructor:
         people = observe(experts, image, self.config.max_people)
         if not people:
             raise NoPersonError("no person found")
-        share = self.config.fit.refine_iters if self.network is not None else None
-        return self._finish(people, image, K, previous, t0, reset, track, share)
+        refine = self.network is not None
+        return self._finish(people, image, K, previous, t0, reset, track,
+                            self.config.fit.refine_iters if refine else None,
+                            self.config.fit.refine_fallback if refine else None)
 
     def _finish(self, people: list[PersonObservation], image: np.ndarray, K: np.ndarray | None,
                 previous: FrameResult | None, t0: float, reset: bool = True,
-                track: TrackHook | None = None, warm_iters: float | None = None
-                ) -> FrameResult:
+                track: TrackHook | None = None, warm_iters: float | None = None,
+                fallback: float | None = None) -> FrameResult:
         """Fit, select, assemble. Each person starts from the ``previous`` person matched to
         them (the network's estimate of this image), then ``track`` (a video session) gives
-        the others their own track's last parameters; ``warm_iters``: the share of the
-        iterations a warm start runs (default: the fit config's ``warm_iters``)."""
+        the others their own track's last parameters; ``warm_iters`` and ``fallback``: see
+        :meth:`~furpe.fitting.fit.Fitter.fit`."""
         t1 = time.perf_counter()
         h, w = image.shape[:2]
         K = camera(K, w, h, self.config.focal)
@@ -257,7 +259,7 @@ class Reconstructor:
             sources = track(people, sources)
         init, warm = self._warm_start(sources)
         fit = self.fitter.fit(people, K, init=init, warm=warm, device=self.device,
-                              warm_iters=warm_iters)
+                              warm_iters=warm_iters, fallback=fallback)
         chosen = select(self.selection, self.body_model, people, fit, reset=reset)
         t2 = time.perf_counter()
         frame = assemble(self.body_model, people, fit, chosen, K, (w, h))

@@ -35,11 +35,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 class FitCalls(list):
-    """``(init, warm)`` per ``fit`` call; ``shares``: each call's ``warm_iters``."""
+    """``(init, warm)`` per ``fit`` call; ``shares`` and ``fallbacks``: each call's
+    ``warm_iters`` and ``fallback``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.shares: list = []
+        self.fallbacks: list = []
 
 
 def spy_fit(monkeypatch, fitter) -> FitCalls:
@@ -47,10 +49,12 @@ def spy_fit(monkeypatch, fitter) -> FitCalls:
     calls = FitCalls()
     fit = fitter.fit
 
-    def spy(people, K, init=None, warm=None, device="cpu", warm_iters=None):
+    def spy(people, K, init=None, warm=None, device="cpu", warm_iters=None, fallback=None):
         calls.append((init, warm))
         calls.shares.append(warm_iters)
-        return fit(people, K, init=init, warm=warm, device=device, warm_iters=warm_iters)
+        calls.fallbacks.append(fallback)
+        return fit(people, K, init=init, warm=warm, device=device, warm_iters=warm_iters,
+                   fallback=fallback)
 
     monkeypatch.setattr(fitter, "fit", spy)
     return calls

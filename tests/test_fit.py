@@ -263,3 +263,27 @@ def test_a_cold_person_does_not_put_warm_ones_on_the_cold_schedule(anny_model, c
     assert pa_error(mixed.output.joints.numpy()[0], gt[0]) < 0.006
     assert float(mixed.residual["body"][1]) == pytest.approx(float(alone_cold.residual["body"][0]),
                                                              abs=1e-5)
+
+
+@pytest.mark.slow
+def test_a_warm_start_too_far_off_falls_back_to_a_cold_fit(anny_model, cold_fit):
+    """Started facing away and a metre off, the short warm schedule cannot recover (body
+    residual above the fallback threshold); with ``fallback`` that person is fitted again
+    from scratch and ends as good as a cold fit, while a good start is kept."""
+    params, _, people, cold, _ = cold_fit
+    K = intrinsics(W, H)
+    bad = {k: v.clone() for k, v in params.items()}
+    bad["global_orient"][1] = torch.tensor([[0.0, math.pi, 0.0]])
+    bad["transl"][1] += torch.tensor([1.0, 0.0, 1.0])
+    fitter = Fitter(anny_model)
+    plain = fitter.fit(people, K, init=bad)
+    stuck = float(plain.residual["body"][1])
+    kept = fitter.fit(people, K, init=bad, fallback=0.05)
+    print(f"\nbody residual: stuck warm {stuck:.3f}, with fallback "
+          f"{float(kept.residual['body'][1]):.3f}, cold {float(cold.residual['body'][1]):.3f}")
+    assert stuck > 0.05
+    assert float(kept.residual["body"][1]) == pytest.approx(float(cold.residual["body"][1]),
+                                                            abs=0.002)
+    # person 0 started well: kept from the warm fit, not redone
+    np.testing.assert_allclose(kept.params["body_pose"][0].numpy(),
+                               plain.params["body_pose"][0].numpy(), atol=1e-5)

@@ -334,7 +334,8 @@ def test_session_tracks_people_and_warm_starts_each_from_their_own_track(
         init = calls[frame][0]
         return all(np.allclose(init[k][row].numpy(), source[k]) for k in source)
 
-    assert calls[0] == (None, None) and set(calls.shares) == {None}  # the video share
+    # the video's share of the iterations, no cold fallback
+    assert calls[0] == (None, None) and set(calls.shares) == set(calls.fallbacks) == {None}
     # Frame 1: the newcomer (listed first) starts cold, a from their own last fit.
     assert calls[1][1].tolist() == [False, True] and starts(1, 1, raw[0][0])
     # Frame 2: listed the other way round, each starts from their own track.
@@ -485,6 +486,7 @@ def test_refine_starts_each_person_from_the_network_person_matched_to_them(
     # the network's estimate is further off than a previous frame: the longer share
     assert calls.shares == [rec.config.fit.refine_iters] and rec.config.fit.refine_iters > \
         rec.config.fit.warm_iters
+    assert calls.fallbacks == [rec.config.fit.refine_fallback] is not None
     for row, who in enumerate("ba"):  # each row near its own person, not the other
         near = (init["transl"][row] - people[who]["transl"][0]).norm()
         far = (init["transl"][row] - people["ab"[row]]["transl"][0]).norm()

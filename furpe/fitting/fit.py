@@ -103,6 +103,9 @@ class FitConfig:
     #: The same share when the fit starts from the network's estimate (``--refine``),
     #: which is further from the answer than a previous frame's fit.
     refine_iters: float = 0.5
+    #: With ``--refine``, a person whose body residual (median landmark distance over the
+    #: person's size) ends above this is fitted again from scratch (None: never).
+    refine_fallback: float | None = 0.05
     #: Keep refining the body shape while hands and face are fitted (slower: the rest
     #: skeleton then changes every iteration).
     shape_in_final_stage: bool = False
@@ -110,6 +113,16 @@ class FitConfig:
     #: shrink to their value over its first half, so limbs far from their landmarks (arms
     #: crossed in front of the body, seen from a rest pose) are still pulled towards them.
     sigma_anneal: float = 4.0
+
+
+def _scatter(params: dict[str, torch.Tensor], rows: np.ndarray,
+             values: dict[str, torch.Tensor], size: int) -> None:
+    """Write ``values`` (a fit of some people) into the batch ``params`` (``size`` people) at
+    ``rows``."""
+    for k, v in values.items():
+        if k not in params:
+            params[k] = v.new_zeros((size, *v.shape[1:]))
+        params[k][torch.as_tensor(rows, device=v.device)] = v
 
 
 @dataclass
@@ -352,6 +365,7 @@ class Fitter:
         warm: np.ndarray | None = None,
         device: torch.device | str = "cpu",
         warm_iters: float | None = None,
+        fallback: float | None = None,
     ) -> FitOutput:
         """Fit one model instance per person.
 
@@ -360,27 +374,33 @@ class Fitter:
         close to it and take the short warm-start schedule (its rigid placement at the full
         learning rate, the rest at ``warm_lr_scale``); the others are fitted on their own,
         cold, so a person entering a video does not slow down everyone else's fit.
-        ``warm_iters`` (default: the config's) is the share of the iterations a warm start runs.
+        ``warm_iters`` (default: the config's) is the share of the iterations a warm start
+        runs. With ``fallback``, a warm-started person whose body residual ends above it
+        (the start was too far off to recover from) is fitted again, cold.
         """
         B = len(people)
-        split = init is not None and warm is not None
-        if split:
-            is_warm = np.asarray(warm, dtype=bool)
-            split = bool(is_warm.any()) and not bool(is_warm.all())
-        if not split:
+        is_warm = np.zeros(B, dtype=bool)
+        if init is not None:
+            is_warm = np.ones(B, dtype=bool) if warm is None else np.asarray(warm, dtype=bool)
+        if is_warm.any() and not is_warm.all():
+            params: dict[str, torch.Tensor] = {}
+            for rows, start in ((np.flatnonzero(is_warm), init), (np.flatnonzero(~is_warm), None)):
+                part_init = None if start is None else {k: v[rows] for k, v in start.items()}
+                got, _ = self._optimise([people[i] for i in rows], K, part_init, None, device,
+                                        warm_iters)
+                _scatter(params, rows, got, B)
+            targets = build_targets(self.regressors, people, device, self.model.name)
+        else:
             params, targets = self._optimise(people, K, init, warm, device, warm_iters)
-            return self._output(params, targets, K, device)
-        params = {}
-        for rows, start in ((np.flatnonzero(is_warm), init), (np.flatnonzero(~is_warm), None)):
-            part_init = None if start is None else {k: v[rows] for k, v in start.items()}
-            got, _ = self._optimise([people[i] for i in rows], K, part_init, None, device,
-                                    warm_iters)
-            for k, v in got.items():
-                if k not in params:
-                    params[k] = v.new_zeros((B, *v.shape[1:]))
-                params[k][torch.as_tensor(rows, device=v.device)] = v
-        return self._output(params, build_targets(self.regressors, people, device,
-                                                  self.model.name), K, device)
+        result = self._output(params, targets, K, device)
+        if fallback is None or "body" not in result.residual:
+            return result
+        redo = np.flatnonzero(is_warm & (result.residual["body"].cpu().numpy() > fallback))
+        if not len(redo):
+            return result
+        got, _ = self._optimise([people[i] for i in redo], K, None, None, device)
+        _scatter(params, redo, got, B)
+        return self._output(params, targets, K, device)
 
     def _optimise(self, people: list[PersonObservation], K: np.ndarray,
                   init: dict[str, torch.Tensor] | None, warm: np.ndarray | None,
