@@ -497,3 +497,32 @@ def exact_observations_of(model, params):
     from furpe.synthetic import exact_observations
 
     return exact_observations(model, model(params), K)
+
+
+def test_trend_filter_follows_a_steady_motion_without_lag_and_removes_noise() -> None:
+    from furpe.tracking.smoothing import TrendFilter
+
+    t = np.arange(200) / 10.0  # 10 fps
+    truth = np.stack([0.7 * t, 4.0 + 0.0 * t], -1)  # walking 0.7 m/s at 4 m
+    noisy = truth + np.random.default_rng(0).normal(0, 0.05, truth.shape)
+    f = TrendFilter(1.0, 2.0)
+    out = np.stack([f(x, ti) for x, ti in zip(noisy, t)])
+    settled = slice(50, None)
+    lag = (out[settled] - truth[settled]).mean(0)
+    print(f"mean error after settling {lag}, rms {np.sqrt(((out - truth)[settled] ** 2).mean()):.4f}"
+          f" vs noise {np.sqrt(((noisy - truth)[settled] ** 2).mean()):.4f}")
+    assert np.abs(lag).max() < 0.01  # a one-pole low-pass would lag 0.7 / (2 pi) = 0.11 m
+    assert np.sqrt(((out - truth)[settled] ** 2).mean()) < 0.75 * np.sqrt(  # measured 0.64
+        ((noisy - truth)[settled] ** 2).mean())
+
+
+def test_depth_jitter_is_smoothed_without_moving_the_person_in_the_image(anny_model) -> None:
+    """Noise along the camera ray (the depth a monocular fit pins down poorly) leaves the
+    translation's image position x/z, y/z exactly as fitted, and its depth is smoothed."""
+    n = 60
+    ray = np.array([0.3, -0.1, 1.0])
+    depth = 4.0 + np.random.default_rng(1).normal(0, 0.1, n)
+    seq = {"transl": depth[:, None] * ray[None]}
+    out = _smooth_all(anny_model, seq, SmoothingConfig())["transl"].astype(np.float64)
+    np.testing.assert_allclose(out[:, :2] / out[:, 2:], np.tile(ray[:2], (n, 1)), atol=1e-6)
+    assert np.std(out[10:, 2]) < 0.5 * np.std(depth[10:])

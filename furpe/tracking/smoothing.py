@@ -52,10 +52,10 @@ class SmoothingConfig:
 
     Attributes:
         enabled: smooth (``false``: every frame's own fit is written).
-        min_cutoff: cut-off frequency (Hz) when still: lower = smoother, more lag.
+        min_cutoff: cut-off frequency (Hz) of rotations and coefficients when still:
+            lower = smoother, more lag.
         beta: how fast the cut-off rises with speed (Hz per unit of the block's speed:
-            radians per second, coefficients per second, a third of a metre per second for
-            the translation, see :data:`TRANSL_SPEED_SCALE`): higher = less lag on fast
+            radians per second, coefficients per second): higher = less lag on fast
             motion, more jitter left.
         d_cutoff: cut-off frequency (Hz) of the speed estimate.
         image_cutoff: cut-off frequency (Hz) of the root's image position (its
