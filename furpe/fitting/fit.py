@@ -386,65 +386,51 @@ class Fitter:
             params: dict[str, torch.Tensor] = {}
             for rows, start in ((np.flatnonzero(is_warm), init), (np.flatnonzero(~is_warm), None)):
                 part_init = None if start is None else {k: v[rows] for k, v in start.items()}
-                got, _ = self._optimise([people[i] for i in rows], K, part_init, None, device,
+                got, _ = self._optimise([people[i] for i in rows], K, part_init, device,
                                         warm_iters)
                 _scatter(params, rows, got, B)
             targets = build_targets(self.regressors, people, device, self.model.name)
         else:
-            params, targets = self._optimise(people, K, init, warm, device, warm_iters)
+            params, targets = self._optimise(people, K, init if is_warm.any() else None,
+                                             device, warm_iters)
         result = self._output(params, targets, K, device)
         if fallback is None or "body" not in result.residual:
             return result
         redo = np.flatnonzero(is_warm & (result.residual["body"].cpu().numpy() > fallback))
         if not len(redo):
             return result
-        got, _ = self._optimise([people[i] for i in redo], K, None, None, device)
+        got, _ = self._optimise([people[i] for i in redo], K, None, device)
         _scatter(params, redo, got, B)
         return self._output(params, targets, K, device)
 
     def _optimise(self, people: list[PersonObservation], K: np.ndarray,
-                  init: dict[str, torch.Tensor] | None, warm: np.ndarray | None,
-                  device: torch.device | str, warm_iters: float | None = None) -> tuple[dict[str, torch.Tensor],
-                                                      dict[str, PartTargets]]:
-        """The fitted parameters (and the targets) of ``people``, every person started as
-        :meth:`fit` says; only when everyone is warm is the schedule the short one."""
+                  init: dict[str, torch.Tensor] | None, device: torch.device | str,
+                  warm_iters: float | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, PartTargets]]:
+        """The fitted parameters (and the targets) of ``people``: all warm-started from
+        ``init`` on the short schedule, or (``init`` None) all cold."""
         cfg = self.config
         model = self.model
         targets = build_targets(self.regressors, people, device, model.name)
         B = len(people)
         Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
         params = model.neutral_params(B, device=device)
-        is_warm = np.zeros(B, dtype=bool)
+        warm_all = init is not None
         if init is not None:
-            is_warm = np.ones(B, dtype=bool) if warm is None else np.asarray(warm, dtype=bool)
             for k, v in init.items():
                 params[k] = v.detach().clone().to(device)
-        if not is_warm.all():
+        else:
             orient, transl = initial_placement(model, self.regressors, targets, K)
-            cold = torch.as_tensor(~is_warm, device=device)
-            params["global_orient"] = torch.where(
-                cold[:, None, None], torch.as_tensor(orient, dtype=torch.float32,
-                                                     device=device)[:, None],
-                params["global_orient"])
-            params["transl"] = torch.where(
-                cold[:, None], torch.as_tensor(transl, dtype=torch.float32, device=device),
-                params["transl"])
-            if init is not None:  # cold rows start from neutral, not from a stale init row
-                neutral = model.neutral_params(B, device=device)
-                for k in model.blocks:
-                    if k not in ("global_orient", "transl"):
-                        shape = (-1,) + (1,) * (params[k].dim() - 1)
-                        params[k] = torch.where(cold.view(shape), neutral[k], params[k])
-        warm_all = bool(is_warm.all())
+            params["global_orient"] = torch.as_tensor(orient, dtype=torch.float32,
+                                                      device=device)[:, None]
+            params["transl"] = torch.as_tensor(transl, dtype=torch.float32, device=device)
         blend = blendshape_targets(model, people, device) if cfg.w_blendshapes > 0 else None
-        if blend is not None:  # cold people start from the expert's blendshapes
-            start = blend.mask * blend.values + (1 - blend.mask) * params[blend.block]
-            cold_rows = torch.as_tensor(~is_warm, device=device)[:, None]
-            params[blend.block] = torch.where(cold_rows, start, params[blend.block])
+        if blend is not None and not warm_all:  # cold people start from the expert's blendshapes
+            params[blend.block] = blend.mask * blend.values + (1 - blend.mask) * params[blend.block]
         prev = None
-        if is_warm.any():
+        if warm_all:
             prev = {k: v.detach().clone() for k, v in params.items()}
-            prev["_warm"] = torch.as_tensor(is_warm, dtype=torch.float32, device=device)
+            prev["_warm"] = torch.ones(B, dtype=torch.float32, device=device)
         stages = self._plan(targets, warm_all,
                             cfg.warm_iters if warm_iters is None else warm_iters)
         for k, stage in enumerate(stages):
