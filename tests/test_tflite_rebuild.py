@@ -1,4 +1,4 @@
-"""The MediaPipe landmark networks rebuilt in PyTorch (:mod:`furpe.networks.tflite`).
+"""The MediaPipe landmark networks rebuilt in PyTorch (:mod:`furpe.experts.tflite`).
 
 Two references: LiteRT's interpreter on the same ``.tflite`` (op by op: the outputs and the
 first tensor of every op kind), and the MediaPipe Tasks landmarkers end to end, whose next
@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import furpe.networks.tflite as tflite_module
+import furpe.experts.tflite as tflite_module
 from furpe.experts.models import model_path
-from furpe.networks.tflite import EXPERT_NETWORKS, TFLiteNet, _resize_bilinear, expert_network
+from furpe.experts.posenet import refine_from_heatmaps
+from furpe.experts.tflite import EXPERT_NETWORKS, TFLiteNet, _resize_bilinear, expert_network
 
 NAMES = list(EXPERT_NETWORKS)
 
@@ -200,20 +201,6 @@ def _project(uv: np.ndarray, rect: tuple) -> np.ndarray:
     return np.stack([(c * d[:, 0] - s * d[:, 1]) * w + cx, (s * d[:, 0] + c * d[:, 1]) * h + cy], 1)
 
 
-def _refine(uv: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
-    """MediaPipe's RefineLandmarksFromHeatmap (7 x 7 window, min confidence 0.5)."""
-    out, n = uv.copy(), heatmaps.shape[1]
-    for i, (x, y) in enumerate(uv):
-        c, r = int(x * n), int(y * n)
-        if not (0 <= c < n and 0 <= r < n):
-            continue
-        rows, cols = np.mgrid[max(0, r - 3):min(n, r + 4), max(0, c - 3):min(n, c + 4)]
-        conf = 1 / (1 + np.exp(-heatmaps[i][rows, cols].astype(np.float64)))
-        if conf.max() >= 0.5:
-            out[i] = [(cols * conf).sum() / n / conf.sum(), (rows * conf).sum() / n / conf.sum()]
-    return out
-
-
 def _pad_before(x: torch.Tensor, kernel, stride, dilation, value: float = 0.0):
     """A broken rebuild: SAME padding's odd extra row and column before, not after."""
     pads = []
@@ -298,7 +285,7 @@ def test_pose_reproduces_tasks_landmarks(person: np.ndarray, monkeypatch) -> Non
         for _ in range(8):
             with torch.no_grad():
                 out = net(convert(_crop(person, rect, 256)))
-            uv = _project(_refine(out["Identity"].view(39, 5)[:, :2].numpy() / 256,
+            uv = _project(refine_from_heatmaps(out["Identity"].view(39, 5)[:, :2].numpy() / 256,
                                   out["Identity_3"][0].numpy()), rect)
             rect = _pose_rect(uv[33:35], side)
         return float(np.median(np.linalg.norm(uv[:33] - tasks.uv, axis=1) * side))

@@ -22,12 +22,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from furpe.core.exposure import normalise_exposure
 from furpe.core.registry import lookup
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 
 
 def build_experts(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None,
-                  *, max_people: int = 4, video: bool = False) -> list[Expert]:
+                  *, max_people: int = 10, video: bool = False) -> list[Expert]:
     """The registered experts ``names``, in order, each built with its ``options``; a
     factory that takes ``max_people`` or ``video`` gets them unless its options set them."""
     experts = []
@@ -47,7 +48,9 @@ def build_experts(names: Sequence[str], options: Mapping[str, Mapping[str, Any]]
 
 def run_experts(experts: Iterable[Expert], image: np.ndarray) -> list[PersonObservation]:
     """Run ``experts`` in order on an (H, W, 3) uint8 RGB image, each one adding to the people
-    the earlier ones found (so put the body expert first); return the people."""
+    the earlier ones found (so put the body expert first); return the people. A very dark
+    image is brightened for them first (:func:`~furpe.core.exposure.normalise_exposure`)."""
+    image = normalise_exposure(image)
     people: list[PersonObservation] = []
     for expert in experts:
         people = expert.observe(image, people)

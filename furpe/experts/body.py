@@ -1,7 +1,8 @@
 """The body expert: BlazePose GHUM (MediaPipe PoseLandmarker, Heavy or Full) finds the people.
 
 People are found top-down: a person detector (EfficientDet-Lite0 COCO) gives boxes, BlazePose
-runs on a square crop of each, and a crop whose landmarks belong to someone else (mostly
+runs on a square crop of each (its landmark network straight on the box where its own
+face-based detector finds nobody), and a crop whose landmarks belong to someone else (mostly
 outside its box) or repeat a person already found is dropped. BlazePose then runs once on the
 whole image, with up to ``max_people`` poses, for people the detector missed (its own detector
 is face-based, so it finds upper-body and close-up shots that a person detector may not).
@@ -19,11 +20,17 @@ from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_inter
                               points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
+from furpe.experts.posenet import INPUT_SIZE, PoseBoxLandmarker
 from furpe.experts.tasks import PersonDetector, PoseLandmarks, PoseModel, TasksExpert
 
 # The 13 major pose joints (nose, shoulders, elbows, wrists, hips, knees, ankles) whose
 # visibilities make the body detection score.
 _MAJOR_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+
+
+BOX_ROI_SCALE = 1.25
+"""The square the landmark network sees around a person box, x the box's longer side
+(MediaPipe grows its own pose regions by the same factor)."""
 
 
 def body_score(visibility: np.ndarray) -> float:
@@ -52,11 +59,16 @@ class MediaPipeBodyExpert(TasksExpert):
     * ``score``: :func:`body_score`; people below ``min_score`` are dropped.
 
     **Finding people** (image mode). ``person_detector`` boxes scored at least
-    ``min_person_score`` each give a square crop (the box grown by ``crop_margin``, resized
-    to at most ``crop_size``) for BlazePose; then BlazePose looks at the whole image for up to
-    ``max_people`` people. A person is kept when its seen landmarks lie mostly inside the box
-    it was looked for in (one body never takes parts of two people), and not kept twice
-    (box IoU above ``dedupe_iou``, or most of one box inside the other).
+    ``min_person_score`` (in an image larger than 1.5 x ``detector_tile`` pixels, also found
+    on overlapping tiles of that size, where small people are not shrunk away) each give a
+    square crop (the box grown by ``crop_margin``, resized to at most ``crop_size``) for
+    BlazePose. Where BlazePose's own detector, which looks for a face, finds nobody new in
+    the crop (people from behind, from above, small or half hidden), ``box_landmarks`` runs
+    its landmark network on the box itself (:class:`~furpe.experts.posenet.PoseBoxLandmarker`).
+    Then BlazePose looks at the whole image for up to ``max_people`` people. A person is kept
+    when its seen landmarks lie mostly inside the box it was looked for in (one body never
+    takes parts of two people), and not kept twice (box IoU above ``dedupe_iou``, or most of
+    one box inside the other).
 
     **Flip test** (``flip_test``; default: on for images, off in video mode, where the
     temporal smoothing averages out the same noise at half the cost): every BlazePose run is
@@ -76,7 +88,7 @@ class MediaPipeBodyExpert(TasksExpert):
     def __init__(
         self,
         model: str = "heavy",
-        max_people: int = 4,
+        max_people: int = 10,
         video: bool = False,
         min_score: float = 0.4,
         dedupe_iou: float = 0.5,
@@ -87,6 +99,8 @@ class MediaPipeBodyExpert(TasksExpert):
         crop_size: int = 512,
         min_detection_confidence: float = 0.3,
         min_presence_confidence: float = 0.3,
+        box_landmarks: bool = True,
+        detector_tile: int | None = 640,
     ) -> None:
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
@@ -95,12 +109,14 @@ class MediaPipeBodyExpert(TasksExpert):
         self.flip_test = (not video) if flip_test is None else flip_test
         self.person_detector, self.min_person_score = person_detector, min_person_score
         self.crop_margin, self.crop_size = crop_margin, crop_size
+        self.box_landmarks = box_landmarks
+        self._box_pose = PoseBoxLandmarker(model)
         thresholds = dict(min_detection=min_detection_confidence,
                           min_presence=min_presence_confidence)
         self._crop_pose = PoseModel(model, 1, **thresholds)
         self._image_pose = PoseModel(model, max_people, video=video, **thresholds)
         self._mirror_pose = PoseModel(model, max_people, video=video, **thresholds)
-        self._detector = PersonDetector(min_person_score, max(2 * max_people, 8))
+        self._detector = PersonDetector(min_person_score, max(2 * max_people, 8), detector_tile)
 
     # -- detection -------------------------------------------------------------------------
 
@@ -122,9 +138,8 @@ class MediaPipeBodyExpert(TasksExpert):
             for box, _ in self._detector.process(img):
                 if len(found) == self.max_people:
                     return found
-                obs = self._in_box(img, box)
-                if obs is not None and not any(_overlaps(obs.box, f.box, self.dedupe_iou)
-                                               for f in found):
+                obs = self._in_box(img, box, found)
+                if obs is not None:
                     found.append(obs)
         seen = (self._to_image(p, None, 0, width, height)
                 for p in self._poses(img, self._image_pose, self._mirror_pose, width, height))
@@ -137,21 +152,44 @@ class MediaPipeBodyExpert(TasksExpert):
                 found.append(obs)
         return found
 
-    def _in_box(self, img: np.ndarray, box: Box) -> PartObservation | None:
-        """BlazePose on a square crop around a person box; None when it finds nobody or
-        someone whose seen landmarks lie mostly outside the box."""
+    def _in_box(self, img: np.ndarray, box: Box,
+                found: list[PartObservation]) -> PartObservation | None:
+        """BlazePose on a square crop around a person box (then, with ``box_landmarks``, its
+        landmark network on the box itself); None when neither finds someone new (not one
+        of the people ``found``) whose seen landmarks lie mostly inside the box."""
         height, width = img.shape[:2]
         side = max(box[2] - box[0], box[3] - box[1]) * (1 + 2 * self.crop_margin)
         centre = box_centre(box)
         size = int(min(self.crop_size, max(side, 64)))
         crop, used = crop_square(img, square_box(centre[0], centre[1], side), size)
         poses = self._poses(crop, self._crop_pose, self._crop_pose, size, size)
-        if not poses:
+        obs = self._to_image(poses[0], used, size, width, height) if poses else None
+        if self._new(obs, box, found):
+            return obs
+        if not self.box_landmarks:
             return None
-        obs = self._to_image(poses[0], used, size, width, height)
-        if obs is None or box_intersection(obs.box, expand_box(box, 0.1)) < 0.6 * box_area(obs.box):
+        side = max(box[2] - box[0], box[3] - box[1]) * BOX_ROI_SCALE
+        crop, used = crop_square(img, square_box(centre[0], centre[1], side), INPUT_SIZE)
+        crops = np.stack([crop, crop[:, ::-1]]) if self.flip_test else crop[None]
+        seen = [None if p is None else self._observation(p, INPUT_SIZE, INPUT_SIZE)
+                for p in self._box_pose.process(crops)]
+        pose = seen[0]
+        if pose is None:
             return None
-        return obs
+        if self.flip_test and seen[1] is not None:
+            pose = self._average(pose, [self._unmirror(seen[1], INPUT_SIZE)], INPUT_SIZE,
+                                 INPUT_SIZE)
+        obs = self._to_image(pose, used, INPUT_SIZE, width, height)
+        return obs if self._new(obs, box, found) else None
+
+    def _new(self, obs: PartObservation | None, box: Box, found: list[PartObservation]) -> bool:
+        """``obs`` is the person boxed by ``box`` (most of its seen landmarks' box lies in it)
+        and none of the people ``found``."""
+        if obs is None or obs.box is None:
+            return False
+        inside = box_intersection(obs.box, expand_box(box, 0.1)) >= 0.6 * box_area(obs.box)
+        return inside and not any(_overlaps(obs.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
+                                  for f in found)
 
     def _poses(self, img: np.ndarray, model: PoseModel, mirror_model: PoseModel, width: int,
                height: int) -> list[PartObservation]:

@@ -82,7 +82,7 @@ class MediaPipeHandExpert(TasksExpert):
         max_wrist_distance: float = 1.0,
         retry_scale: float = 1.6,
         whole_image: bool = True,
-        max_people: int = 4,
+        max_people: int = 10,
     ) -> None:
         self.crop_size = crop_size
         self.min_wrist_visibility = min_wrist_visibility

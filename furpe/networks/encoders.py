@@ -4,7 +4,7 @@ Names (``NetworkConfig.body_backbone`` and friends):
 
 * ``mediapipe_pose_full``, ``mediapipe_pose_heavy``, ``mediapipe_hand``, ``mediapipe_face``:
   the bundled MediaPipe landmark networks rebuilt in PyTorch with their weights
-  (:mod:`furpe.networks.tflite`), i.e. backbones with human-pose pretraining that ship with
+  (:mod:`furpe.experts.tflite`), i.e. backbones with human-pose pretraining that ship with
   the package; their feature is the one :meth:`TFLiteNet.features` names.
 * ``resnet18``, ``resnet34``, ``resnet50``, ``hrnet_w18_small_v2``, ``hrnet_w18``,
   ``hrnet_w32``, ``hrnet_w48`` (:mod:`furpe.networks.backbones`, torchvision/timm parameter
@@ -38,7 +38,7 @@ class Encoder(nn.Module):
             raise SetupError(f"unknown backbone '{name}'; choose from "
                              f"{', '.join(encoder_names())}")
         if name in MEDIAPIPE:
-            from furpe.networks.tflite import expert_network
+            from furpe.experts.tflite import expert_network
 
             if weights:
                 raise SetupError(f"backbone {name}: its weights are the bundled model's; "

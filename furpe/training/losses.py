@@ -156,7 +156,7 @@ class Distiller(nn.Module):
     def __init__(self, net: WholeBodyNet, parts: list[str], temperature: float = 1.0,
                  device: torch.device | str = "cpu") -> None:
         super().__init__()
-        from furpe.networks.tflite import expert_network
+        from furpe.experts.tflite import expert_network
 
         self.parts = [p for p in parts if p == "body" or net.config.parts]
         self.temperature = temperature

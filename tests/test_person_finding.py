@@ -1,0 +1,139 @@
+"""Tests of how the body expert finds people in hard photos: small people in large images
+(tiled person detection), people BlazePose's own detector misses inside a person box (its
+landmark network run on the box), and very dark photos (exposure normalisation)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from furpe.core.exposure import is_dark, normalise_exposure
+from furpe.experts.body import MediaPipeBodyExpert
+from furpe.experts.posenet import PoseBoxLandmarker, refine_from_heatmaps
+from furpe.experts.tasks import PersonDetector, tile_origins
+
+
+def test_tile_origins_cover_with_overlap() -> None:
+    for width, height in ((1920, 1080), (641, 3000), (1000, 1000)):
+        origins = tile_origins(width, height, 640)
+        covered = np.zeros((height, width), bool)
+        for x, y in origins:
+            assert 0 <= x <= max(width - 640, 0) and 0 <= y <= max(height - 640, 0)
+            covered[y:y + 640, x:x + 640] = True
+        assert covered.all()
+        xs = sorted({x for x, _ in origins})
+        assert all(b - a <= 0.75 * 640 for a, b in zip(xs, xs[1:]))  # >= 1/4 overlap
+    assert tile_origins(500, 400, 640) == [(0, 0)]
+    assert len(tile_origins(1920, 1080, 640)) == 4 * 2
+
+
+def test_refine_from_heatmaps_moves_to_the_peak() -> None:
+    heat = np.full((2, 64, 64), -10.0)
+    heat[0, 20, 30] = heat[0, 20, 31] = 10.0  # a peak between columns 30 and 31, row 20
+    uv = np.array([[28.0 / 64, 22.0 / 64], [0.5, 0.5]])
+    out = refine_from_heatmaps(uv, heat)
+    np.testing.assert_allclose(out[0], [30.5 / 64, 20.0 / 64], atol=1e-3)
+    np.testing.assert_array_equal(out[1], uv[1])  # no confident cell near it: unchanged
+
+
+def test_normalise_exposure() -> None:
+    rng = np.random.default_rng(0)
+    bright = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    assert not is_dark(bright)
+    assert normalise_exposure(bright) is bright
+    ramp = np.linspace(0, 6, 160)[None, :, None] * np.ones((120, 1, 3))
+    dark = np.clip(ramp + rng.normal(0, 0.7, ramp.shape), 0, 255).round().astype(np.uint8)
+    assert is_dark(dark) and dark.max() <= 9
+    out = normalise_exposure(dark)
+    assert out.dtype == np.uint8 and out.shape == dark.shape
+    assert np.percentile(out, 99.5) > 150 and out.mean() > 10 * dark.mean()
+    # the smoothing: neighbouring pixels differ far less than the stretched noise would
+    stretched = dark.astype(np.float32) * (255 / np.percentile(dark, 99.5))
+    assert np.abs(np.diff(out.astype(np.float32), axis=1)).mean() < \
+        0.5 * np.abs(np.diff(stretched, axis=1)).mean()
+
+
+@pytest.fixture(scope="module")
+def scene(anny_model):
+    """A synthetic person (480 x 640) and the Tasks landmarks found on it."""
+    from furpe.synthetic import make_person
+
+    person = make_person(anny_model, 0, 480, 640, distance=2.6)
+    with MediaPipeBodyExpert() as body:
+        (found,) = body.detect(person.image)
+    return person.image, found
+
+
+@pytest.mark.mediapipe
+def test_small_person_in_a_large_image_is_found_on_tiles(anny_model) -> None:
+    """A 240 x 240 render pasted into a 1920 x 1080 image: the detector finds nobody (or
+    barely) on the whole image, and the person on a 640-pixel tile."""
+    from furpe.synthetic import make_person, textured_background
+
+    found = {}
+    for seed in (1, 2):
+        big = textured_background(np.random.default_rng(seed + 10), 1920, 1080)
+        small = make_person(anny_model, seed, 240, 240, distance=2.6).image
+        big[400:640, 800:1040] = small
+        for tile in (None, 640):
+            boxes = PersonDetector(0.3, 8, tile).process(big)
+            found[seed, tile] = [b for b, _ in boxes
+                                 if b[0] >= 790 and b[2] <= 1050 and b[1] >= 390 and b[3] <= 650]
+    assert all(len(found[seed, 640]) == 1 for seed in (1, 2))
+    assert sum(len(found[seed, None]) for seed in (1, 2)) == 0
+
+
+@pytest.mark.mediapipe
+def test_box_landmarks_find_who_blazepose_misses(scene, monkeypatch) -> None:
+    """When BlazePose's own detector finds nobody in a person box (forced here), its landmark
+    network on the box finds the person, with landmarks where the Tasks landmarker put them;
+    with ``box_landmarks=False`` nobody is found."""
+    image, truth = scene
+    for flip in (False, True):
+        with MediaPipeBodyExpert(flip_test=flip) as body:
+            monkeypatch.setattr(body._crop_pose, "process", lambda img: [])
+            monkeypatch.setattr(body._image_pose, "process", lambda img: [])
+            (person,) = body.detect(image)
+            seen = truth.confidence > 0.5
+            err = np.linalg.norm(person.keypoints_2d[seen] - truth.keypoints_2d[seen], axis=1)
+            size = max(np.ptp(truth.keypoints_2d[seen], axis=0))
+            assert np.median(err) < 0.03 * size, (flip, np.median(err), size)
+            assert person.keypoints_3d is not None and person.keypoints_3d.shape == (33, 3)
+            legs = np.linalg.norm(person.keypoints_3d[23] - person.keypoints_3d[27])
+            assert 0.6 < legs < 1.1  # hip to ankle in metres
+            body.box_landmarks = False
+            assert body.detect(image) == []
+
+
+@pytest.mark.mediapipe
+def test_box_landmarker_rejects_what_is_no_person(scene) -> None:
+    """Noise and a flat grey crop: no pose; the person's crop: a pose."""
+    from furpe.core.boxes import crop_square, square_box
+
+    image, truth = scene
+    box = truth.box
+    side = 1.25 * max(box[2] - box[0], box[3] - box[1])
+    crop, _ = crop_square(image, square_box((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, side),
+                          256)
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    grey = np.full((256, 256, 3), 128, np.uint8)
+    poses = PoseBoxLandmarker("full").process(np.stack([crop, noise, grey]))
+    assert poses[0] is not None and poses[1] is None and poses[2] is None
+
+
+@pytest.mark.mediapipe
+def test_dark_photo_is_found_after_normalisation(anny_model) -> None:
+    """A render darkened to grey levels 0-3: nobody without the exposure normalisation, the
+    person with it (as ``run_experts`` does)."""
+    from furpe.experts import build_experts, close_experts, run_experts
+    from furpe.synthetic import make_person
+
+    image = make_person(anny_model, 1, 640, 480, distance=2.6).image
+    dark = (image.astype(np.float32) * 0.012).round().astype(np.uint8)
+    assert dark.max() <= 3
+    with MediaPipeBodyExpert() as body:
+        assert body.detect(dark) == []
+    experts = build_experts(["mediapipe_pose"])
+    try:
+        assert len(run_experts(experts, dark)) == 1
+    finally:
+        close_experts(experts)
