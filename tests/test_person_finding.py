@@ -8,7 +8,7 @@ import pytest
 
 from furpe.core.exposure import is_dark, normalise_exposure
 from furpe.experts.body import MediaPipeBodyExpert
-from furpe.experts.posenet import PoseBoxLandmarker, refine_from_heatmaps
+from furpe.experts.boxnets import PoseBoxLandmarker, refine_from_heatmaps
 from furpe.experts.tasks import PersonDetector, tile_origins
 
 
@@ -137,3 +137,89 @@ def test_dark_photo_is_found_after_normalisation(anny_model) -> None:
         assert len(run_experts(experts, dark)) == 1
     finally:
         close_experts(experts)
+
+
+# --------------------------------------------------------------------------------------------
+# Hands the palm detector misses
+# --------------------------------------------------------------------------------------------
+
+def test_hand_region_turns_the_hand_upright_and_crops_round_trip() -> None:
+    """A hand pointing right (knuckles right of the wrist): the region is turned a quarter
+    turn, so the crop's up is the image's right; crop pixels map back to where they came
+    from."""
+    from furpe.experts.boxnets import crop_region, hand_region, region_to_image
+
+    wrist = np.array([100.0, 200.0])
+    fingers = np.array([[40.0, dy] for dy in (-20, -8, 4, 16)])  # knuckle offsets
+    kp = np.zeros((21, 2))
+    kp[0] = wrist
+    for f, base in enumerate(fingers):  # 4 joints per finger along +x
+        for j in range(4):
+            kp[5 + 4 * f + j] = wrist + base + [12.0 * j, 0.0]
+    kp[1:5] = wrist + np.array([[8, 15], [16, 22], [24, 26], [32, 28]])  # thumb
+    cx, cy, side, rot = hand_region(kp)
+    assert abs(abs(rot) - np.pi / 2) < 0.2
+    assert 100 < cx < 160 and abs(cy - 200) < 20 and side > 2 * 40
+    image = np.zeros((400, 400, 3), np.uint8)
+    image[210, 150] = 255  # one bright pixel
+    region = (cx, cy, side, rot)
+    crop = crop_region(image, region, 224)
+    j, i = np.unravel_index(int(np.argmax(crop[..., 0])), crop.shape[:2])[::-1]
+    back = region_to_image(np.array([[j + 0.5, i + 0.5]]), region, 224)[0]
+    assert np.linalg.norm(back - [150, 210]) < 1.5
+    up = region_to_image(np.array([[112.0, 0.0]]), region, 224)[0] - [cx, cy]
+    assert up[0] > 0.9 * np.linalg.norm(up)  # the crop's top is towards the fingers
+
+
+@pytest.fixture(scope="module")
+def hands_scene(anny_model):
+    """A render with both hands in view and its true hand landmarks."""
+    import torch
+
+    from furpe.synthetic import exact_observations, make_person
+
+    sp = make_person(anny_model, 2, 640, 640, distance=2.0)
+    with torch.no_grad():
+        (truth,) = exact_observations(anny_model, anny_model(sp.params), sp.intrinsics)
+    return sp, truth
+
+
+@pytest.mark.mediapipe
+def test_hand_network_finds_hands_the_palm_detector_misses(hands_scene, monkeypatch) -> None:
+    """With the palm detector made to find nothing (in the wrist crops and on the whole
+    image), the hand network on the wrist crops finds the left hand on its true landmarks,
+    and any hand it accepts is on its true landmarks (the right hand, half turned away: the
+    network lands 20 px off, and its presence or the wrist rule rejects it); with
+    ``box_landmarks=False`` no hand is found. A hand box alone (``observe_hand_in_box``)
+    gives the hand too, its world landmarks hand-sized."""
+    from furpe.experts.hands import MediaPipeHandExpert
+    from furpe.experts.base import PersonObservation
+
+    sp, truth = hands_scene
+    with MediaPipeBodyExpert() as body_expert:
+        (body,) = body_expert.detect(sp.image)
+    for box_landmarks in (True, False):
+        with MediaPipeHandExpert(box_landmarks=box_landmarks) as hands:
+            monkeypatch.setattr(hands._crop_model, "process", lambda img: [])
+            monkeypatch.setattr(hands._image_model, "process", lambda img: [])
+            (person,) = hands.observe(sp.image, [PersonObservation(parts={"body": body})])
+            found = {p for p in person.parts if p.endswith("_hand")}
+            if not box_landmarks:
+                assert found == set()
+                continue
+            assert "left_hand" in found
+            for side in sorted(p.split("_")[0] for p in found):
+                true = truth.get(f"{side}_hand").keypoints_2d
+                size = float(np.linalg.norm(np.ptp(true, axis=0)))
+                d = np.linalg.norm(person.parts[f"{side}_hand"].keypoints_2d - true, axis=1)
+                assert np.median(d) < 0.15 * size, (side, np.median(d), size)
+            true = truth.get("left_hand").keypoints_2d
+            lo, hi = true.min(0), true.max(0)
+            c, s = (lo + hi) / 2, 2.0 * float(max(hi - lo))
+            obs = hands.observe_hand_in_box(sp.image, (c[0] - s / 2, c[1] - s / 2,
+                                                       c[0] + s / 2, c[1] + s / 2), "left")
+            assert obs is not None
+            d = np.linalg.norm(obs.keypoints_2d - true, axis=1)
+            assert np.median(d) < 0.15 * float(np.linalg.norm(hi - lo))
+            span = np.linalg.norm(obs.keypoints_3d[0] - obs.keypoints_3d[12])  # wrist-middle tip
+            assert 0.1 < span < 0.25

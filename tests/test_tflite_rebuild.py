@@ -17,7 +17,7 @@ import torch
 
 import furpe.experts.tflite as tflite_module
 from furpe.experts.models import model_path
-from furpe.experts.posenet import refine_from_heatmaps
+from furpe.experts.boxnets import refine_from_heatmaps
 from furpe.experts.tflite import EXPERT_NETWORKS, TFLiteNet, _resize_bilinear, expert_network
 
 NAMES = list(EXPERT_NETWORKS)

@@ -20,7 +20,7 @@ from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_inter
                               points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
-from furpe.experts.posenet import INPUT_SIZE, PoseBoxLandmarker
+from furpe.experts.boxnets import INPUT_SIZE, PoseBoxLandmarker
 from furpe.experts.tasks import PersonDetector, PoseLandmarks, PoseModel, TasksExpert
 
 # The 13 major pose joints (nose, shoulders, elbows, wrists, hips, knees, ankles) whose
@@ -64,7 +64,7 @@ class MediaPipeBodyExpert(TasksExpert):
     square crop (the box grown by ``crop_margin``, resized to at most ``crop_size``) for
     BlazePose. Where BlazePose's own detector, which looks for a face, finds nobody new in
     the crop (people from behind, from above, small or half hidden), ``box_landmarks`` runs
-    its landmark network on the box itself (:class:`~furpe.experts.posenet.PoseBoxLandmarker`).
+    its landmark network on the box itself (:class:`~furpe.experts.boxnets.PoseBoxLandmarker`).
     Then BlazePose looks at the whole image for up to ``max_people`` people. A person is kept
     when its seen landmarks lie mostly inside the box it was looked for in (one body never
     takes parts of two people), and not kept twice (box IoU above ``dedupe_iou``, or most of

@@ -2,7 +2,8 @@
 
 A hand's side comes from the body (which wrist it sits at), never from the landmarker's
 handedness alone, which is only a consistency check. Where the wrist crop finds nothing, the
-hands the landmarker finds on the whole image are given to the nearest wrist.
+hands the landmarker finds on the whole image are given to the nearest wrist, and where that
+finds nothing either, the hand network looks at the wrist's crop without the palm detector.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from furpe.core.boxes import (Box, as_rgb_uint8, crop_square, mostly_outside,
                               crop_to_image, hand_crop_box, points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
+from furpe.experts.boxnets import HandBoxLandmarker
 from furpe.experts.tasks import HandLandmarks, HandModel, TasksExpert
 
 _HAND_POSE_INDICES = {
@@ -56,7 +58,10 @@ class MediaPipeHandExpert(TasksExpert):
     unless it is further than ``max_wrist_distance`` hand lengths from it; if none is kept
     the crop is tried once more ``retry_scale`` times larger. With ``whole_image`` the hands
     found on the whole image are then given to wrists still without a hand (same distance
-    rule). When both wrists got the same physical hand it is kept for one side only.
+    rule). With ``box_landmarks``, a wrist still without a hand has the hand network look at
+    its crop itself (:class:`~furpe.experts.boxnets.HandBoxLandmarker`: the palm detector
+    misses hands that grip, overlap or fill the crop), its presence and the distance rule
+    deciding. When both wrists got the same physical hand it is kept for one side only.
 
     Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
 
@@ -83,12 +88,15 @@ class MediaPipeHandExpert(TasksExpert):
         retry_scale: float = 1.6,
         whole_image: bool = True,
         max_people: int = 10,
+        box_landmarks: bool = True,
     ) -> None:
         self.crop_size = crop_size
         self.min_wrist_visibility = min_wrist_visibility
         self.max_wrist_distance = max_wrist_distance
         self.retry_scale = retry_scale
         self.whole_image = whole_image
+        self.box_landmarks = box_landmarks
+        self._box_model = HandBoxLandmarker(min_presence_confidence)
         self._crop_model = HandModel(2, min_detection_confidence, min_presence_confidence)
         self._image_model = HandModel(2 * max_people, min_detection_confidence,
                                       min_presence_confidence)
@@ -115,6 +123,12 @@ class MediaPipeHandExpert(TasksExpert):
                     missing.append((person, side))
         if missing and self.whole_image:
             self._assign_whole_image_hands(img, missing)
+        if self.box_landmarks:
+            for person, side in missing:
+                if f"{side}_hand" not in person.parts:
+                    obs = self._hand_at_wrist(img, person.parts["body"], side)
+                    if obs is not None:
+                        person.parts[f"{side}_hand"] = obs
         for person in people:
             drop_shared_hand(person)
         return people
@@ -140,13 +154,29 @@ class MediaPipeHandExpert(TasksExpert):
                 return obs
         return None
 
+    def _hand_at_wrist(self, img: np.ndarray, body: PartObservation,
+                       side: str) -> PartObservation | None:
+        """The hand network straight on the ``side`` wrist's crop box (no palm detector)."""
+        box = body_hand_crop_box(body, side)
+        if box is None or mostly_outside(box, img.shape[1], img.shape[0]):
+            return None
+        found = self._box_model.locate(img, box)
+        if found is None:
+            return None
+        hand, kp2d = found
+        wrist = body.keypoints_2d[_HAND_POSE_INDICES[side][0]]
+        if np.linalg.norm(kp2d[0] - wrist) > self.max_wrist_distance * (box[2] - box[0]) / 2.0:
+            return None
+        return self._observation(hand, kp2d, box, side, img.shape[1], img.shape[0])
+
     def observe_hand_in_box(
         self, image: np.ndarray, box: Box | None = None, side: str | None = None
     ) -> PartObservation | None:
         """The most confident hand in ``box`` (default: the whole image), for hand crops such
         as FreiHAND's; if none, in the box ``retry_scale`` times larger (the palm detector
         misses a hand that fills its whole input). ``side`` ("left"/"right") forces the side;
-        by default it is the landmarker's handedness."""
+        by default it is the landmarker's handedness. With ``box_landmarks``, where the palm
+        detector finds no hand in either, the hand network looks at ``box`` itself."""
         img = as_rgb_uint8(image)
         if img is None:
             return None
@@ -159,6 +189,10 @@ class MediaPipeHandExpert(TasksExpert):
             obs = self._detect_in_crop(img, square_box(cx, cy, side_px), None, 0.0, side)
             if obs is not None:
                 return obs
+        if self.box_landmarks and not mostly_outside(box, w, h):
+            found = self._box_model.locate(img, box)
+            if found is not None:
+                return self._observation(*found, box, side, w, h)
         return None
 
     def _detect_in_crop(self, img: np.ndarray, box: Box, wrist: np.ndarray | None,
