@@ -239,7 +239,11 @@ def test_setup_error_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_internal_error_is_one_line_and_batch_goes_on(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # --debug turns native logging on for the process: put it back after this test (else
+    # MediaPipe's teardown at the suite's exit prints its tracebacks)
+    monkeypatch.setattr("furpe.core.logs._VERBOSE", False)
     odd = _save(tmp_path / "in" / "a_odd.png", _image(w=17))
     _save(tmp_path / "in" / "b_good.png", _image())
     out = tmp_path / "out"
