@@ -479,12 +479,16 @@ def _upper_body_close_up(anny_model):
 
 
 @pytest.mark.mediapipe
-def test_flip_test_is_on_for_images_and_off_in_video_mode() -> None:
+def test_flip_test_and_box_landmarks_are_on_for_images_and_off_in_video_mode() -> None:
     for video, expected in ((False, True), (True, False)):
         with MediaPipeBodyExpert(max_people=1, video=video) as body:
-            assert body.flip_test is expected
-    with MediaPipeBodyExpert(max_people=1, video=True, flip_test=True) as body:
-        assert body.flip_test
+            assert body.flip_test is expected and body.box_landmarks is expected
+    with MediaPipeBodyExpert(max_people=1, video=True, flip_test=True,
+                             box_landmarks=True) as body:
+        assert body.flip_test and body.box_landmarks
+    for video, expected in ((False, True), (True, False)):
+        with MediaPipeHandExpert(video=video) as hands:
+            assert hands.box_landmarks is expected
 
 
 @pytest.mark.mediapipe

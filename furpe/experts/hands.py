@@ -61,7 +61,9 @@ class MediaPipeHandExpert(TasksExpert):
     rule). With ``box_landmarks``, a wrist still without a hand has the hand network look at
     its crop itself (:class:`~furpe.experts.boxnets.HandBoxLandmarker`: the palm detector
     misses hands that grip, overlap or fill the crop), its presence and the distance rule
-    deciding. When both wrists got the same physical hand it is kept for one side only.
+    deciding (default: on for images, off in video mode, where it cost vtest.avi 16% of its
+    frame rate for walkers' hands too small to find). When both wrists got the same physical
+    hand it is kept for one side only.
 
     Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
 
@@ -88,14 +90,15 @@ class MediaPipeHandExpert(TasksExpert):
         retry_scale: float = 1.6,
         whole_image: bool = True,
         max_people: int = 10,
-        box_landmarks: bool = True,
+        box_landmarks: bool | None = None,
+        video: bool = False,
     ) -> None:
         self.crop_size = crop_size
         self.min_wrist_visibility = min_wrist_visibility
         self.max_wrist_distance = max_wrist_distance
         self.retry_scale = retry_scale
         self.whole_image = whole_image
-        self.box_landmarks = box_landmarks
+        self.box_landmarks = (not video) if box_landmarks is None else box_landmarks
         self._box_model = HandBoxLandmarker(min_presence_confidence)
         self._crop_model = HandModel(2, min_detection_confidence, min_presence_confidence)
         self._image_model = HandModel(2 * max_people, min_detection_confidence,
