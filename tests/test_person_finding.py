@@ -190,8 +190,9 @@ def test_hand_network_finds_hands_the_palm_detector_misses(hands_scene, monkeypa
     image), the hand network on the wrist crops finds the left hand on its true landmarks,
     and any hand it accepts is on its true landmarks (the right hand, half turned away: the
     network lands 20 px off, and its presence or the wrist rule rejects it); with
-    ``box_landmarks=False`` no hand is found. A hand box alone (``observe_hand_in_box``)
-    gives the hand too, its world landmarks hand-sized."""
+    ``box_landmarks=False``, or with hands shorter than ``min_box_hand_length``, no hand is
+    found. A hand box alone (``observe_hand_in_box``) gives the hand too, its world landmarks
+    hand-sized."""
     from furpe.experts.hands import MediaPipeHandExpert
     from furpe.experts.base import PersonObservation
 
@@ -223,3 +224,7 @@ def test_hand_network_finds_hands_the_palm_detector_misses(hands_scene, monkeypa
             assert np.median(d) < 0.15 * float(np.linalg.norm(hi - lo))
             span = np.linalg.norm(obs.keypoints_3d[0] - obs.keypoints_3d[12])  # wrist-middle tip
             assert 0.1 < span < 0.25
+            # hands shorter than min_box_hand_length (by the body) are not looked for
+            hands.min_box_hand_length = 1000.0
+            (person,) = hands.observe(sp.image, [PersonObservation(parts={"body": body})])
+            assert not any(p.endswith("_hand") for p in person.parts)

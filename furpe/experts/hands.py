@@ -62,7 +62,8 @@ class MediaPipeHandExpert(TasksExpert):
     its crop itself (:class:`~furpe.experts.boxnets.HandBoxLandmarker`: the palm detector
     misses hands that grip, overlap or fill the crop), its presence and the distance rule
     deciding (default: on for images, off in video mode, where it cost vtest.avi 16% of its
-    frame rate for walkers' hands too small to find). When both wrists got the same physical
+    frame rate for walkers' hands too small to find); not for hands shorter than
+    ``min_box_hand_length`` pixels (by the body), where it gave 9-11 px "hands". When both wrists got the same physical
     hand it is kept for one side only.
 
     Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
@@ -92,6 +93,7 @@ class MediaPipeHandExpert(TasksExpert):
         max_people: int = 10,
         box_landmarks: bool | None = None,
         video: bool = False,
+        min_box_hand_length: float = 24.0,
     ) -> None:
         self.crop_size = crop_size
         self.min_wrist_visibility = min_wrist_visibility
@@ -99,6 +101,7 @@ class MediaPipeHandExpert(TasksExpert):
         self.retry_scale = retry_scale
         self.whole_image = whole_image
         self.box_landmarks = (not video) if box_landmarks is None else box_landmarks
+        self.min_box_hand_length = min_box_hand_length
         self._box_model = HandBoxLandmarker(min_presence_confidence)
         self._crop_model = HandModel(2, min_detection_confidence, min_presence_confidence)
         self._image_model = HandModel(2 * max_people, min_detection_confidence,
@@ -161,7 +164,8 @@ class MediaPipeHandExpert(TasksExpert):
                        side: str) -> PartObservation | None:
         """The hand network straight on the ``side`` wrist's crop box (no palm detector)."""
         box = body_hand_crop_box(body, side)
-        if box is None or mostly_outside(box, img.shape[1], img.shape[0]):
+        if box is None or mostly_outside(box, img.shape[1], img.shape[0]) \
+                or (box[2] - box[0]) / 2.0 < self.min_box_hand_length:  # the side is 2 x L
             return None
         found = self._box_model.locate(img, box)
         if found is None:
