@@ -17,7 +17,7 @@ import torch
 
 import furpe.experts.tflite as tflite_module
 from furpe.experts.models import model_path
-from furpe.experts.boxnets import refine_from_heatmaps
+from furpe.experts.boxnets import crop_region, hand_region, refine_from_heatmaps, region_to_image
 from furpe.experts.tflite import EXPERT_NETWORKS, TFLiteNet, _resize_bilinear, expert_network
 
 NAMES = list(EXPERT_NETWORKS)
@@ -156,20 +156,6 @@ def _transform(cx: float, cy: float, w: float, h: float, rot: float, scale: floa
     return cx, cy, long, long, rot
 
 
-def _hand_rect(uv: np.ndarray, side: int) -> tuple:
-    """MediaPipe's HandLandmarksToRect on its subset of 12 landmarks, then scale 2, shift -0.1."""
-    sub = uv[[0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18]] * side
-    end = ((sub[4] + sub[8]) / 2 + sub[6]) / 2
-    rot = _norm_radians(math.pi / 2 - math.atan2(-(end[1] - sub[0, 1]), end[0] - sub[0, 0]))
-    centre = (sub.max(0) + sub.min(0)) / 2
-    c, s = math.cos(rot), math.sin(rot)
-    local = (sub - centre) @ np.array([[c, -s], [s, c]])  # rotated by -rot
-    mid = (local.max(0) + local.min(0)) / 2
-    w, h = (local.max(0) - local.min(0)) / side
-    cx, cy = (np.array([[c, -s], [s, c]]) @ mid + centre) / side
-    return _transform(cx, cy, w, h, rot, 2.0, -0.1, side)
-
-
 def _pose_rect(aux: np.ndarray, side: int) -> tuple:
     """MediaPipe's AlignmentPointsRects on the auxiliary landmarks (hip centre, scale point),
     then scale 1.25."""
@@ -228,9 +214,10 @@ def person(anny_model) -> np.ndarray:
 @pytest.mark.mediapipe
 def test_hand_reproduces_tasks_landmarks(person: np.ndarray, monkeypatch) -> None:
     """HandLandmarker in video mode crops frame k + 1 where frame k's landmarks say: the
-    rebuilt network on that crop gives frame k + 1's landmarks (measured: 0.25 px at most,
-    median 0.03 px). BGR input, input in [-1, 1] or SAME padding's extra row first miss by
-    10 px or more."""
+    rebuilt network on that crop (furpe's own region and crop,
+    :func:`~furpe.experts.boxnets.hand_region` and ``crop_region``) gives frame k + 1's
+    landmarks (measured: 0.25 px at most, median 0.03 px). BGR input, input in [-1, 1] or
+    SAME padding's extra row first miss by 10 px or more."""
     from furpe.experts.tasks import HandModel
 
     model = HandModel(num_hands=1)
@@ -239,15 +226,17 @@ def test_hand_reproduces_tasks_landmarks(person: np.ndarray, monkeypatch) -> Non
     model.close()
     assert all(len(f) == 1 for f in frames)
     side = person.shape[0]
-    rect = _hand_rect(frames[1][0].uv, side)
-    crop = _crop(person, rect, 224)
+    # MediaPipe's normalised coordinates put pixel centres at i + 0.5; furpe's at i.
+    region = hand_region(frames[1][0].uv * side - 0.5)
+    crop = torch.from_numpy(crop_region(person, region, 224)).permute(2, 0, 1)[None].float() / 255
+    truth = frames[2][0].uv * side - 0.5
     net = expert_network("hand")
 
     def error(x: torch.Tensor) -> float:
         with torch.no_grad():
             out = net(x)
-        uv = _project(out["Identity"].view(21, 3)[:, :2].numpy() / 224, rect)
-        return float((np.linalg.norm(uv - frames[2][0].uv, axis=1) * side).max())
+        kp = region_to_image(out["Identity"].view(21, 3)[:, :2].numpy(), region, 224)
+        return float(np.linalg.norm(kp - truth, axis=1).max())
 
     errors = {k: error(f(crop)) for k, f in INPUTS.items()}
     monkeypatch.setattr(tflite_module, "_same_padding", _pad_before)
