@@ -17,10 +17,14 @@ NOISE_SIGMA = 2.0
 """The Gaussian smoothing (pixels) after the stretch, against the amplified noise."""
 
 
+def bright_end(image: np.ndarray) -> float:
+    """The 99.5th percentile grey level of ``image`` (of every 4th row and column)."""
+    return float(np.percentile(image[::4, ::4], 99.5))
+
+
 def is_dark(image: np.ndarray, level: float = DARK_LEVEL) -> bool:
-    """True when the 99.5th percentile of ``image`` (uint8) is below ``level``."""
-    sample = image[::4, ::4]  # a percentile of a quarter of the rows and columns suffices
-    return float(np.percentile(sample, 99.5)) < level
+    """True when :func:`bright_end` of ``image`` (uint8) is below ``level``."""
+    return bright_end(image) < level
 
 
 def normalise_exposure(image: np.ndarray, level: float = DARK_LEVEL,
@@ -28,11 +32,12 @@ def normalise_exposure(image: np.ndarray, level: float = DARK_LEVEL,
     """``image`` (H, W, 3) uint8 itself when it is not dark (:func:`is_dark`), else a copy
     stretched so its 99.5th percentile becomes 255, then smoothed with a Gaussian of ``sigma``
     pixels."""
-    if not is_dark(image, level):
+    top = bright_end(image)
+    if top >= level:
         return image
     import cv2
 
-    top = max(float(np.percentile(image[::4, ::4], 99.5)), 1.0)
+    top = max(top, 1.0)
     stretched = image.astype(np.float32) * (255.0 / top)
     smooth = cv2.GaussianBlur(stretched, (0, 0), sigma)
     return np.clip(smooth + 0.5, 0, 255).astype(np.uint8)

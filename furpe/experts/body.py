@@ -20,7 +20,7 @@ from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_inter
                               points_inside, square_box)
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
-from furpe.experts.boxnets import INPUT_SIZE, PoseBoxLandmarker
+from furpe.experts.boxnets import POSE_INPUT_SIZE, PoseBoxLandmarker
 from furpe.experts.tasks import PersonDetector, PoseLandmarks, PoseModel, TasksExpert
 
 # The 13 major pose joints (nose, shoulders, elbows, wrists, hips, knees, ankles) whose
@@ -173,17 +173,17 @@ class MediaPipeBodyExpert(TasksExpert):
         if not self.box_landmarks:
             return None
         side = max(box[2] - box[0], box[3] - box[1]) * BOX_ROI_SCALE
-        crop, used = crop_square(img, square_box(centre[0], centre[1], side), INPUT_SIZE)
+        crop, used = crop_square(img, square_box(centre[0], centre[1], side), POSE_INPUT_SIZE)
         crops = np.stack([crop, crop[:, ::-1]]) if self.flip_test else crop[None]
-        seen = [None if p is None else self._observation(p, INPUT_SIZE, INPUT_SIZE)
+        seen = [None if p is None else self._observation(p, POSE_INPUT_SIZE, POSE_INPUT_SIZE)
                 for p in self._box_pose.process(crops)]
         pose = seen[0]
         if pose is None:
             return None
         if self.flip_test and seen[1] is not None:
-            pose = self._average(pose, [self._unmirror(seen[1], INPUT_SIZE)], INPUT_SIZE,
-                                 INPUT_SIZE)
-        obs = self._to_image(pose, used, INPUT_SIZE, width, height)
+            pose = self._average(pose, [self._unmirror(seen[1], POSE_INPUT_SIZE)], POSE_INPUT_SIZE,
+                                 POSE_INPUT_SIZE)
+        obs = self._to_image(pose, used, POSE_INPUT_SIZE, width, height)
         return obs if self._new(obs, box, found) else None
 
     def _new(self, obs: PartObservation | None, box: Box, found: list[PartObservation]) -> bool:
@@ -191,8 +191,9 @@ class MediaPipeBodyExpert(TasksExpert):
         and none of the people ``found``."""
         if obs is None or obs.box is None:
             return False
-        inside = box_intersection(obs.box, expand_box(box, 0.1)) >= 0.6 * box_area(obs.box)
-        return inside and not any(_overlaps(obs.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
+        seen = obs.box
+        inside = box_intersection(seen, expand_box(box, 0.1)) >= 0.6 * box_area(seen)
+        return inside and not any(_overlaps(seen, f.box, self.dedupe_iou)  # type: ignore[arg-type]
                                   for f in found)
 
     def _poses(self, img: np.ndarray, model: PoseModel, mirror_model: PoseModel, width: int,

@@ -26,7 +26,7 @@ from furpe.experts.tasks import HandLandmarks, PoseLandmarks
 POSE_NETWORKS = {"heavy": "pose_heavy", "full": "pose_full"}
 """The rebuilt landmark network of each BlazePose variant."""
 
-INPUT_SIZE = 256
+POSE_INPUT_SIZE = 256
 """The landmark network's square input, pixels."""
 
 
@@ -133,8 +133,8 @@ class PoseBoxLandmarker:
         from furpe.experts.tflite import expert_network
 
         crops = np.asarray(crops)
-        if crops.ndim != 4 or crops.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ValueError(f"crops must be (B, {INPUT_SIZE}, {INPUT_SIZE}, 3), "
+        if crops.ndim != 4 or crops.shape[1:] != (POSE_INPUT_SIZE, POSE_INPUT_SIZE, 3):
+            raise ValueError(f"crops must be (B, {POSE_INPUT_SIZE}, {POSE_INPUT_SIZE}, 3), "
                              f"got {crops.shape}")
         if self._net is None:
             self._net = expert_network(POSE_NETWORKS[self.variant]).eval()
@@ -150,7 +150,7 @@ class PoseBoxLandmarker:
             if p < self.min_presence:
                 result.append(None)
                 continue
-            uv = refine_from_heatmaps(lm[:33, :2] / INPUT_SIZE, hm[:33])
+            uv = refine_from_heatmaps(lm[:33, :2] / POSE_INPUT_SIZE, hm[:33])
             result.append(PoseLandmarks(uv=uv, visibility=1.0 / (1.0 + np.exp(-lm[:33, 3])),
                                         presence=1.0 / (1.0 + np.exp(-lm[:33, 4])),
                                         world=w[:33].copy()))

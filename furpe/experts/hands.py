@@ -63,8 +63,8 @@ class MediaPipeHandExpert(TasksExpert):
     misses hands that grip, overlap or fill the crop), its presence and the distance rule
     deciding (default: on for images, off in video mode, where it cost vtest.avi 16% of its
     frame rate for walkers' hands too small to find); not for hands shorter than
-    ``min_box_hand_length`` pixels (by the body), where it gave 9-11 px "hands". When both wrists got the same physical
-    hand it is kept for one side only.
+    ``min_box_hand_length`` pixels (by the body), where it gave 9-11 px "hands". When both
+    wrists got the same physical hand it is kept for one side only.
 
     Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
 
@@ -172,9 +172,14 @@ class MediaPipeHandExpert(TasksExpert):
             return None
         hand, kp2d = found
         wrist = body.keypoints_2d[_HAND_POSE_INDICES[side][0]]
-        if np.linalg.norm(kp2d[0] - wrist) > self.max_wrist_distance * (box[2] - box[0]) / 2.0:
+        if not self._at_wrist(kp2d, wrist, (box[2] - box[0]) / 2.0):
             return None
         return self._observation(hand, kp2d, box, side, img.shape[1], img.shape[0])
+
+    def _at_wrist(self, kp2d: np.ndarray, wrist: np.ndarray, hand_length: float) -> bool:
+        """The hand's wrist landmark lies within ``max_wrist_distance`` hand lengths of the
+        body's ``wrist``."""
+        return float(np.linalg.norm(kp2d[0] - wrist)) <= self.max_wrist_distance * hand_length
 
     def observe_hand_in_box(
         self, image: np.ndarray, box: Box | None = None, side: str | None = None
@@ -215,7 +220,7 @@ class MediaPipeHandExpert(TasksExpert):
             hand, kp2d = max(hands, key=lambda item: item[0].side_score)
         else:
             hand, kp2d = min(hands, key=lambda item: float(np.linalg.norm(item[1][0] - wrist)))
-            if np.linalg.norm(kp2d[0] - wrist) > self.max_wrist_distance * hand_length:
+            if not self._at_wrist(kp2d, wrist, hand_length):
                 return None
         return self._observation(hand, kp2d, used, side, width, height)
 

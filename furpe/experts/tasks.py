@@ -119,7 +119,8 @@ class TasksExpert:
         self.close()
 
 
-def tile_origins(width: int, height: int, side: int, overlap: float = 0.25) -> list[tuple[int, int]]:
+def tile_origins(width: int, height: int, side: int,
+                 overlap: float = 0.25) -> list[tuple[int, int]]:
     """Top-left corners of ``side``-pixel squares covering a ``width`` x ``height`` image,
     neighbours overlapping by at least ``overlap`` x ``side``, evenly spread."""
     def starts(n: int) -> list[int]:
