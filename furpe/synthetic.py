@@ -346,18 +346,22 @@ def exact_observations(model: BodyModel, output: BodyOutput, K: np.ndarray,
     """What the built-in experts would report for each person of a posed model if they were
     exact: every landmark of :data:`EXPERT_LANDMARKS` projected with intrinsics ``K`` (3, 3),
     confidence 1, and for body and hands the metric 3D landmarks centred on their mean (an
-    expert's 3D landmarks are known up to a translation). Fitting these measures the fit
-    alone: its optimiser and priors, without the experts' errors."""
+    expert's 3D landmarks are known up to a translation), taken from the model's
+    ``<convention>_world`` correspondences when it has them (where the expert's 3D skeleton
+    sits). Fitting these measures the fit alone: its optimiser and priors, without the
+    experts' errors."""
     Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32)
     people = []
+    world = {reg: f"{reg}_world" if f"{reg}_world" in model.regressors else reg
+             for _, reg, _, _ in EXPERT_LANDMARKS}
     with torch.no_grad():
-        kp = {reg: model.keypoints(output, reg).float().cpu() for _, reg, _, _ in EXPERT_LANDMARKS}
+        kp = {r: model.keypoints(output, r).float().cpu()
+              for _, reg, _, _ in EXPERT_LANDMARKS for r in (reg, world[reg])}
     for b in range(output.vertices.shape[0]):
         parts: dict[str, PartObservation] = {}
         for part, reg, conv, with3d in EXPERT_LANDMARKS:
-            k3 = kp[reg][b]
-            k2 = project(k3, Kt).numpy()
-            k3 = k3.numpy().astype(np.float64)
+            k2 = project(kp[reg][b], Kt).numpy()
+            k3 = kp[world[reg]][b].numpy().astype(np.float64)
             parts[part] = PartObservation(
                 part, conv, k2, np.ones(len(k2)), k3 - k3.mean(0) if with3d else None,
                 score=score, expert="exact")

@@ -162,10 +162,13 @@ def test_exact_observations_are_the_projected_landmarks(anny_model):
             np.testing.assert_allclose(obs.keypoints_2d, project(kp3, K).numpy(), atol=1e-3)
             np.testing.assert_array_equal(obs.confidence, np.ones(n))
             assert obs.score == 0.95
-            if with3d:  # the true shape, centred: an expert's 3D is known up to a shift
+            if with3d:  # the true skeleton of the expert's 3D landmarks (the _world
+                # correspondences, BlazePose's), centred: an expert's 3D is known up to a shift
+                world = f"{reg}_world" if part == "body" else reg
+                kpw = anny_model.keypoints(out, world)[b]
                 np.testing.assert_allclose(obs.keypoints_3d.mean(0), 0.0, atol=1e-6)
                 np.testing.assert_allclose(obs.keypoints_3d,
-                                           (kp3 - kp3.mean(0)).numpy(), atol=1e-5)
+                                           (kpw - kpw.mean(0)).numpy(), atol=1e-5)
             else:
                 assert obs.keypoints_3d is None
     # the two people differ (each row is its own batch entry)
@@ -292,3 +295,40 @@ def test_a_warm_start_too_far_off_falls_back_to_a_cold_fit(anny_model, cold_fit)
     # person 0 started well: kept from the warm fit, not redone
     np.testing.assert_allclose(kept.params["body_pose"][0].numpy(),
                                plain.params["body_pose"][0].numpy(), atol=1e-5)
+
+
+def test_shipped_world_correspondences_name_the_expert_landmarks(anny_model):
+    """BlazePose's 3D landmarks have their own correspondences, named like the 2D ones and
+    placed apart from them (its 3D shoulders sit behind its 2D ones on the skin)."""
+    m = anny_model
+    params = sample_params(m, np.random.default_rng(3), distance=2.6)
+    with torch.no_grad():
+        out = m(params)
+    world = m.regressors["mediapipe_pose_world"]
+    assert world.names == m.regressors["mediapipe_pose"].names
+    shift = (m.keypoints(out, "mediapipe_pose_world") - m.keypoints(out, "mediapipe_pose"))
+    assert float(shift.norm(dim=-1).median()) > 0.02
+    # the hands' 3D landmarks go through their 2D correspondences (see the script)
+    assert "mediapipe_hand_left_world" not in m.regressors
+
+
+@pytest.mark.slow
+def test_3d_landmarks_are_fitted_through_their_own_correspondences(anny_model):
+    """Exact observations whose 3D landmarks are the expert's skeleton (the ``_world``
+    correspondences) are fitted better when the 3D term uses those correspondences than when
+    it compares them with the 2D landmarks' points, which is what the fit did before."""
+    m = anny_model
+    params = sample_params(m, np.random.default_rng(4), distance=2.6)
+    out, people = _observe(m, params)
+    world = Fitter(m).fit(people, intrinsics(W, H))
+    assert world.targets["body"].regressor3d == "mediapipe_pose_world"
+    assert world.targets["left_hand"].regressor3d == "mediapipe_hand_left"
+    from furpe.fitting.fit import FitConfig
+    plain = Fitter(m, FitConfig(world_landmarks=False)).fit(people, intrinsics(W, H))
+    assert plain.targets["body"].regressor3d == "mediapipe_pose"
+    gt = out.joints[0].numpy()
+    e_world = pa_error(world.output.joints[0].numpy(), gt)
+    e_plain = pa_error(plain.output.joints[0].numpy(), gt)
+    print(f"\nPA-MPJPE, 3D term through _world: {e_world * 1000:.1f} mm, through the 2D "
+          f"correspondences: {e_plain * 1000:.1f} mm")
+    assert e_world < 0.8 * e_plain

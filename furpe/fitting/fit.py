@@ -67,6 +67,10 @@ class FitConfig:
     w3d: dict[str, float] = field(
         default_factory=lambda: {"body": 0.3, "left_hand": 0.3, "right_hand": 0.3, "face": 0.0}
     )
+    #: Compare the experts' metric 3D landmarks with the model's points of their own
+    #: correspondences (``<convention>_world``, where the expert's 3D skeleton sits on the
+    #: model) when the model has them, rather than with the 2D landmarks' surface points.
+    world_landmarks: bool = True
     w_pose: dict[str, float] = field(
         default_factory=lambda: {"body_pose": 2e-4, "left_hand_pose": 2e-2,
                                  "right_hand_pose": 2e-2, "eye_pose": 1e-3}
@@ -137,6 +141,11 @@ class PartTargets:
     has3d: torch.Tensor  # (B,)
     scale: torch.Tensor  # (B,) size of the observed part in pixels
     present: torch.Tensor  # (B,) bool
+    #: The regressor of the 3D term (the ``_world`` correspondences, or ``regressor``).
+    regressor3d: str = ""
+
+    def __post_init__(self) -> None:
+        self.regressor3d = self.regressor3d or self.regressor
 
 
 @dataclass
@@ -229,9 +238,11 @@ def resolve_convention(
 
 def build_targets(
     regressors: dict[str, Regressor], people: list[PersonObservation],
-    device: torch.device | str = "cpu", model_name: str = "model",
+    device: torch.device | str = "cpu", model_name: str = "model", world: bool = True,
 ) -> dict[str, PartTargets]:
-    """Stack the people's observations part by part (``regressors``: the fitter's own)."""
+    """Stack the people's observations part by part (``regressors``: the fitter's own); with
+    ``world``, the 3D landmarks go through the ``<convention>_world`` correspondences when
+    there are some."""
     targets: dict[str, PartTargets] = {}
     B = len(people)
     for part in PARTS:
@@ -269,8 +280,11 @@ def build_targets(
             if o.keypoints_3d is not None:
                 kp3d[b], has3d[b] = o.keypoints_3d, True
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        key3 = f"{key}_world" if world and rows is None and f"{key}_world" in regressors else key
+        if regressors[key3].names != names:
+            raise FurpeError(f"the correspondences '{key3}' do not name the landmarks of '{key}'")
         targets[part] = PartTargets(key, names, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
-                                    t(scale), t(present, torch.bool))
+                                    t(scale), t(present, torch.bool), key3)
     return targets
 
 
@@ -309,6 +323,7 @@ def initial_placement(
         out = model(model.neutral_params(1, device=body.kp2d.device))
         points = torch.cat([out.vertices, out.joints], 1)
         rest = apply_regressor(regressors[body.regressor], points)[0].cpu().numpy()
+        rest3 = apply_regressor(regressors[body.regressor3d], points)[0].cpu().numpy()
     names = list(body.names)
     torso = [names.index(n) for n in TORSO if n in names]
     if len(torso) < 3:
@@ -324,7 +339,7 @@ def initial_placement(
             obs3 = body.kp3d[b].cpu().numpy()
             w = conf * (conf > 0.3)
             if w.sum() > 0 and (w > 0).sum() >= 4:
-                R = kabsch(rest, obs3, w)
+                R = kabsch(rest3, obs3, w)
         elif len(torso) >= 2 and "left_shoulder" in names and "right_shoulder" in names:
             ls, rs = names.index("left_shoulder"), names.index("right_shoulder")
             if kp[ls, 0] < kp[rs, 0]:  # the left shoulder appears on the left: back view
@@ -389,7 +404,8 @@ class Fitter:
                 got, _ = self._optimise([people[i] for i in rows], K, part_init, device,
                                         warm_iters)
                 _scatter(params, rows, got, B)
-            targets = build_targets(self.regressors, people, device, self.model.name)
+            targets = build_targets(self.regressors, people, device, self.model.name,
+                                    self.config.world_landmarks)
         else:
             params, targets = self._optimise(people, K, init if is_warm.any() else None,
                                              device, warm_iters)
@@ -411,7 +427,8 @@ class Fitter:
         ``init`` on the short schedule, or (``init`` None) all cold."""
         cfg = self.config
         model = self.model
-        targets = build_targets(self.regressors, people, device, model.name)
+        targets = build_targets(self.regressors, people, device, model.name,
+                                cfg.world_landmarks)
         B = len(people)
         Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
         params = model.neutral_params(B, device=device)
@@ -440,7 +457,8 @@ class Fitter:
             final_stage = k == len(stages) - 1
             # Pose only the vertices of the conventions this stage's energy looks at.
             sampler = self._sampler(tuple(sorted(
-                {tg.regressor for part, tg in targets.items() if part in stage.parts})))
+                {r for part, tg in targets.items() if part in stage.parts
+                 for r in (tg.regressor, tg.regressor3d)})))
             for n, p in params.items():
                 p.requires_grad_(n in names)
             # A placement-only stage moves the model rigidly: pose it once, then only rotate
@@ -566,8 +584,9 @@ class Fitter:
             if tg is None:
                 continue
             kp3 = keypoints[tg.regressor]
+            kpw = keypoints[tg.regressor3d]
             if only3d:
-                total = total + cfg.w3d_pose * self._e3d(kp3, tg, cfg.sigma3d[part]).sum()
+                total = total + cfg.w3d_pose * self._e3d(kpw, tg, cfg.sigma3d[part]).sum()
                 continue
             kp2 = project(kp3, Kt)
             res = ((kp2 - tg.kp2d) / tg.scale[:, None, None]).pow(2).sum(-1)
@@ -575,7 +594,7 @@ class Fitter:
             e2d = (gmof(res, cfg.sigma[part] * widen) * w).sum(1) / w.sum(1).clamp(min=1e-6)
             total = total + cfg.w2d[part] * e2d.sum()
             if cfg.w3d.get(part, 0) > 0 and bool(tg.has3d.any()):
-                total = total + cfg.w3d[part] * self._e3d(kp3, tg, cfg.sigma3d[part]).sum()
+                total = total + cfg.w3d[part] * self._e3d(kpw, tg, cfg.sigma3d[part]).sum()
         if blend is not None and "face" in parts:
             d2 = (params[blend.block] - blend.values).pow(2) * blend.mask
             total = total + cfg.w_blendshapes * (d2.sum(1) / blend.mask.sum(1).clamp(min=1)).sum()
