@@ -364,7 +364,8 @@ def exact_observations(model: BodyModel, output: BodyOutput, K: np.ndarray,
             k3 = kp[world[reg]][b].numpy().astype(np.float64)
             parts[part] = PartObservation(
                 part, conv, k2, np.ones(len(k2)), k3 - k3.mean(0) if with3d else None,
-                score=score, expert="exact")
+                score=score, expert="exact",
+                world_convention=world[reg] if with3d and world[reg] != reg else None)
         people.append(PersonObservation(parts))
     return people
 

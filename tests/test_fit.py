@@ -19,6 +19,7 @@ import torch
 from furpe.core.errors import FurpeError
 from furpe import metrics
 from furpe.core.camera import intrinsics, project
+from furpe.experts.base import PersonObservation
 from furpe.fitting.fit import Fitter
 from furpe.synthetic import exact_observations, sample_params
 
@@ -332,3 +333,30 @@ def test_3d_landmarks_are_fitted_through_their_own_correspondences(anny_model):
     print(f"\nPA-MPJPE, 3D term through _world: {e_world * 1000:.1f} mm, through the 2D "
           f"correspondences: {e_plain * 1000:.1f} mm")
     assert e_world < 0.8 * e_plain
+
+
+def test_only_heavy_blazepose_landmarks_go_through_the_world_correspondences(anny_model):
+    """The body expert names its 3D skeleton: Heavy's has correspondences of its own, Full's
+    (another skeleton) goes through the 2D ones; the fit follows what the observation says."""
+    from dataclasses import replace
+
+    from furpe.experts.body import MediaPipeBodyExpert
+    from furpe.experts.tasks import PoseLandmarks
+    from furpe.fitting.fit import build_targets
+
+    rng = np.random.default_rng(0)
+    found = PoseLandmarks(rng.uniform(0.3, 0.7, (33, 2)), np.ones(33), np.ones(33),
+                          rng.normal(0, 0.3, (33, 3)))
+    heavy = MediaPipeBodyExpert._observation(found, 640, 480, "heavy")
+    full = MediaPipeBodyExpert._observation(found, 640, 480, "full")
+    assert heavy.world_convention == "mediapipe_pose_world"
+    assert full.world_convention is None
+    regs = dict(anny_model.regressors)
+    for obs, want in ((heavy, "mediapipe_pose_world"), (full, "mediapipe_pose")):
+        targets = build_targets(regs, [PersonObservation({"body": obs})])
+        assert targets["body"].regressor3d == want
+    assert build_targets(regs, [PersonObservation({"body": heavy})],
+                         world=False)["body"].regressor3d == "mediapipe_pose"
+    unknown = replace(heavy, world_convention="no_such_world")
+    assert build_targets(regs, [PersonObservation({"body": unknown})])["body"].regressor3d \
+        == "mediapipe_pose"

@@ -33,6 +33,9 @@ class PartObservation:
         expert: name of the expert that produced it.
         blendshapes: optional facial blendshape scores in [0, 1] by ARKit name
             (``jawOpen``, ``eyeBlinkLeft``, ...), for a face.
+        world_convention: the correspondences of ``keypoints_3d`` when the expert's 3D
+            skeleton has its own (``"mediapipe_pose_world"``, BlazePose Heavy's); None: the
+            3D landmarks sit where the 2D ones do (``convention``).
     """
 
     part: Part
@@ -44,6 +47,7 @@ class PartObservation:
     score: float = 1.0
     expert: str = ""
     blendshapes: dict[str, float] | None = None
+    world_convention: str | None = None
 
     def __post_init__(self) -> None:
         self.keypoints_2d = np.asarray(self.keypoints_2d, dtype=np.float64).reshape(-1, 2)

@@ -29,6 +29,11 @@ _MAJOR_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 
 BOX_ROI_SCALE = 1.25
+#: The correspondences of each BlazePose variant's 3D (world) landmarks. Only Heavy's are
+#: fitted (``scripts/make_correspondences.py --world``); Full's 3D skeleton is another, and
+#: through Heavy's correspondences its bodies came out worse (synthetic body PA-MPJPE 48 ->
+#: 60 mm), so its 3D landmarks go through the 2D correspondences.
+WORLD_CONVENTIONS: dict[str, str] = {"heavy": "mediapipe_pose_world"}
 """The square the landmark network sees around a person box, x the box's longer side
 (MediaPipe grows its own pose regions by the same factor)."""
 
@@ -175,7 +180,8 @@ class MediaPipeBodyExpert(TasksExpert):
         side = max(box[2] - box[0], box[3] - box[1]) * BOX_ROI_SCALE
         crop, used = crop_square(img, square_box(centre[0], centre[1], side), POSE_INPUT_SIZE)
         crops = np.stack([crop, crop[:, ::-1]]) if self.flip_test else crop[None]
-        seen = [None if p is None else self._observation(p, POSE_INPUT_SIZE, POSE_INPUT_SIZE)
+        seen = [None if p is None
+                else self._observation(p, POSE_INPUT_SIZE, POSE_INPUT_SIZE, self.model)
                 for p in self._box_pose.process(crops)]
         pose = seen[0]
         if pose is None:
@@ -200,21 +206,22 @@ class MediaPipeBodyExpert(TasksExpert):
                height: int) -> list[PartObservation]:
         """The people BlazePose finds in ``img`` (with the flip test if on), in ``img``'s
         pixels; confidences not yet limited to the image."""
-        plain = [self._observation(p, width, height) for p in model.process(img)]
+        plain = [self._observation(p, width, height, self.model) for p in model.process(img)]
         if not self.flip_test or not plain:
             return plain
-        mirrored = [self._unmirror(self._observation(p, width, height), width)
+        mirrored = [self._unmirror(self._observation(p, width, height, self.model), width)
                     for p in mirror_model.process(np.ascontiguousarray(img[:, ::-1]))]
         return [self._average(obs, mirrored, width, height) for obs in plain]
 
     @staticmethod
-    def _observation(p: PoseLandmarks, width: int, height: int) -> PartObservation:
+    def _observation(p: PoseLandmarks, width: int, height: int, model: str) -> PartObservation:
         # MediaPipe's normalised coordinates put pixel centres at i + 0.5; ours at i.
         kp2d = p.uv * np.array([width, height]) - 0.5
         return PartObservation(part="body", convention="mediapipe_pose", keypoints_2d=kp2d,
                                confidence=p.visibility, keypoints_3d=p.world,
                                box=landmark_box(kp2d, p.visibility, 0.5, (width, height)),
-                               score=body_score(p.visibility), expert="mediapipe_pose")
+                               score=body_score(p.visibility), expert="mediapipe_pose",
+                               world_convention=WORLD_CONVENTIONS.get(model))
 
     @staticmethod
     def _unmirror(obs: PartObservation, width: int) -> PartObservation:

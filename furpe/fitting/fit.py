@@ -6,7 +6,9 @@ The fit is batched over the people of an image. Its energy is
   measured as a fraction of the part's observed size so that body, hands and face weigh
   alike whatever the image resolution;
 * a 3D term per part for experts that give metric 3D landmarks (compared after centring, since
-  they are known up to a translation);
+  they are known up to a translation, with the model's points of the expert's own 3D skeleton
+  where there are some, ``PartObservation.world_convention``; see
+  ``scripts/make_correspondences.py``);
 * priors: squared rotation magnitude per pose block (rest pose = most plausible), a bound
   penalty for large joint rotations, shape towards the mean, sparsity of facial actions, and
   in videos closeness to the previous frame.
@@ -68,8 +70,9 @@ class FitConfig:
         default_factory=lambda: {"body": 0.3, "left_hand": 0.3, "right_hand": 0.3, "face": 0.0}
     )
     #: Compare the experts' metric 3D landmarks with the model's points of their own
-    #: correspondences (``<convention>_world``, where the expert's 3D skeleton sits on the
-    #: model) when the model has them, rather than with the 2D landmarks' surface points.
+    #: correspondences (``PartObservation.world_convention``, where the expert's 3D skeleton
+    #: sits on the model: BlazePose Heavy's ``mediapipe_pose_world``) when the model has them,
+    #: rather than with the 2D landmarks' surface points.
     world_landmarks: bool = True
     w_pose: dict[str, float] = field(
         default_factory=lambda: {"body_pose": 2e-4, "left_hand_pose": 2e-2,
@@ -241,8 +244,9 @@ def build_targets(
     device: torch.device | str = "cpu", model_name: str = "model", world: bool = True,
 ) -> dict[str, PartTargets]:
     """Stack the people's observations part by part (``regressors``: the fitter's own); with
-    ``world``, the 3D landmarks go through the ``<convention>_world`` correspondences when
-    there are some."""
+    ``world``, the 3D landmarks go through the correspondences their expert names
+    (``PartObservation.world_convention``) when the model has them and every person's expert
+    names the same."""
     targets: dict[str, PartTargets] = {}
     B = len(people)
     for part in PARTS:
@@ -280,7 +284,11 @@ def build_targets(
             if o.keypoints_3d is not None:
                 kp3d[b], has3d[b] = o.keypoints_3d, True
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
-        key3 = f"{key}_world" if world and rows is None and f"{key}_world" in regressors else key
+        worlds = {o.world_convention for o in obs if o is not None and o.keypoints_3d is not None}
+        key3 = key
+        if world and rows is None and len(worlds) == 1:
+            key3 = worlds.pop() or key
+            key3 = key3 if key3 in regressors else key
         if regressors[key3].names != names:
             raise FurpeError(f"the correspondences '{key3}' do not name the landmarks of '{key}'")
         targets[part] = PartTargets(key, names, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
