@@ -178,8 +178,7 @@ def fit_weights(targets: np.ndarray, points: np.ndarray, k_vert: int = 16, k_joi
 
 #: Parts whose expert's metric 3D landmarks get their own correspondences, with the convention
 #: they start from. Not the hands: on the renders' 30-60 px hands HandLandmarker's 3D landmarks
-#: are too noisy to place (hand correspondences made from them moved 33 mm and halved the
-#: fitted hand PCK on real photos).
+#: are too noisy to place them.
 WORLD_PARTS = {"body": "mediapipe_pose"}
 
 
