@@ -31,7 +31,7 @@ from furpe.core.camera import intrinsics, project
 from furpe.render import AMBIENT, DIFFUSE, Mesh, render
 from furpe.core.boxes import crop_intrinsics
 from furpe.core.rotations import compose_rotvec
-from furpe.core.vocab import EXPERT_CONVENTIONS, part_convention
+from furpe.core.vocab import EXPERT_CONVENTIONS, part_convention, world_convention
 
 #: Skin tones (linear-ish RGB in [0, 1]) from light to dark.
 SKIN_TONES = (
@@ -352,7 +352,7 @@ def exact_observations(model: BodyModel, output: BodyOutput, K: np.ndarray,
     experts' errors."""
     Kt = torch.as_tensor(np.asarray(K), dtype=torch.float32)
     people = []
-    world = {reg: f"{reg}_world" if f"{reg}_world" in model.regressors else reg
+    world = {reg: world_convention(reg) if world_convention(reg) in model.regressors else reg
              for _, reg, _, _ in EXPERT_LANDMARKS}
     with torch.no_grad():
         kp = {r: model.keypoints(output, r).float().cpu()

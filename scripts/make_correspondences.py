@@ -18,9 +18,9 @@ Method (reproducible, seeded):
    poses, so the landmark follows the mesh as it moves.
 
 BlazePose's metric 3D (world) landmarks follow its own skeleton, not the surface points its 2D
-landmarks mark: its 3D shoulders sit several centimetres behind the 2D ones. ``--world N`` (or ``--world-only N``, keeping the
-file's other conventions) therefore adds ``<convention>_world`` correspondences, which the fit's
-3D term uses:
+landmarks mark: its 3D shoulders sit several centimetres behind the 2D ones. ``--world N`` (or
+``--world-only N``, keeping the file's other conventions) therefore adds ``<convention>_world``
+correspondences (:func:`furpe.core.vocab.world_convention`), which the fit's 3D term uses:
 
 5. Run the shipped experts (furpe's default configuration) on ``N`` seeded renders
    (:func:`furpe.synthetic.make_person`, seeds from 1000, 1.6 to 3 m away, so disjoint from the
@@ -46,8 +46,8 @@ from scipy.optimize import nnls
 
 from furpe.bodymodels import correspondences
 from furpe.bodymodels import load_body_model
-from furpe.core.vocab import CONVENTIONS
 from furpe.core.align import kabsch
+from furpe.core.vocab import CONVENTIONS, world_convention
 from furpe.core.camera import intrinsics
 from furpe.experts.tasks import FaceModel, HandModel, PoseModel
 from furpe.render import Mesh, render
@@ -182,6 +182,11 @@ def fit_weights(targets: np.ndarray, points: np.ndarray, k_vert: int = 16, k_joi
 WORLD_PARTS = {"body": "mediapipe_pose"}
 
 
+def _apply(reg, points: np.ndarray) -> np.ndarray:
+    """The regressor's keypoints (..., K, 3) of model points (..., N, 3) (NumPy)."""
+    return np.einsum("kn,...knd->...kd", reg.weights, points[..., reg.indices, :])
+
+
 def observe_world(model, n: int, first_seed: int = 1000) -> dict[str, list]:
     """Per convention, (landmarks (K, 3) native frame, confidence (K,), model points (N, 3)
     native frame) of every render where the default experts saw that part."""
@@ -224,7 +229,7 @@ def fit_world(start, samples: list, num_vertices: int, rounds: int = 3,
     names = list(start.names)
     points = np.stack([p for _, _, p in samples])
     for _ in range(rounds):
-        cur = np.einsum("kn,pknd->pkd", reg.weights, points[:, reg.indices])
+        cur = _apply(reg, points)
         targets = np.full(cur.shape, np.nan)
         for j, (obs, conf, _) in enumerate(samples):
             w = np.where(conf > min_conf, conf, 0.0)
@@ -241,8 +246,7 @@ def fit_world(start, samples: list, num_vertices: int, rounds: int = 3,
                 raise SystemExit(f"{names[k]} was seen in fewer than 2 renders")
             rows.append(fit_weights(targets[ok, k], points[ok], num_vertices=num_vertices))
         reg = correspondences.pack_rows(names, rows)
-    fitted = np.einsum("kn,pknd->pkd", reg.weights, points[:, reg.indices])
-    return reg, float(np.nanmedian(np.linalg.norm(fitted - targets, axis=-1)))
+    return reg, float(np.nanmedian(np.linalg.norm(_apply(reg, points) - targets, axis=-1)))
 
 
 def add_world(model, regs: dict, n: int) -> None:
@@ -250,12 +254,11 @@ def add_world(model, regs: dict, n: int) -> None:
     samples = observe_world(model, n)
     for conv, got in samples.items():
         reg, resid = fit_world(regs[conv], got, model.num_vertices)
-        regs[f"{conv}_world"] = reg
-        moved = np.linalg.norm(
-            np.einsum("kn,knd->kd", reg.weights, got[0][2][reg.indices])
-            - np.einsum("kn,knd->kd", regs[conv].weights, got[0][2][regs[conv].indices]), axis=1)
-        print(f"{conv}_world: {len(got)} renders, median residual {resid * 1000:.1f} mm, "
-              f"median shift from the 2D correspondences {np.median(moved) * 1000:.1f} mm")
+        regs[world_convention(conv)] = reg
+        moved = np.linalg.norm(_apply(reg, got[0][2]) - _apply(regs[conv], got[0][2]), axis=1)
+        print(f"{world_convention(conv)}: {len(got)} renders, median residual "
+              f"{resid * 1000:.1f} mm, median shift from the 2D correspondences "
+              f"{np.median(moved) * 1000:.1f} mm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.world_only:
         model = load_body_model("anny")
         regs = correspondences.load(args.out, model.num_vertices, len(model.joint_names))
-        regs = {c: r for c, r in regs.items() if not c.endswith("_world")}
+        worlds = {world_convention(c) for c in WORLD_PARTS.values()}
+        regs = {c: r for c, r in regs.items() if c not in worlds}
         add_world(model, regs, args.world)
         correspondences.save(args.out, regs, model.num_vertices, len(model.joint_names))
         print(f"wrote {args.out}")
@@ -315,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{conv} landmark {names[k]} was triangulated in fewer than 2 poses")
             rows.append(fit_weights(Xs[ok, k], points[ok], num_vertices=model.num_vertices))
         regs[conv] = correspondences.pack_rows(list(names), rows)
-        resid = np.nanmedian(np.linalg.norm(
-            np.einsum("kn,pknd->pkd", regs[conv].weights, points[:, regs[conv].indices]) - Xs, axis=-1))
+        resid = np.nanmedian(np.linalg.norm(_apply(regs[conv], points) - Xs, axis=-1))
         print(f"{conv}: median fit residual {resid * 1000:.1f} mm over {Xs.shape[0]} poses")
     if args.world:
         add_world(model, regs, args.world)

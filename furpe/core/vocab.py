@@ -39,6 +39,13 @@ EXPERT_CONVENTIONS: dict[str, str] = {"body": "mediapipe_pose", "left_hand": "me
                                       "right_hand": "mediapipe_hand", "face": "mediapipe_face"}
 
 
+def world_convention(convention: str) -> str:
+    """The name of the correspondences of an expert's metric 3D landmarks when its 3D skeleton
+    has its own (``mediapipe_pose`` -> ``mediapipe_pose_world``, made by
+    ``scripts/make_correspondences.py --world``)."""
+    return convention + "_world"
+
+
 def part_convention(convention: str, part: str) -> str:
     """The name a body model gives ``convention`` for ``part``: hand conventions are served
     per side (``mediapipe_hand`` + ``left_hand`` -> ``mediapipe_hand_left``)."""

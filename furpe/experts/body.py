@@ -29,12 +29,13 @@ _MAJOR_JOINTS = (0, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 
 
 BOX_ROI_SCALE = 1.25
+"""The square the landmark network sees around a person box, x the box's longer side
+(MediaPipe grows its own pose regions by the same factor)."""
+
 #: The correspondences of each BlazePose variant's 3D (world) landmarks. Only Heavy's are
 #: fitted (``scripts/make_correspondences.py --world``); Full's 3D skeleton is another one, so
 #: its 3D landmarks go through the 2D correspondences.
-WORLD_CONVENTIONS: dict[str, str] = {"heavy": "mediapipe_pose_world"}
-"""The square the landmark network sees around a person box, x the box's longer side
-(MediaPipe grows its own pose regions by the same factor)."""
+WORLD_CONVENTIONS: dict[str, str] = {"heavy": C.world_convention("mediapipe_pose")}
 
 
 def body_score(visibility: np.ndarray) -> float:

@@ -285,10 +285,8 @@ def build_targets(
                 kp3d[b], has3d[b] = o.keypoints_3d, True
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
         worlds = {o.world_convention for o in obs if o is not None and o.keypoints_3d is not None}
-        key3 = key
-        if world and rows is None and len(worlds) == 1:
-            key3 = worlds.pop() or key
-            key3 = key3 if key3 in regressors else key
+        key3 = worlds.pop() if world and rows is None and len(worlds) == 1 else None
+        key3 = key3 if key3 in regressors else key
         if regressors[key3].names != names:
             raise FurpeError(f"the correspondences '{key3}' do not name the landmarks of '{key}'")
         targets[part] = PartTargets(key, names, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
