@@ -37,6 +37,9 @@ from furpe.networks.params import CAMERA_INIT, CAMERA_SIZE, ParamCodec, camera_t
 
 #: The attention crops, in the order of the box head's outputs.
 CROP_PARTS = ("left_hand", "right_hand", "face")
+#: The box head's starting boxes (cx, cy, log side per crop part): hands low, head on top.
+BOX_PRIOR = ((0.3, 0.2, float(np.log(0.3))), (-0.3, 0.2, float(np.log(0.3))),
+             (0.0, -0.7, float(np.log(0.35))))
 
 
 @dataclass
@@ -141,9 +144,9 @@ class _PartNet(nn.Module):
         self.regressor = IterativeRegressor(encoder.dim, 0, codec.neutral(), config.hidden,
                                             config.iterations, config.dropout)
 
-    def forward(self, crop: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feature = self.encoder(crop)
-        return self.regressor(self.norm(feature), start=start), feature
+    def forward(self, feature: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """The refined blocks from the encoder's ``feature`` of the crop."""
+        return self.regressor(self.norm(feature), start=start)
 
 
 class WholeBodyNet(nn.Module):
@@ -164,9 +167,8 @@ class WholeBodyNet(nn.Module):
                                        cfg.iterations, cfg.dropout)
         self.box_head = nn.Linear(self.body_encoder.dim + 3, 3 * len(CROP_PARTS))
         nn.init.zeros_(self.box_head.weight)
-        with torch.no_grad():  # start from plausible boxes: hands low, head on top
-            self.box_head.bias.copy_(torch.tensor(
-                [0.3, 0.2, np.log(0.3), -0.3, 0.2, np.log(0.3), 0.0, -0.7, np.log(0.35)]))
+        with torch.no_grad():  # start from plausible boxes
+            self.box_head.bias.copy_(torch.tensor(BOX_PRIOR).flatten())
         self.part_codecs = {}
         self.hand = self.head = None
         if cfg.parts:
@@ -212,20 +214,21 @@ class WholeBodyNet(nn.Module):
 
     # -- forward: plain tensors ---------------------------------------------------------
 
-    def forward(self, image: torch.Tensor, K: torch.Tensor, boxes: torch.Tensor | None = None,
-                box_valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor | None, K: torch.Tensor,
+                boxes: torch.Tensor | None = None, box_valid: torch.Tensor | None = None,
+                features: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """``image`` (B, 3, input_size, input_size) RGB in [0, 1]; ``K`` (B, 3, 3) its
         intrinsics; ``boxes`` (B, 3, 3) attention boxes to use instead of the predicted ones
-        where ``box_valid`` (B, 3) is 1 (training may give the labels'). Returns ``body`` (B, D) the body branch's vector,
-        ``camera`` (B, 3), ``boxes`` (B, 3, 3) predicted (cx, cy, side), per crop part
-        ``part_<name>`` its sub-network's vector (hands in the right hand's convention),
-        ``feature_<branch>`` the encoders' features and ``crop_<name>`` the crops."""
+        where ``box_valid`` (B, 3) is 1 (training may give the labels'); ``features``: the
+        encoders' features computed beforehand (``body`` and each crop part, as this returns
+        them; frozen encoders, :mod:`furpe.training.features`), in which case ``image`` may
+        be None. Returns ``body`` (B, D) the body branch's vector, ``camera`` (B, 3),
+        ``boxes`` (B, 3, 3) predicted (cx, cy, side), per crop part ``part_<name>`` its
+        sub-network's vector (hands in the right hand's convention), ``feature_<branch>``
+        the encoders' features and ``crop_<name>`` the crops (when the encoders ran)."""
         cfg = self.config
-        S = cfg.body_size
-        body_in = image if image.shape[-1] == S else nn.functional.interpolate(
-            image, size=(S, S), mode="bilinear", align_corners=False, antialias=False)
-        cond = crop_condition(K, image.shape[-1])
-        feature = self.body_encoder(body_in)
+        cond = crop_condition(K, cfg.input_size if image is None else image.shape[-1])
+        feature = self._body_feature(image) if features is None else features["body"]
         normed = self.body_norm(feature)
         vec = self.body(normed, cond)
         raw = self.box_head(torch.cat([normed, cond], 1)).view(-1, len(CROP_PARTS), 3)
@@ -240,16 +243,46 @@ class WholeBodyNet(nn.Module):
         body = self.codec.decode(vec)
         for k, part in enumerate(CROP_PARTS):
             hand = part != "face"
-            crop = sample_crops(image, use[:, k], cfg.hand_size if hand else cfg.head_size,
-                                flip=part == "left_hand")
+            net = self.hand if hand else self.head
+            if features is None:
+                crop = self._part_crop(image, use[:, k], part)
+                out[f"crop_{part}"] = crop
+                out[f"feature_{part}"] = net.encoder(crop)
+            else:
+                out[f"feature_{part}"] = features[part]
             codec = self.part_codecs["right_hand" if hand else "face"]
             values = {n: body[n].detach() for n in self.part_codecs[part].slots}
             if part == "left_hand":
                 values = self._mirror_hand(values)
-            net = self.hand if hand else self.head
-            out[f"part_{part}"], out[f"feature_{part}"] = net(crop, codec.encode(values))
-            out[f"crop_{part}"] = crop
+            out[f"part_{part}"] = net(out[f"feature_{part}"], codec.encode(values))
         return out
+
+    @torch.no_grad()
+    def encode(self, image: torch.Tensor, boxes: torch.Tensor, box_valid: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
+        """The encoders' features of a batch (what ``forward(features=...)`` takes): the
+        crops at ``boxes`` where ``box_valid``, elsewhere at the box head's starting boxes
+        (:data:`BOX_PRIOR`), so that they do not depend on training."""
+        features = {"body": self._body_feature(image)}
+        if not self.config.parts:
+            return features
+        prior = torch.tensor(BOX_PRIOR, dtype=image.dtype, device=image.device)
+        prior = torch.cat([prior[:, :2], prior[:, 2:].exp()], 1).expand(len(image), -1, -1)
+        use = torch.where(box_valid[..., None] > 0, boxes, prior)
+        for k, part in enumerate(CROP_PARTS):
+            net = self.head if part == "face" else self.hand
+            features[part] = net.encoder(self._part_crop(image, use[:, k], part))
+        return features
+
+    def _body_feature(self, image: torch.Tensor) -> torch.Tensor:
+        S = self.config.body_size
+        body_in = image if image.shape[-1] == S else nn.functional.interpolate(
+            image, size=(S, S), mode="bilinear", align_corners=False, antialias=False)
+        return self.body_encoder(body_in)
+
+    def _part_crop(self, image: torch.Tensor, box: torch.Tensor, part: str) -> torch.Tensor:
+        size = self.config.head_size if part == "face" else self.config.hand_size
+        return sample_crops(image, box, size, flip=part == "left_hand")
 
     def _mirror_hand(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One hand's blocks (rotation matrices) as the other hand's: left <-> right."""

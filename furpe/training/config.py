@@ -40,6 +40,9 @@ class DataConfig:
     #: Loader worker processes (0: in the training process).
     workers: int = 1
     augment: Augment = field(default_factory=Augment)
+    #: Examples whose frozen-encoder features are computed once and reused (0: the
+    #: encoders run every step); needs every encoder frozen (furpe.training.features).
+    feature_cache: int = 0
 
 
 @dataclass
@@ -150,6 +153,25 @@ class TrainConfig:
             raise SetupError("train config: optim.schedule must be constant, cosine or step")
         if self.ema.export not in ("teacher", "student"):
             raise SetupError("train config: ema.export must be teacher or student")
+        if self.data.feature_cache:
+            self._check_feature_cache()
+
+    def _check_feature_cache(self) -> None:
+        n = self.data.feature_cache
+        if n < self.batch_size:
+            raise SetupError(f"train config: data.feature_cache ({n}) must hold at least one "
+                             f"batch ({self.batch_size})")
+        branches = ("body", "hand", "head") if self.network.parts else ("body",)
+        moving = [b for b in branches if b not in self.network.freeze]
+        if moving:
+            raise SetupError("train config: data.feature_cache needs frozen encoders; "
+                             f"network.freeze lacks {', '.join(moving)}")
+        if self.recipe == "ema":
+            raise SetupError("train config: data.feature_cache does not work with the ema "
+                             "recipe (it compares two fresh views of each person)")
+        if self.distill.body or self.distill.hands or self.distill.face:
+            raise SetupError("train config: data.feature_cache does not work with distill "
+                             "(the experts read the crops, which are not kept)")
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(dataclasses.asdict(self))

@@ -51,7 +51,9 @@ class TrainingStep(nn.Module):
         cfg = self.config
         size = cfg.network.input_size
         boxes, valid = label_boxes(batch, size) if cfg.label_boxes else (None, None)
-        out = self.net(batch["image"], batch["K"], boxes, valid)
+        features = {k.removeprefix("feature_"): v for k, v in batch.items()
+                    if k.startswith("feature_")} or None
+        out = self.net(batch.get("image"), batch["K"], boxes, valid, features=features)
         params = self.net.decode(out, batch["K"])
         terms = self.supervision(batch, out, params)
         weighted = {t: cfg.losses.weight(t) * v for t, v in terms.items()}

@@ -135,6 +135,7 @@ class Trainer:
                                                            _lr_factor(cfg, self.total))
         self.step = 0
         self.plan = MirrorPlan.from_model(self.body_model)
+        self.pool: dict[str, torch.Tensor] | None = None  # data.feature_cache's examples
         self.ddp = None
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -207,6 +208,14 @@ class Trainer:
                                            num_workers=cfg.data.workers,
                                            persistent_workers=False)
 
+    def _batches(self, seed: int) -> Any:
+        """The training batches of a segment: from the loader, or from the feature pool."""
+        if self.pool is None:
+            return self._loader(seed)
+        from furpe.training.features import pool_batches
+
+        return pool_batches(self.pool, self.config.batch_size, seed)
+
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -222,6 +231,10 @@ class Trainer:
         elif last.is_file():
             raise SetupError(f"{self.output} already holds a training run (last.pt); use "
                              "--resume to continue it or another output folder")
+        if cfg.data.feature_cache:
+            from furpe.training.features import build_pool
+
+            self.pool = build_pool(self, self.progress)
         log = self._open_log()
         trained = self.step_module if self.ddp is None else self.ddp
         amp = cfg.amp and self.device.type == "cuda"
@@ -236,7 +249,7 @@ class Trainer:
                               self.total)
                 seed = _seed_all(cfg.seed, self.step, self.rank)
                 self.net.train()
-                for batch in self._loader(seed):
+                for batch in self._batches(seed):
                     batch = {k: v.to(self.device) if torch.is_tensor(v) else v
                              for k, v in batch.items()}
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -256,7 +269,7 @@ class Trainer:
                         ema_update(self.teacher, self.net, decay)
                         terms["ema_decay"] = torch.tensor(decay)
                     self.step += 1
-                    samples += len(batch["image"])
+                    samples += len(batch["K"])
                     terms = {"loss": loss.detach(), **terms}
                     for k, v in terms.items():
                         sums[k] = sums.get(k, 0.0) + float(v)

@@ -1,0 +1,130 @@
+"""Frozen encoders' features, computed once and reused (``data.feature_cache``).
+
+When every encoder of the network is frozen (``network.freeze``), their features do not
+change during training, yet they cost nearly all of a step's time: the encoders' forward,
+not the regressors, sets the training rate of the shipped configuration on a CPU. With
+``data.feature_cache: N`` the trainer takes the first N augmented examples of the data
+stream once, runs the encoders on them (the attention crops at the labels' part boxes, at
+the box head's starting boxes where a label has none: :meth:`WholeBodyNet.encode`) and
+keeps the features with the targets; training then draws its batches from that pool,
+reshuffled every pass. Each example is seen with one augmentation only, so N should hold
+several views of every person (the loader draws one per visit).
+
+Files: ``<output>/features/rank<r>-<k>.pt``, chunks of :data:`CHUNK` examples, each written
+atomically with the settings that made it (:func:`fingerprint`). A run stopped while it
+builds the pool keeps its finished chunks and the next run continues from them; chunks
+made with other settings are made again.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+
+from furpe.core.files import atomic_write
+from furpe.training.losses import label_boxes
+
+if TYPE_CHECKING:
+    from furpe.training.trainer import Trainer
+
+#: Examples per chunk file.
+CHUNK = 512
+
+
+def fingerprint(config: Any) -> dict[str, Any]:
+    """The settings a cached example depends on (a :class:`TrainConfig`'s). Not the pool's
+    size: chunk k holds the same examples whatever it is, so a pool can grow or shrink."""
+    d = config.to_dict()
+    data = {k: v for k, v in d["data"].items() if k != "feature_cache"}
+    return {k: d[k] for k in ("body_model", "model_path", "network", "seed", "label_boxes",
+                              "batch_size")} | {"data": data}
+
+
+def _load_chunk(path: Path, expected: dict[str, Any], size: int
+                ) -> dict[str, torch.Tensor] | None:
+    if not path.is_file():
+        return None
+    try:
+        chunk = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a file that does not load is made again
+        return None
+    if chunk.get("fingerprint") != expected or len(chunk["examples"]["K"]) != size:
+        return None
+    return chunk["examples"]
+
+
+def build_pool(trainer: "Trainer", progress: bool = False) -> dict[str, torch.Tensor]:
+    """The cached examples of ``trainer``'s rank, made (or completed) on disk first: every
+    tensor of a training batch but the image, plus ``feature_<branch>``."""
+    from furpe.io.console import progress_bar
+    from furpe.training.trainer import _seed_all
+
+    cfg, net = trainer.config, trainer.net
+    total = int(cfg.data.feature_cache)
+    folder = trainer.output / "features"
+    expected = fingerprint(cfg)
+    chunks = math.ceil(total / CHUNK)
+    loaded: list[dict[str, torch.Tensor] | None] = [
+        _load_chunk(folder / f"rank{trainer.rank}-{k:04d}.pt", expected,
+                    min(CHUNK, total - k * CHUNK)) for k in range(chunks)]
+    if all(c is not None for c in loaded):
+        return _cat(loaded, total)
+    was_training = net.training
+    net.eval()
+    size = cfg.network.input_size
+    # the stream must be the same on every run for the kept chunks to stay valid
+    loader = trainer._loader(_seed_all(cfg.seed, 0, trainer.rank, 1))
+    pending: dict[str, list[torch.Tensor]] = {}
+    held, k = 0, 0
+    bar = progress_bar(progress and trainer.rank == 0, total=total, unit="example",
+                       desc="features")
+    with bar:
+        for batch in loader:
+            take = min(len(batch["K"]), CHUNK - held, total - k * CHUNK - held)
+            batch = {n: v[:take] for n, v in batch.items() if torch.is_tensor(v)}
+            if loaded[k] is None:  # run the encoders; kept chunks only consume the stream
+                image = batch.pop("image").to(trainer.device)
+                if cfg.label_boxes:
+                    boxes, valid = label_boxes({n: v.to(image.device) for n, v in batch.items()},
+                                               size)
+                else:
+                    boxes = torch.zeros(len(image), 3, 3, device=image.device)
+                    valid = torch.zeros(len(image), 3, device=image.device)
+                for name, f in net.encode(image, boxes, valid).items():
+                    batch[f"feature_{name}"] = f.float().cpu()
+                for n, v in batch.items():
+                    pending.setdefault(n, []).append(v)
+            held += take
+            bar.update(take)
+            if held == min(CHUNK, total - k * CHUNK):
+                if loaded[k] is None:
+                    loaded[k] = {n: torch.cat(v) for n, v in pending.items()}
+                    path = folder / f"rank{trainer.rank}-{k:04d}.pt"
+                    with atomic_write(path) as fh:
+                        torch.save({"fingerprint": expected, "examples": loaded[k]}, fh)
+                pending, held, k = {}, 0, k + 1
+                if k == chunks:
+                    break
+    net.train(was_training)
+    return _cat(loaded, total)
+
+
+def _cat(chunks: list[dict[str, torch.Tensor] | None], total: int) -> dict[str, torch.Tensor]:
+    out = {n: torch.cat([c[n] for c in chunks]) for n in chunks[0]}
+    assert all(len(v) == total for v in out.values())
+    return out
+
+
+def pool_batches(pool: dict[str, torch.Tensor], batch_size: int, seed: int
+                 ) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of the pool: a seeded permutation per pass (the last partial batch
+    of a pass is dropped)."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(pool["K"])
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for i in range(0, n - batch_size + 1, batch_size):
+            rows = order[i:i + batch_size]
+            yield {name: v[rows] for name, v in pool.items()}
