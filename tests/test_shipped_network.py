@@ -16,7 +16,8 @@ def test_a_network_ships_with_its_training_config() -> None:
     state = read_checkpoint(None)
     assert state["body_model"] == "anny"
     assert state["train_config"]["recipe"] in ("standard", "multiloss", "ema")
-    assert SHIPPED.stat().st_size < 20e6  # a few MB: frozen encoders are left out
+    # the frozen MediaPipe encoders (7.1 M parameters, 28 MB in float32) are left out
+    assert SHIPPED.stat().st_size < 28e6
 
 
 @pytest.mark.mediapipe
