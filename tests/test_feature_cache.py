@@ -17,8 +17,8 @@ from furpe.training.config import train_config_from_dict
 from furpe.training.losses import label_boxes
 from furpe.training.trainer import Trainer
 
-from test_training import (NO_AUGMENT, TINY_NETWORK, _Interrupted, _merge, label_shards,  # noqa: F401
-                           one_thread, read_log, tiny_config)
+from test_training import (NO_AUGMENT, TINY_NETWORK, _Interrupted, _merge,  # noqa: F401
+                           interrupt_after, label_shards, one_thread, read_log, tiny_config)
 
 FROZEN = {**TINY_NETWORK, "freeze": ["body", "hand", "head"], "dropout": 0.0}
 
@@ -118,14 +118,7 @@ def test_cached_run_resumes_exactly_without_the_encoders(label_shards, tmp_path,
     log_a = read_log(tmp_path / "a")
 
     cfg_b = cached_config(tmp_path / "b", label_shards)
-    save = Trainer._save
-
-    def interrupt(self, name, state):
-        save(self, name, state)
-        if name == "last.pt" and self.step == 4:
-            raise _Interrupted
-
-    monkeypatch.setattr(Trainer, "_save", interrupt)
+    interrupt_after(monkeypatch, 4)
     with pytest.raises(_Interrupted):
         Trainer(train_config_from_dict(cfg_b)).run()
     monkeypatch.undo()

@@ -384,6 +384,18 @@ def test_canonical_undoes_flip_and_roll(anny_model, label_example):
 # -- exact resume ---------------------------------------------------------------------------
 
 
+def interrupt_after(monkeypatch, step: int) -> None:
+    """Make runs stop right after writing the checkpoint of ``step``."""
+    save = Trainer._save
+
+    def interrupt(self, name, state):
+        save(self, name, state)
+        if name == "last.pt" and self.step == step:
+            raise _Interrupted
+
+    monkeypatch.setattr(Trainer, "_save", interrupt)
+
+
 class _Interrupted(Exception):
     pass
 
@@ -396,14 +408,7 @@ def test_resumed_run_continues_exactly(uninterrupted_run, label_shards, tmp_path
     log_a = read_log(a.output)
     assert [e["step"] for e in log_a] == [1, 2, 3, 4, 5, 6]
     cfg = tiny_config(tmp_path / "run", label_shards)
-    save = Trainer._save
-
-    def interrupt(self, name, state):
-        save(self, name, state)
-        if name == "last.pt" and self.step == 3:
-            raise _Interrupted
-
-    monkeypatch.setattr(Trainer, "_save", interrupt)
+    interrupt_after(monkeypatch, 3)
     with pytest.raises(_Interrupted):
         Trainer(train_config_from_dict(cfg)).run()
     monkeypatch.undo()
