@@ -360,3 +360,73 @@ def test_only_heavy_blazepose_landmarks_go_through_the_world_correspondences(ann
     unknown = replace(heavy, world_convention="no_such_world")
     assert build_targets(regs, [PersonObservation({"body": unknown})])["body"].regressor3d \
         == "mediapipe_pose"
+
+
+def test_bone_directions_ignore_limb_lengths():
+    """The bone-direction 3D term is blind to the expert's bone lengths (BlazePose's skeleton
+    is not the model's) and sees a bone that points elsewhere; the positional term sees both."""
+    from furpe.core.vocab import MEDIAPIPE_POSE, POSE, bone_pairs
+    from furpe.fitting.fit import PartTargets
+
+    rng = np.random.default_rng(0)
+    model = torch.as_tensor(rng.normal(0, 0.3, (1, 33, 3)), dtype=torch.float32)
+    K = 33
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    bones = torch.as_tensor(bone_pairs(MEDIAPIPE_POSE)).reshape(-1, 2)
+    assert len(bones) == 16  # shoulders, hips, and per side 7 limb bones
+
+    def targets(expert):
+        return PartTargets("mediapipe_pose", MEDIAPIPE_POSE, t(np.zeros((1, K, 2))),
+                           t(np.ones((1, K))), expert, torch.ones(1, dtype=torch.bool),
+                           t([100.0]), torch.ones(1, dtype=torch.bool), bones=bones)
+
+    e, w = POSE["left_elbow"], POSE["left_wrist"]
+    longer = model.clone()  # a forearm 40% longer, same direction
+    longer[0, w] = model[0, e] + 1.4 * (model[0, w] - model[0, e])
+    turned = model.clone()  # the same forearm turned 90 degrees
+    fore = (model[0, w] - model[0, e]).numpy()
+    side = np.cross(fore, [0.0, 0.0, 1.0])
+    turned[0, w] = model[0, e] + t(side / np.linalg.norm(side) * np.linalg.norm(fore))
+    d, p = {}, {}
+    for name, expert in (("same", model), ("longer", longer), ("turned", turned)):
+        d[name] = float(Fitter._ebones(model, targets(expert), 0.3))
+        p[name] = float(Fitter._e3d(model, targets(expert), 0.3))
+        print(f"{name}: directions {d[name]:.2e}, positions {p[name]:.2e}")
+    assert d["same"] < 1e-10 and p["same"] < 1e-10
+    assert d["longer"] < 1e-10 < 1e-4 < p["longer"]
+    assert d["turned"] > 1e-3 and p["turned"] > 1e-4
+
+
+@pytest.mark.slow
+def test_bone_directions_keep_the_2d_fit_when_the_expert_limbs_are_longer(anny_model):
+    """Exact 2D landmarks, but 3D landmarks with arms 30% longer than the model's, as
+    another skeleton would give: with the bone-direction term beside the positional one, the
+    fitted wrists stay closer to their 2D landmarks than with positions alone at the same
+    total 3D weight."""
+    from dataclasses import replace
+
+    from furpe.core.vocab import POSE
+    from furpe.fitting.fit import FitConfig
+
+    m = anny_model
+    params = sample_params(m, np.random.default_rng(6), distance=2.6)
+    out, people = _observe(m, params)
+    body = people[0].get("body")
+    k3 = body.keypoints_3d.copy()
+    for side in ("left", "right"):
+        s = k3[POSE[f"{side}_shoulder"]].copy()
+        for name in ("elbow", "wrist", "pinky", "index", "thumb"):
+            k3[POSE[f"{side}_{name}"]] = s + 1.3 * (k3[POSE[f"{side}_{name}"]] - s)
+    people = [PersonObservation({**people[0].parts, "body": replace(body, keypoints_3d=k3)})]
+    K = intrinsics(W, H)
+    wrists = [POSE["left_wrist"], POSE["right_wrist"]]
+    cfg = FitConfig()
+    total = cfg.w3d["body"] + cfg.w3d_bones["body"]
+    err = {}
+    for name, cfg in (("positions and directions", cfg),
+                      ("positions", FitConfig(w3d={**cfg.w3d, "body": total}, w3d_bones={}))):
+        fit = Fitter(m, cfg).fit(people, K)
+        px = fit.projected["body"][0, wrists].numpy() - body.keypoints_2d[wrists]
+        err[name] = float(np.linalg.norm(px, axis=1).mean())
+    print(f"\nmean wrist reprojection error (px): {err}")
+    assert err["positions and directions"] < 0.7 * err["positions"]

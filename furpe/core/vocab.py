@@ -81,6 +81,34 @@ MEDIAPIPE_HAND: tuple[str, ...] = (
     "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
 )
 
+def _sided(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((f"{side}_{a}", f"{side}_{b}") for side in ("left", "right") for a, b in pairs)
+
+
+_FINGERS = ("index_finger", "middle_finger", "ring_finger", "pinky")
+
+#: Bones between landmarks of one convention (by name; ``mediapipe_pose`` and
+#: ``mediapipe_hand``): the segments whose 3D directions the fit compares with an expert's
+#: metric 3D landmarks (:func:`bone_pairs`).
+BONES: tuple[tuple[str, str], ...] = (
+    ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
+    *_sided((("shoulder", "elbow"), ("elbow", "wrist"), ("shoulder", "hip"), ("hip", "knee"),
+             ("knee", "ankle"), ("ankle", "heel"), ("heel", "foot_index"))),
+    ("wrist", "thumb_cmc"), ("thumb_cmc", "thumb_mcp"), ("thumb_mcp", "thumb_ip"),
+    ("thumb_ip", "thumb_tip"),
+    *((a, b) for f in _FINGERS for a, b in (
+        ("wrist", f"{f}_mcp"), (f"{f}_mcp", f"{f}_pip"), (f"{f}_pip", f"{f}_dip"),
+        (f"{f}_dip", f"{f}_tip"))),
+    *((f"{a}_mcp", f"{b}_mcp") for a, b in zip(_FINGERS, _FINGERS[1:])),
+)
+
+
+def bone_pairs(names: tuple[str, ...] | list[str]) -> list[tuple[int, int]]:
+    """Index pairs of the :data:`BONES` whose two landmarks are both in ``names``."""
+    at = {n: i for i, n in enumerate(names)}
+    return [(at[a], at[b]) for a, b in BONES if a in at and b in at]
+
+
 FACE_MESH_SIZE = 468
 """Number of face-mesh landmarks without iris refinement."""
 FACE_MESH_REFINED_SIZE = 478

@@ -5,17 +5,19 @@ The fit is batched over the people of an image. Its energy is
 * a robust (Geman-McClure), confidence-weighted 2D reprojection term per part, with residuals
   measured as a fraction of the part's observed size so that body, hands and face weigh
   alike whatever the image resolution;
-* a 3D term per part for experts that give metric 3D landmarks (compared after centring, since
-  they are known up to a translation, with the model's points of the expert's own 3D skeleton
-  where there are some, ``PartObservation.world_convention``; see
-  ``scripts/make_correspondences.py``);
+* 3D terms per part for experts that give metric 3D landmarks, against the model's points of
+  the expert's own 3D skeleton where there are some (``PartObservation.world_convention``;
+  see ``scripts/make_correspondences.py``): positions after centring (they are known up to a
+  translation) and, for the body, the directions of its bones (``vocab.BONES``: which way a
+  limb points whatever its length);
 * priors: squared rotation magnitude per pose block (rest pose = most plausible), a bound
   penalty for large joint rotations, shape towards the mean, sparsity of facial actions, and
   in videos closeness to the previous frame.
 
-It runs in stages: (1) global orientation and translation from the torso, (2) the body pose
-to the body expert's 3D landmarks alone (which way limbs point in depth: seated legs, arms
-crossed in front), (3) the body pose and shape, with robust scales that start wide and
+It runs in stages: (1) global orientation and translation from the torso, (2) the body and
+hand poses to the experts' 3D landmarks alone (which way limbs point in depth: seated legs,
+arms crossed in front; which way each hand faces, which the 2D stages do not turn round),
+(3) the body pose and shape, with robust scales that start wide and
 shrink, (4) hands, face and body together (see :meth:`Fitter._plan`; a head or hand crop
 alone is fitted from that part). The energy needs keypoints only, so each iteration evaluates
 the model on the few vertices the correspondences use (:class:`KeypointSampler`).
@@ -34,7 +36,8 @@ from furpe.core.camera import project
 from furpe.core.errors import FurpeError
 from furpe.core.robust import gmof
 from furpe.core.rotations import rotmat_to_rotvec, rotvec_to_rotmat
-from furpe.core.vocab import ANCHOR_ORDER, DETAIL_PARTS, FACE_TO_IBUG68, PARTS, part_convention
+from furpe.core.vocab import (ANCHOR_ORDER, DETAIL_PARTS, FACE_TO_IBUG68, PARTS, bone_pairs,
+                              part_convention)
 from furpe.experts.base import PartObservation, PersonObservation
 
 #: Landmark names of the torso in the MediaPipe pose convention (used for initialisation).
@@ -67,8 +70,13 @@ class FitConfig:
         default_factory=lambda: {"body": 0.3, "left_hand": 0.1, "right_hand": 0.1, "face": 0.3}
     )
     w3d: dict[str, float] = field(
-        default_factory=lambda: {"body": 0.3, "left_hand": 0.3, "right_hand": 0.3, "face": 0.0}
+        default_factory=lambda: {"body": 0.1, "left_hand": 0.3, "right_hand": 0.3, "face": 0.0}
     )
+    #: Weight of a second 3D term per part that compares the directions of its bones
+    #: (``vocab.BONES``, unit vectors, robust scale ``sigma3d``): it says which way a limb
+    #: points whatever the expert's limb lengths (BlazePose's 3D skeleton is not the model's,
+    #: and its arms, compared by position alone, pulled the wrists off their 2D landmarks).
+    w3d_bones: dict[str, float] = field(default_factory=lambda: {"body": 0.1})
     #: Compare the experts' metric 3D landmarks with the model's points of their own
     #: correspondences (``PartObservation.world_convention``, where the expert's 3D skeleton
     #: sits on the model: BlazePose Heavy's ``mediapipe_pose_world``) when the model has them,
@@ -146,6 +154,9 @@ class PartTargets:
     present: torch.Tensor  # (B,) bool
     #: The regressor of the 3D term (the ``_world`` correspondences, or ``regressor``).
     regressor3d: str = ""
+    #: (M, 2) landmark index pairs, the bones among them (:func:`~furpe.core.vocab.bone_pairs`),
+    #: for the 3D term that compares their directions (``FitConfig.w3d_bones``).
+    bones: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.regressor3d = self.regressor3d or self.regressor
@@ -289,8 +300,10 @@ def build_targets(
         key3 = key3 if key3 in regressors else key
         if regressors[key3].names != names:
             raise FurpeError(f"the correspondences '{key3}' do not name the landmarks of '{key}'")
+        bones = torch.as_tensor(bone_pairs(names), dtype=torch.long,
+                                device=device).reshape(-1, 2)
         targets[part] = PartTargets(key, names, t(kp2d), t(conf), t(kp3d), t(has3d, torch.bool),
-                                    t(scale), t(present, torch.bool), key3)
+                                    t(scale), t(present, torch.bool), key3, bones)
     return targets
 
 
@@ -520,8 +533,8 @@ class Fitter:
               warm_iters: float = 1.0) -> list[Stage]:
         """The stages.
 
-        With a body: placement from the body, the body pose to the expert's 3D landmarks
-        (when it gives them), body pose and shape (robust scales annealed), then everything
+        With a body: placement from the body, the body and hand poses to the experts' 3D
+        landmarks (when the body expert gives them; robust scales annealed), body pose and shape (robust scales annealed), then everything
         with the shape fixed. Part-only input (a head or hand crop): placement from that part,
         then that part's blocks and the shape; the unobserved body pose stays at rest. A warm
         start (video) places the previous frame's body rigidly first (at the full learning
@@ -543,10 +556,14 @@ class Fitter:
         it_parts = cfg.iters_parts if with_body else cfg.part_only_iters[1]
         placement = ("global_orient", "transl")
         has3d = with_body and bool(targets["body"].has3d.any())
+        hands3d = [p for p in ("left_hand", "right_hand")
+                   if with_body and p in observed and bool(targets[p].has3d.any())]
+        hand_blocks = [n for n, b in model.blocks.items() if b.part in hands3d]
         return [
             Stage(it_global, placement, (anchor,)),
             Stage(0 if warm or not has3d else cfg.iters_body3d,
-                  ("global_orient", *body_blocks), ("body",), only3d=True),
+                  ("global_orient", *body_blocks, *hand_blocks), ("body", *hands3d),
+                  only3d=True, anneal=True),
             Stage(round(it_body * warm_iters) if warm else it_body,
                   (*placement, *body_blocks, *shape_blocks), ("body",), anneal=not warm),
             Stage(round(it_parts * warm_iters) if warm else it_parts,
@@ -592,7 +609,10 @@ class Fitter:
             kp3 = keypoints[tg.regressor]
             kpw = keypoints[tg.regressor3d]
             if only3d:
-                total = total + cfg.w3d_pose * self._e3d(kpw, tg, cfg.sigma3d[part]).sum()
+                e3 = self._e3d(kpw, tg, cfg.sigma3d[part] * widen)
+                if cfg.w3d_bones.get(part, 0) > 0:
+                    e3 = e3 + self._ebones(kpw, tg, cfg.sigma3d[part] * widen)
+                total = total + cfg.w3d_pose * e3.sum()
                 continue
             kp2 = project(kp3, Kt)
             res = ((kp2 - tg.kp2d) / tg.scale[:, None, None]).pow(2).sum(-1)
@@ -601,6 +621,8 @@ class Fitter:
             total = total + cfg.w2d[part] * e2d.sum()
             if cfg.w3d.get(part, 0) > 0 and bool(tg.has3d.any()):
                 total = total + cfg.w3d[part] * self._e3d(kpw, tg, cfg.sigma3d[part]).sum()
+            if cfg.w3d_bones.get(part, 0) > 0 and bool(tg.has3d.any()):
+                total = total + cfg.w3d_bones[part] * self._ebones(kpw, tg, cfg.sigma3d[part]).sum()
         if blend is not None and "face" in parts:
             d2 = (params[blend.block] - blend.values).pow(2) * blend.mask
             total = total + cfg.w_blendshapes * (d2.sum(1) / blend.mask.sum(1).clamp(min=1)).sum()
@@ -618,6 +640,20 @@ class Fitter:
         size = (o.norm(dim=-1) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
         r3 = (a - o).pow(2).sum(-1) / size.clamp(min=1e-3)[:, None].pow(2)
         return (gmof(r3, sigma) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
+
+    @staticmethod
+    def _ebones(kp3: torch.Tensor, tg: PartTargets, sigma: float) -> torch.Tensor:
+        """(B,) robust bone-direction term of a part: the squared distance between the unit
+        directions of each bone (``tg.bones``), model against expert, weighted by the lower
+        confidence of its two ends; zero for a part without bones."""
+        if tg.bones is None or not tg.bones.numel():
+            return kp3.new_zeros(kp3.shape[0])
+        m3 = tg.conf * tg.has3d[:, None]
+        a, b = tg.bones[:, 0], tg.bones[:, 1]
+        unit = lambda v: v / v.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # noqa: E731
+        r3 = (unit(kp3[:, b] - kp3[:, a]) - unit(tg.kp3d[:, b] - tg.kp3d[:, a])).pow(2).sum(-1)
+        w = torch.minimum(m3[:, a], m3[:, b])
+        return (gmof(r3, sigma) * w).sum(1) / w.sum(1).clamp(min=1e-6)
 
     def _hinge_weights(self, block: str, like: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
