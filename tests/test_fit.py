@@ -365,7 +365,7 @@ def test_only_heavy_blazepose_landmarks_go_through_the_world_correspondences(ann
 def test_bone_directions_ignore_limb_lengths():
     """The bone-direction 3D term is blind to the expert's bone lengths (BlazePose's skeleton
     is not the model's) and sees a bone that points elsewhere; the positional term sees both."""
-    from furpe.core.vocab import MEDIAPIPE_POSE, POSE, bone_pairs
+    from furpe.core.vocab import MEDIAPIPE_HAND, MEDIAPIPE_POSE, POSE, bone_pairs
     from furpe.fitting.fit import PartTargets
 
     rng = np.random.default_rng(0)
@@ -374,6 +374,8 @@ def test_bone_directions_ignore_limb_lengths():
     t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
     bones = torch.as_tensor(bone_pairs(MEDIAPIPE_POSE)).reshape(-1, 2)
     assert len(bones) == 16  # shoulders, hips, and per side 7 limb bones
+    hand = bone_pairs(MEDIAPIPE_HAND)  # a tree from the wrist, plus the knuckle line
+    assert len(hand) == 23 and {b for _, b in hand} == set(range(1, 21))
 
     def targets(expert):
         return PartTargets("mediapipe_pose", MEDIAPIPE_POSE, t(np.zeros((1, K, 2))),

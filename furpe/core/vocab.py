@@ -81,6 +81,7 @@ MEDIAPIPE_HAND: tuple[str, ...] = (
     "pinky_mcp", "pinky_pip", "pinky_dip", "pinky_tip",
 )
 
+
 def _sided(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     return tuple((f"{side}_{a}", f"{side}_{b}") for side in ("left", "right") for a, b in pairs)
 
@@ -89,7 +90,9 @@ _FINGERS = ("index_finger", "middle_finger", "ring_finger", "pinky")
 
 #: Bones between landmarks of one convention (by name; ``mediapipe_pose`` and
 #: ``mediapipe_hand``): the segments whose 3D directions the fit compares with an expert's
-#: metric 3D landmarks (:func:`bone_pairs`).
+#: metric 3D landmarks (:func:`bone_pairs`, ``FitConfig.w3d_bones``). BlazePose's own hand
+#: points (pinky, index, thumb) are left out: on close-ups they turned the hand away from
+#: what the hand expert saw.
 BONES: tuple[tuple[str, str], ...] = (
     ("left_shoulder", "right_shoulder"), ("left_hip", "right_hip"),
     *_sided((("shoulder", "elbow"), ("elbow", "wrist"), ("shoulder", "hip"), ("hip", "knee"),
