@@ -17,9 +17,9 @@ The fit is batched over the people of an image. Its energy is
 It runs in stages: (1) global orientation and translation from the torso, (2) the body and
 hand poses to the experts' 3D landmarks alone (which way limbs point in depth: seated legs,
 arms crossed in front; which way each hand faces, which the 2D stages do not turn round),
-(3) the body pose and shape, with robust scales that start wide and
-shrink, (4) hands, face and body together (see :meth:`Fitter._plan`; a head or hand crop
-alone is fitted from that part). The energy needs keypoints only, so each iteration evaluates
+(3) the body pose and shape, with robust scales that start wide and shrink, (4) hands, face
+and body together (see :meth:`Fitter._plan`; a head or hand crop alone is fitted from that
+part). The energy needs keypoints only, so each iteration evaluates
 the model on the few vertices the correspondences use (:class:`KeypointSampler`).
 """
 from __future__ import annotations
@@ -534,8 +534,8 @@ class Fitter:
         """The stages.
 
         With a body: placement from the body, the body and hand poses to the experts' 3D
-        landmarks (when the body expert gives them; robust scales annealed), body pose and shape (robust scales annealed), then everything
-        with the shape fixed. Part-only input (a head or hand crop): placement from that part,
+        landmarks (when the body expert gives them), body pose and shape (both with robust
+        scales annealed), then everything with the shape fixed. Part-only input (a head or hand crop): placement from that part,
         then that part's blocks and the shape; the unobserved body pose stays at rest. A warm
         start (video) places the previous frame's body rigidly first (at the full learning
         rate: a walker moves several centimetres a frame, and a body left behind shrinks away
