@@ -147,3 +147,26 @@ def test_feature_cache_config_errors(tmp_path, over, match):
     cfg = cached_config(tmp_path / "run", tmp_path, **over)
     with pytest.raises(SetupError, match=match):
         train_config_from_dict(cfg)
+
+
+def test_pool_keeps_every_example_of_a_batch_that_crosses_a_chunk(label_shards, tmp_path,
+                                                                   monkeypatch):
+    """Batches of 2 and chunks of 3: the pool is the stream's first examples, in order, none
+    skipped where a batch ends one chunk and starts the next."""
+    from furpe.training.trainer import seed_all
+
+    monkeypatch.setattr(feature_cache, "CHUNK", 3)
+    trainer = Trainer(train_config_from_dict(cached_config(tmp_path / "run", label_shards,
+                                                           data={"feature_cache": 7})))
+    pool = feature_cache.build_pool(trainer)
+    assert len(pool["K"]) == 7
+    stream = []
+    for batch in trainer._loader(seed_all(trainer.config.seed, 0, 0, 1)):
+        stream.append(batch)
+        if sum(len(b["K"]) for b in stream) >= 7:
+            break
+    for key in ("K", "keypoints_body"):
+        expected = torch.cat([b[key] for b in stream])[:7]
+        torch.testing.assert_close(pool[key], expected, msg=lambda m, key=key: f"{key}: {m}")
+    # the examples differ from one another, so a skipped one would show
+    assert not torch.equal(pool["keypoints_body"][2], pool["keypoints_body"][3])

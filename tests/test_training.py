@@ -453,14 +453,14 @@ _DDP_SCRIPT = """
 import os, sys
 import torch
 from furpe.cli import main
-from furpe.training.trainer import Trainer, _seed_all
+from furpe.training.trainer import Trainer, seed_all
 
 run = Trainer.run
 
 
 def run_and_save(self, resume=False):  # each rank keeps its weights for the test
     init = {k: v.detach().clone() for k, v in self.net.named_parameters()}
-    seed = _seed_all(self.config.seed, 0, self.rank)
+    seed = seed_all(self.config.seed, 0, self.rank)
     first = next(iter(self._loader(seed)))["image"]  # this rank's first batch
     summary = run(self, resume=resume)
     torch.save({"rank": self.rank, "world": self.world, "init": init,

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 #: Examples per chunk file.
 CHUNK = 512
 
+#: How the pool reads the example stream (in the fingerprint): 2 keeps the rest of a batch
+#: that ends one chunk for the next one.
+STREAM_VERSION = 2
+
 
 def fingerprint(config: Any) -> dict[str, Any]:
     """The settings a cached example depends on (a :class:`TrainConfig`'s). Not the pool's
@@ -39,7 +43,7 @@ def fingerprint(config: Any) -> dict[str, Any]:
     d = config.to_dict()
     data = {k: v for k, v in d["data"].items() if k != "feature_cache"}
     return {k: d[k] for k in ("body_model", "model_path", "network", "seed", "label_boxes",
-                              "batch_size")} | {"data": data}
+                              "batch_size")} | {"data": data, "stream": STREAM_VERSION}
 
 
 def _load_chunk(path: Path, expected: dict[str, Any], size: int
@@ -59,7 +63,7 @@ def build_pool(trainer: "Trainer", progress: bool = False) -> dict[str, torch.Te
     """The cached examples of ``trainer``'s rank, made (or completed) on disk first: every
     tensor of a training batch but the image, plus ``feature_<branch>``."""
     from furpe.io.console import progress_bar
-    from furpe.training.trainer import _seed_all
+    from furpe.training.trainer import seed_all
 
     cfg, net = trainer.config, trainer.net
     total = int(cfg.data.feature_cache)
@@ -75,40 +79,50 @@ def build_pool(trainer: "Trainer", progress: bool = False) -> dict[str, torch.Te
     net.eval()
     size = cfg.network.input_size
     # the stream must be the same on every run for the kept chunks to stay valid
-    loader = trainer._loader(_seed_all(cfg.seed, 0, trainer.rank, 1))
+    loader = trainer._loader(seed_all(cfg.seed, 0, trainer.rank, 1))
     pending: dict[str, list[torch.Tensor]] = {}
     held, k = 0, 0
     bar = progress_bar(progress and trainer.rank == 0, total=total, unit="example",
                        desc="features")
     with bar:
         for batch in loader:
-            take = min(len(batch["K"]), CHUNK - held, total - k * CHUNK - held)
-            batch = {n: v[:take] for n, v in batch.items() if torch.is_tensor(v)}
-            if loaded[k] is None:  # run the encoders; kept chunks only consume the stream
-                image = batch.pop("image").to(trainer.device)
-                if cfg.label_boxes:
-                    boxes, valid = label_boxes({n: v.to(image.device) for n, v in batch.items()},
-                                               size)
-                else:
-                    boxes = torch.zeros(len(image), 3, 3, device=image.device)
-                    valid = torch.zeros(len(image), 3, device=image.device)
-                for name, f in net.encode(image, boxes, valid).items():
-                    batch[f"feature_{name}"] = f.float().cpu()
-                for n, v in batch.items():
-                    pending.setdefault(n, []).append(v)
-            held += take
-            bar.update(take)
-            if held == min(CHUNK, total - k * CHUNK):
-                if loaded[k] is None:
-                    loaded[k] = {n: torch.cat(v) for n, v in pending.items()}
-                    path = folder / f"rank{trainer.rank}-{k:04d}.pt"
-                    with atomic_write(path) as fh:
-                        torch.save({"fingerprint": expected, "examples": loaded[k]}, fh)
-                pending, held, k = {}, 0, k + 1
-                if k == chunks:
-                    break
+            batch = {n: v for n, v in batch.items() if torch.is_tensor(v)}
+            start, n = 0, len(batch["K"])
+            while start < n and k < chunks:  # a batch may end one chunk and start the next
+                size_k = min(CHUNK, total - k * CHUNK)
+                take = min(n - start, size_k - held)
+                part = {name: v[start:start + take] for name, v in batch.items()}
+                start += take
+                if loaded[k] is None:  # run the encoders; kept chunks only consume the stream
+                    _encode(trainer, part, size)
+                    for name, v in part.items():
+                        pending.setdefault(name, []).append(v)
+                held += take
+                bar.update(take)
+                if held == size_k:
+                    if loaded[k] is None:
+                        loaded[k] = {name: torch.cat(v) for name, v in pending.items()}
+                        path = folder / f"rank{trainer.rank}-{k:04d}.pt"
+                        with atomic_write(path) as fh:
+                            torch.save({"fingerprint": expected, "examples": loaded[k]}, fh)
+                    pending, held, k = {}, 0, k + 1
+            if k == chunks:
+                break
     net.train(was_training)
     return _cat(loaded, total)
+
+
+def _encode(trainer: "Trainer", batch: dict[str, torch.Tensor], size: int) -> None:
+    """Replace ``batch``'s image by the frozen encoders' features (``feature_<branch>``)."""
+    cfg = trainer.config
+    image = batch.pop("image").to(trainer.device)
+    if cfg.label_boxes:
+        boxes, valid = label_boxes({n: v.to(image.device) for n, v in batch.items()}, size)
+    else:
+        boxes = torch.zeros(len(image), 3, 3, device=image.device)
+        valid = torch.zeros(len(image), 3, device=image.device)
+    for name, f in trainer.net.encode(image, boxes, valid).items():
+        batch[f"feature_{name}"] = f.float().cpu()
 
 
 def _cat(chunks: list[dict[str, torch.Tensor] | None], total: int) -> dict[str, torch.Tensor]:

@@ -78,7 +78,9 @@ def _lr_factor(cfg: TrainConfig, total: int):
     return factor
 
 
-def _seed_all(*key: int) -> int:
+def seed_all(*key: int) -> int:
+    """Seed torch, NumPy and ``random`` from ``key`` (a run's seed, step, rank...); returns
+    the derived seed."""
     seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -118,7 +120,7 @@ class Trainer:
             torch.distributed.init_process_group(backend)
         self.output = Path(cfg.output)
         self.total = total_steps(cfg, self.world)
-        _seed_all(cfg.seed)
+        seed_all(cfg.seed)
         self.body_model = load_body_model(cfg.body_model, cfg.model_path, self.device)
         self.net = WholeBodyNet(self.body_model, cfg.network).to(self.device)
         self.step_module = TrainingStep(cfg, self.body_model, self.net, self.device).to(self.device)
@@ -247,7 +249,7 @@ class Trainer:
             while self.step < self.total:
                 seg_end = min((self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every,
                               self.total)
-                seed = _seed_all(cfg.seed, self.step, self.rank)
+                seed = seed_all(cfg.seed, self.step, self.rank)
                 self.net.train()
                 for batch in self._batches(seed):
                     batch = {k: v.to(self.device) if torch.is_tensor(v) else v
