@@ -60,6 +60,11 @@ def _median(records: list[dict], key: str) -> str:
     return f"{statistics.median(values):.1f}" if values else "-"
 
 
+NETWORK_PATH = "furpe reconstruct --method network (detector + network + mesh)"
+REFINE_PATH = "furpe reconstruct --method network --refine (network, experts, fit from it)"
+EXPERT_PATH = "expert path (experts + fit)"
+
+
 def _speed(checkpoint: str | None, images: list[np.ndarray], config: ReconstructConfig
            ) -> list[tuple[str, float]]:
     from furpe.bodymodels import load_body_model
@@ -88,9 +93,10 @@ def _speed(checkpoint: str | None, images: list[np.ndarray], config: Reconstruct
                     times.append(time.perf_counter() - t)
                 rows.append((f"network forward, {runtime}, batch {batch}: s per person",
                              statistics.median(times) / batch))
-    for name, cfg in (("furpe reconstruct --method network (detector + network + mesh)",
-                       config.replace(method="network", checkpoint=checkpoint)),
-                      ("expert path (experts + fit)", config)):
+    for name, cfg in ((NETWORK_PATH, config.replace(method="network", checkpoint=checkpoint)),
+                      (REFINE_PATH, config.replace(method="network", checkpoint=checkpoint,
+                                                   refine=True)),
+                      (EXPERT_PATH, config)):
         rec = Reconstructor(cfg)
         rec.reconstruct_image(images[0])  # warm-up
         times = []
@@ -148,12 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     speed = _speed(args.checkpoint, images, base)
     lines += ["", "| speed (CPU, 2 torch threads) | seconds |", "|---|---:|"]
     lines += [f"| {name} | {secs:.4f} |" for name, secs in speed]
-    net_person = next(s for n, s in speed if n.startswith("network forward, PyTorch, batch 1"))
-    expert_image = speed[-1][1]
+    secs = dict(speed)
+    net_person = secs["network forward, PyTorch, batch 1: s per person"]
+    expert_image = secs[f"{EXPERT_PATH}: s per image"]
     lines += ["", f"Network forward at batch 1 vs the expert path (one person per image): "
                   f"x{expert_image / net_person:.0f} faster per person; whole `--method "
                   f"network` reconstruction (person detector, network, mesh): "
-                  f"x{expert_image / speed[-2][1]:.1f}."]
+                  f"x{expert_image / secs[f'{NETWORK_PATH}: s per image']:.1f}; `--refine`: "
+                  f"x{expert_image / secs[f'{REFINE_PATH}: s per image']:.2f}."]
     text = "\n".join(lines)
     print(f"\n## {TITLE}\n\n{text}")
     if not args.no_write:

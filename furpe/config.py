@@ -174,6 +174,10 @@ def dataclass_from_mapping(cls: Any, data: Any, where: str = "") -> Any:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise SetupError(f"config: unknown key '{key}'; known keys{' of ' + where if where else ''}: "
                          f"{', '.join(known)}")
+    if cls is FitConfig and isinstance(data.get("refine_fallback"), (int, float)):
+        # a single number (configurations and results written before the per-part
+        # limits) is the body's limit
+        data = {**data, "refine_fallback": {"body": data["refine_fallback"]}}
     kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     if cls is FitConfig:  # per-part dicts: a partial dict overrides only its keys
         defaults = FitConfig()

@@ -246,7 +246,7 @@ class Reconstructor:
     def _finish(self, people: list[PersonObservation], image: np.ndarray, K: np.ndarray | None,
                 previous: FrameResult | None, t0: float, reset: bool = True,
                 track: TrackHook | None = None, warm_iters: float | None = None,
-                fallback: float | None = None) -> FrameResult:
+                fallback: Mapping[str, float] | None = None) -> FrameResult:
         """Fit, select, assemble. Each person starts from the ``previous`` person matched to
         them (the network's estimate of this image), then ``track`` (a video session) gives
         the others their own track's last parameters; ``warm_iters`` and ``fallback``: see

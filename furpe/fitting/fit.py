@@ -25,6 +25,7 @@ the model on the few vertices the correspondences use (:class:`KeypointSampler`)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,9 +119,14 @@ class FitConfig:
     #: The same share when the fit starts from the network's estimate (``--refine``),
     #: which is further from the answer than a previous frame's fit.
     refine_iters: float = 0.5
-    #: With ``--refine``, a person whose body residual (median landmark distance over the
-    #: person's size) ends above this is fitted again from scratch (None: never).
-    refine_fallback: float | None = 0.05
+    #: With ``--refine``, a person with an observed part whose residual (median landmark
+    #: distance over the part's size) ends above that part's limit here is fitted again from
+    #: scratch (None: never). The limits are the selection scheme's: the short warm
+    #: schedule moves a joint by a few degrees only, so a network whose arm is far off leaves
+    #: the body's median residual low but its hands off their landmarks and rejected.
+    refine_fallback: dict[str, float] | None = field(
+        default_factory=lambda: {"body": 0.05, "left_hand": 0.12, "right_hand": 0.12,
+                                 "face": 0.06})
     #: Keep refining the body shape while hands and face are fitted (slower: the rest
     #: skeleton then changes every iteration).
     shape_in_final_stage: bool = False
@@ -399,7 +405,7 @@ class Fitter:
         warm: np.ndarray | None = None,
         device: torch.device | str = "cpu",
         warm_iters: float | None = None,
-        fallback: float | None = None,
+        fallback: Mapping[str, float] | None = None,
     ) -> FitOutput:
         """Fit one model instance per person.
 
@@ -409,8 +415,9 @@ class Fitter:
         learning rate, the rest at ``warm_lr_scale``); the others are fitted on their own,
         cold, so a person entering a video does not slow down everyone else's fit.
         ``warm_iters`` (default: the config's) is the share of the iterations a warm start
-        runs. With ``fallback``, a warm-started person whose body residual ends above it
-        (the start was too far off to recover from) is fitted again, cold.
+        runs. With ``fallback`` (part -> residual limit), a warm-started person with an
+        observed part whose residual ends above its limit (the start was too far off to
+        recover from) is fitted again, cold.
         """
         B = len(people)
         is_warm = np.zeros(B, dtype=bool)
@@ -429,9 +436,14 @@ class Fitter:
             params, targets = self._optimise(people, K, init if is_warm.any() else None,
                                              device, warm_iters)
         result = self._output(params, targets, K, device)
-        if fallback is None or "body" not in result.residual:
+        if not fallback or not is_warm.any():
             return result
-        redo = np.flatnonzero(is_warm & (result.residual["body"].cpu().numpy() > fallback))
+        over = np.zeros(B, dtype=bool)
+        for part, limit in fallback.items():
+            if part in result.residual:
+                seen = result.targets[part].present.cpu().numpy()
+                over |= seen & (result.residual[part].cpu().numpy() > limit)
+        redo = np.flatnonzero(is_warm & over)
         if not len(redo):
             return result
         got, _ = self._optimise([people[i] for i in redo], K, None, device)
