@@ -257,3 +257,49 @@ def test_at_rest_resets_only_that_part(anny_model):
     assert moved[m.part_vertices["left_hand"]].any()
     assert not moved[m.part_vertices["right_hand"]].any()
     assert not moved[m.part_vertices["face"]].any()
+
+
+def test_forward_gradients_match_annys_own_forward(anny_model):
+    """Batch of two, every block: the gradients of a loss through our forward pass (pointer-
+    jumping chain, Rodrigues, phenotype coefficients) equal those through Anny's."""
+    from furpe.synthetic import sample_params
+
+    m = anny_model
+    rng = np.random.default_rng(11)
+    p1, p2 = sample_params(m, rng), sample_params(m, rng)
+    weights = torch.randn(2, m.num_vertices, 3, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for forward in (lambda p: m(p).vertices,
+                    lambda p: torch.cat([_anny_reference(m, {k: v[b:b + 1] for k, v in p.items()})[0]
+                                         for b in range(2)])):
+        params = {k: torch.cat([p1[k], p2[k]]).clone().requires_grad_(True) for k in p1}
+        (forward(params) * weights).sum().backward()
+        grads.append({k: v.grad for k, v in params.items()})
+    for k in grads[0]:
+        scale = grads[1][k].abs().max()
+        assert scale > 0, k
+        assert torch.allclose(grads[0][k], grads[1][k], atol=1e-3 * scale), k
+
+
+def test_phenotype_coefficients_match_anny_at_anchors_and_outside(anny_model):
+    """Values and gradients at interior anchors, range ends and outside the range (where
+    Anny clamps), against Anny's own coefficients."""
+    a = anny_model.anny
+    pc = anny_model._phenotype_coefficients
+    ns = anny_model._num_phenotype_shapes
+    pheno = torch.rand(32, 6, generator=torch.Generator().manual_seed(1)) * 1.4 - 0.2
+    pheno[0] = 0.5
+    pheno[1] = 0.0
+    pheno[2] = 1.0
+    pheno[3, 1] = -1 / 3 + 1e-9  # age: below its first anchor
+    pheno.requires_grad_(True)
+    ref = a._get_phenotype_blendshape_coefficients(
+        pheno, pheno.new_zeros(32, len(a.local_change_labels)),
+        pheno.new_zeros(32, len(a.facial_action_labels)))[:, :ns]
+    out = pc(pheno)
+    assert torch.allclose(out, ref, atol=1e-6)
+    g = torch.randn_like(ref)
+    g_ref = torch.autograd.grad((ref * g).sum(), pheno)[0]
+    g_out = torch.autograd.grad((out * g).sum(), pheno)[0]
+    assert g_ref.abs().max() > 0.1
+    assert torch.allclose(g_out, g_ref, atol=1e-5)

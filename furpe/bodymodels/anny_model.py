@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from furpe.bodymodels.anny_phenotype import PhenotypeCoefficients
 from furpe.bodymodels.base import BodyModel, HandBones, ParamBlock, Regressor
 from furpe.bodymodels.correspondences import load_regressors, pack_rows
 from furpe.core.files import atomic_write
+from furpe.core.rotations import rotvec_to_rotmat
 from furpe.core.vocab import DETAIL_PARTS
 
 #: Native (z up, facing -y) to camera-facing frame (y down, facing -z).
@@ -76,9 +78,17 @@ class AnnyBodyModel(BodyModel):
     def __init__(self, cache_dir: Path | None = None) -> None:
         super().__init__()
         self._subset_cache: dict[tuple[bytes, str], tuple[torch.Tensor, ...]] = {}
-        self._rest_cache: tuple[tuple[bytes, str], tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._rest_cache: tuple[tuple[bytes, str], tuple] | None = None
+        #: Phenotype part of the rest vertices per vertex set, for the cached phenotype.
+        self._rest_vertex_cache: dict[bytes | None, torch.Tensor] = {}
+        self._chain_cache: dict[str, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
         cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.anny = _load_anny(cache_dir)
+        if (self.anny.pose_parameterization != "local-ref"
+                or self.anny.reference_bone_orientations is None):
+            raise RuntimeError("furpe's Anny forward pass needs the 'local-ref' pose "
+                               "parameterization with reference orientations")
+        self._phenotype_coefficients = PhenotypeCoefficients(self.anny)
         labels: list[str] = list(self.anny.bone_labels)
         parents: list[int] = [int(p) for p in self.anny.bone_parents]
         self.joint_names = tuple(labels)
@@ -153,9 +163,6 @@ class AnnyBodyModel(BodyModel):
         This follows ``anny.models.rigged_model.RiggedModel.forward`` step by step (checked
         against it in the tests), so that a keypoint-only pass costs a fraction of a full one.
         """
-        import roma
-
-        a = self.anny
         batch = params["transl"].shape[0]
         device = params["transl"].device
         nbones = len(self.joint_names)
@@ -164,79 +171,147 @@ class AnnyBodyModel(BodyModel):
             rotvecs = rotvecs.index_copy(
                 1, torch.as_tensor(idx, device=device), params[block].to(torch.float32)
             )
-        pose = torch.eye(4, dtype=torch.float32, device=device).repeat(batch, nbones, 1, 1)
-        pose[:, :, :3, :3] = roma.rotvec_to_rotmat(rotvecs)
+        rest, (R, h, Kt) = self._rest_state(
+            params["phenotype"].to(torch.float32), params["facial_actions"].to(torch.float32),
+            vertex_ids)
+        # Anny's 'local-ref' forward kinematics (anny.utils.kinematics.forward_kinematic):
+        # W_c = W_p K_c with K_c = [U_p^T D_c U_c | U_p^T A_p (h_c - h_p)], the root's
+        # K_0 = [U_0^T D_0 U_0 | 0] being its world pose; U are the reference orientations,
+        # [R | h] the rest poses, A_p = U_p R_p^T (A_0 = I) and D the pose rotations.
+        U, Ut_parent, jumps = self._chain_constants(device)
+        Kr = Ut_parent @ rotvec_to_rotmat(rotvecs) @ U
+        # The chain by pointer jumping: after step k every bone holds the product of the 2^k
+        # transforms above it, so ceil(log2(depth)) batched steps replace one per level. The
+        # extra last entry is the identity, the "parent" of the root.
+        Wr = torch.cat([Kr, torch.eye(3, device=device).expand(batch, 1, 3, 3)], 1)
+        Wt = torch.cat([Kt, Kt.new_zeros(batch, 1, 3)], 1)
+        for anc in jumps:
+            Ar = Wr[:, anc]
+            Wt = (Ar @ Wt[..., None])[..., 0] + Wt[:, anc]
+            Wr = Ar @ Wr
+        Wr, Wt = Wr[:, :-1], Wt[:, :-1]
+        # Skinning transforms T_c = W_c P_c^-1.
+        Tr = Wr @ R.transpose(-1, -2)
+        T = torch.cat([Tr, (Wt - (Tr @ h[..., None])[..., 0])[..., None]], -1)
+        weights = self._vertex_data(vertex_ids)[2]
+        P = weights.shape[0]
+        blend = (weights @ T.reshape(batch, nbones, 12)).view(batch, P, 3, 4)
+        verts = (blend[..., :3] @ rest[..., None])[..., 0] + blend[..., 3]
+        return verts, Wt
 
-        coeffs, rest_bone_poses = self._rest_state(
-            params["phenotype"].to(torch.float32), params["facial_actions"].to(torch.float32))
-        transforms, bone_poses = a.get_bone_transforms(pose, rest_bone_poses)
-
-        template, shapes, weights = self._vertex_data(vertex_ids)
-        rest = template[None] + torch.einsum("cpd,bc->bpd", shapes, coeffs)
-        blend = torch.einsum("nj,bjik->bnik", weights, transforms[..., :3, :])
-        verts = (blend[..., :3] * rest[..., None, :]).sum(-1) + blend[..., 3]
-        return verts, bone_poses[:, :, :3, 3]
+    def _chain_constants(self, device: torch.device
+                         ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Reference orientations U (J, 3, 3), their parents' transposed, and the ancestor
+        index of each pointer-jumping step (J + 1 entries, J being the identity)."""
+        key = str(device)
+        if key not in self._chain_cache:
+            a = self.anny
+            parent = torch.as_tensor([p if p >= 0 else 0 for p in self.joint_parents])
+            U = a.reference_bone_orientations.to(device=device, dtype=torch.float32)
+            J = len(self.joint_parents)
+            anc = np.array([p if p >= 0 else J for p in self.joint_parents] + [J])
+            jumps = []
+            while (anc[:J] != J).any() or not jumps:
+                jumps.append(torch.as_tensor(anc, device=device))
+                anc = anc[anc]
+            self._chain_cache[key] = (U, U[parent.to(device)].transpose(-1, -2), jumps)
+        return self._chain_cache[key]
 
     def _rest_state(
-        self, pheno: torch.Tensor, facial: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Blend-shape coefficients and rest bone poses (B, J, 4, 4).
+        self, pheno: torch.Tensor, facial: torch.Tensor, vertex_ids: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Rest vertices (all, or ``vertex_ids``; (B, P, 3)) and the rest skeleton as
+        :meth:`_chain_offsets` gives it.
 
         The rest skeleton depends on the phenotype only (facial actions move no bone; checked
-        in the tests). When the phenotype needs no gradient it is computed once and reused
-        until the phenotype changes, which is what the fit's pose-only stages rely on.
+        in the tests). When the phenotype needs no gradient, the skeleton and the phenotype's
+        part of the rest vertices are computed once and reused until the phenotype changes,
+        which is what the fit's pose-only stages rely on; the facial actions' blend shapes
+        are added on each call.
         """
-        a = self.anny
         frozen = not (pheno.requires_grad and torch.is_grad_enabled())
         key = (pheno.detach().cpu().numpy().tobytes(), str(pheno.device)) if frozen else None
         if frozen and self._rest_cache is not None and self._rest_cache[0] == key:
-            shape_coeffs, rest_bone_poses = self._rest_cache[1]
+            shape_coeffs, skeleton = self._rest_cache[1]
         else:
-            shape_coeffs, rest_bone_poses = self._rest_skeleton(pheno)
+            shape_coeffs, R, h = self._rest_skeleton(pheno)
+            skeleton = self._chain_offsets(R, h)
             if frozen:
-                self._rest_cache = (key, (shape_coeffs.detach(), rest_bone_poses.detach()))
-        # Anny's coefficient layout: [phenotype shapes, facial actions, local changes (zero)].
-        nf, nl = len(a.facial_action_labels), 2 * len(a.local_change_labels)
-        ns = shape_coeffs.shape[1] - nf - nl
-        coeffs = torch.cat([shape_coeffs[:, :ns], facial, shape_coeffs[:, ns + nf:]], 1)
-        return coeffs, rest_bone_poses
+                self._rest_cache = (key, (shape_coeffs.detach(),
+                                          tuple(x.detach() for x in skeleton)))
+                self._rest_vertex_cache.clear()
+        template, shapes, _ = self._vertex_data(vertex_ids)
+        # Anny's coefficient layout: [phenotype shapes, facial actions, local changes]; the
+        # local changes are zero here, so their blend shapes are skipped.
+        ns, nf = self._num_phenotype_shapes, facial.shape[1]
+        P = template.shape[0]
+        vkey = None if vertex_ids is None else np.asarray(vertex_ids, dtype=np.int64).tobytes()
+        base = self._rest_vertex_cache.get(vkey) if frozen else None
+        if base is None:
+            base = template[None] + (shape_coeffs @ shapes[:ns]).view(-1, P, 3)
+            if frozen:
+                if len(self._rest_vertex_cache) > 8:
+                    self._rest_vertex_cache.clear()
+                self._rest_vertex_cache[vkey] = base
+        rest = base + (facial @ shapes[ns:ns + nf]).view(-1, P, 3)
+        return rest, skeleton
 
-    def _rest_skeleton(self, pheno: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Phenotype blend-shape coefficients (facial part zero) and the rest bone poses."""
+    def _chain_offsets(self, R: torch.Tensor, h: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rest orientations R (B, J, 3, 3), heads h (B, J, 3) and the chain's translations
+        ``U_p^T A_p (h_c - h_p)`` (B, J, 3) (see :meth:`_forward`)."""
+        U, Ut_parent, _ = self._chain_constants(R.device)
+        parent = [p if p >= 0 else 0 for p in self.joint_parents]
+        A = U[1:] @ R[:, 1:].transpose(-1, -2)
+        A = torch.cat([torch.eye(3, dtype=R.dtype, device=R.device).expand(R.shape[0], 1, 3, 3),
+                       A], 1)
+        offsets = (A[:, parent] @ (h - h[:, parent])[..., None])
+        return R, h, (Ut_parent @ offsets)[..., 0]
+
+    @property
+    def _num_phenotype_shapes(self) -> int:
+        a = self.anny
+        return (a.blendshapes.shape[0] - len(a.facial_action_labels)
+                - 2 * len(a.local_change_labels))
+
+    def _rest_skeleton(self, pheno: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Phenotype blend-shape coefficients (B, C) and the rest orientations (B, J, 3, 3)
+        and heads (B, J, 3) of the bones, as Anny's ``get_rest_model`` makes them."""
         import roma
 
         a = self.anny
-        batch, device = pheno.shape[0], pheno.device
-        coeffs = a._get_phenotype_blendshape_coefficients(
-            pheno, pheno.new_zeros(batch, len(a.local_change_labels)),
-            pheno.new_zeros(batch, len(a.facial_action_labels)))
+        ns = self._num_phenotype_shapes
+        coeffs = self._phenotype_coefficients(pheno)
         # Bone heads and orientations are linear in the coefficients; the orientations are
         # projected back onto rotations.
         heads = a.template_bone_heads[None] + torch.einsum(
-            "ba,akd->bkd", coeffs, a.bone_heads_blendshapes)
+            "ba,akd->bkd", coeffs, a.bone_heads_blendshapes[:ns])
         M = a.bone_template_orientation_matrices[None] + torch.einsum(
-            "ba,akij->bkij", coeffs, a.bone_orientation_blendshapes)
+            "ba,akij->bkij", coeffs, a.bone_orientation_blendshapes[:ns])
         orient = roma.special_procrustes(M)
         if a.rest_orientation_refiner is not None:
             orient = a.rest_orientation_refiner(orient, heads)
-        rest_bone_poses = roma.Rigid(linear=orient, translation=heads).to_homogeneous()
         if a.root_identity_orientation:
-            rest_bone_poses[:, 0, :3, :3] = torch.eye(3, dtype=orient.dtype, device=device)
-        return coeffs, rest_bone_poses
+            eye = torch.eye(3, dtype=orient.dtype, device=orient.device)
+            orient = torch.cat([eye.expand(orient.shape[0], 1, 3, 3), orient[:, 1:]], 1)
+        return coeffs, orient, heads
 
     def _vertex_data(self, vertex_ids: np.ndarray | None):
-        """Template, blend shapes and dense skinning weights of all or some vertices (the
-        slices are cached per vertex set and device)."""
+        """Template (P, 3), blend shapes flattened (C, P * 3) and dense skinning weights
+        (P, J) of all or some vertices (cached per vertex set and device)."""
         a = self.anny
-        if vertex_ids is None:
-            return a.template_vertices, a.blendshapes, a.dense_vertex_bone_weights
-        ids = np.asarray(vertex_ids, dtype=np.int64)
-        key = (ids.tobytes(), str(a.template_vertices.device))
+        ids = None if vertex_ids is None else np.asarray(vertex_ids, dtype=np.int64)
+        key = (None if ids is None else ids.tobytes(), str(a.template_vertices.device))
         data = self._subset_cache.get(key)
         if data is None:
-            t = torch.as_tensor(ids, device=a.template_vertices.device)
-            data = (a.template_vertices[t], a.blendshapes[:, t].contiguous(),
-                    a.dense_vertex_bone_weights[t])
+            if ids is None:
+                data = (a.template_vertices, a.blendshapes.flatten(1),
+                        a.dense_vertex_bone_weights)
+            else:
+                t = torch.as_tensor(ids, device=a.template_vertices.device)
+                data = (a.template_vertices[t], a.blendshapes[:, t].flatten(1).contiguous(),
+                        a.dense_vertex_bone_weights[t])
             if len(self._subset_cache) > 8:
                 self._subset_cache.clear()
             self._subset_cache[key] = data

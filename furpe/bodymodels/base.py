@@ -305,8 +305,27 @@ class KeypointSampler:
             c: Regressor(regressors[c].names, remap[regressors[c].indices], regressors[c].weights)
             for c in conventions
         }
+        # All conventions as one regressor (rows padded to the widest with zero weights), so
+        # that a call is one gather and one weighted sum whatever the number of conventions.
+        width = max(r.indices.shape[1] for r in self.regressors.values())
+        pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])))  # noqa: E731
+        self._indices = np.concatenate([pad(r.indices) for r in self.regressors.values()])
+        self._weights = np.concatenate([pad(r.weights) for r in self.regressors.values()])
+        self._sizes = [len(r.names) for r in self.regressors.values()]
+        self._tensors: dict[tuple[str, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _packed(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The packed indices (flat) and weights (K, n, 1) on ``like``'s device and dtype."""
+        key = (str(like.device), like.dtype)
+        if key not in self._tensors:
+            self._tensors[key] = (
+                torch.as_tensor(self._indices.reshape(-1), dtype=torch.long, device=like.device),
+                torch.as_tensor(self._weights, dtype=like.dtype, device=like.device)[..., None])
+        return self._tensors[key]
 
     def __call__(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.model(params, vertex_ids=self.vertex_ids)
         points = torch.cat([out.vertices, out.joints], 1)
-        return {c: apply_regressor(r, points) for c, r in self.regressors.items()}
+        idx, w = self._packed(points)
+        kps = (points[:, idx].view(points.shape[0], *w.shape[:2], 3) * w).sum(2)
+        return dict(zip(self.regressors, kps.split(self._sizes, 1)))

@@ -35,15 +35,19 @@ class AnnyRigSource(RigSource):
         self.shape["phenotype"] = pheno_t[0].numpy()
         pheno_t = pheno_t.to(self._device)
         with torch.no_grad():
-            # Phenotype blend-shape coefficients (facial part zero) and rest bone poses.
-            coeffs, rest = model._rest_skeleton(pheno_t)  # type: ignore[attr-defined]
+            # Phenotype blend-shape coefficients and rest bone orientations and heads.
+            coeffs, orient, heads = model._rest_skeleton(pheno_t)  # type: ignore[attr-defined]
+        rest = torch.eye(4, dtype=orient.dtype, device=orient.device).repeat(
+            1, orient.shape[1], 1, 1)
+        rest[..., :3, :3], rest[..., :3, 3] = orient, heads
         self._rest = rest
-        # Anny's coefficient layout: [phenotype shapes, facial actions, local changes].
-        if coeffs.shape[1] != a.blendshapes.shape[0]:
-            raise ValueError("unexpected Anny blend-shape layout")
+        # Anny's coefficient layout: [phenotype shapes, facial actions, local changes]; the
+        # facial and local ones are zero at rest.
         nf, nl = len(a.facial_action_labels), 2 * len(a.local_change_labels)
-        self._facial = slice(coeffs.shape[1] - nf - nl, coeffs.shape[1] - nl)
-        self._coeffs = coeffs[0]
+        if coeffs.shape[1] + nf + nl != a.blendshapes.shape[0]:
+            raise ValueError("unexpected Anny blend-shape layout")
+        self._facial = slice(coeffs.shape[1], coeffs.shape[1] + nf)
+        self._coeffs = torch.cat([coeffs[0], coeffs.new_zeros(nf + nl)])
 
     def native_rest(self) -> dict[str, object]:
         a = self.model.anny  # type: ignore[attr-defined]
