@@ -154,11 +154,16 @@ class AnnyBodyModel(BodyModel):
     def num_vertices(self) -> int:
         return int(self.anny.template_vertices.shape[0])
 
+    places_in_forward = True
+
     def _forward(
-        self, params: dict[str, torch.Tensor], vertex_ids: np.ndarray | None = None
+        self, params: dict[str, torch.Tensor], vertex_ids: np.ndarray | None = None,
+        placed: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Anny's forward pass (cached rest bone orientations, dense LBS), restricted to
         ``vertex_ids`` when given: blend shapes and skinning then touch only those vertices.
+        With ``placed`` the output is in the camera frame (the global placement is the
+        kinematic chain's first transform), else in Anny's native frame.
 
         This follows ``anny.models.rigged_model.RiggedModel.forward`` step by step (checked
         against it in the tests), so that a keypoint-only pass costs a fraction of a full one.
@@ -166,11 +171,14 @@ class AnnyBodyModel(BodyModel):
         batch = params["transl"].shape[0]
         device = params["transl"].device
         nbones = len(self.joint_names)
-        rotvecs = torch.zeros(batch, nbones, 3, dtype=torch.float32, device=device)
+        rotvecs = torch.zeros(batch, nbones + 1, 3, dtype=torch.float32, device=device)
         for block, idx in self._bone_index.items():
             rotvecs = rotvecs.index_copy(
                 1, torch.as_tensor(idx, device=device), params[block].to(torch.float32)
             )
+        if placed:
+            rotvecs = rotvecs.index_copy(1, torch.tensor([nbones], device=device),
+                                         params["global_orient"][:, :1].to(torch.float32))
         rest, (R, h, Kt) = self._rest_state(
             params["phenotype"].to(torch.float32), params["facial_actions"].to(torch.float32),
             vertex_ids)
@@ -179,17 +187,25 @@ class AnnyBodyModel(BodyModel):
         # K_0 = [U_0^T D_0 U_0 | 0] being its world pose; U are the reference orientations,
         # [R | h] the rest poses, A_p = U_p R_p^T (A_0 = I) and D the pose rotations.
         U, Ut_parent, jumps = self._chain_constants(device)
-        Kr = Ut_parent @ rotvec_to_rotmat(rotvecs) @ U
-        # The chain by pointer jumping: after step k every bone holds the product of the 2^k
-        # transforms above it, so ceil(log2(depth)) batched steps replace one per level. The
-        # extra last entry is the identity, the "parent" of the root.
-        Wr = torch.cat([Kr, torch.eye(3, device=device).expand(batch, 1, 3, 3)], 1)
-        Wt = torch.cat([Kt, Kt.new_zeros(batch, 1, 3)], 1)
+        D = rotvec_to_rotmat(rotvecs)
+        Kr = Ut_parent @ D[:, :nbones] @ U
+        # Two extra entries: the placement [G | t] (the root's "parent"; G the global
+        # rotation then the native-to-camera one), whose own parent is the identity.
+        eye = torch.eye(3, device=device).expand(batch, 1, 3, 3)
+        if placed:
+            canon = torch.as_tensor(self.canonical_rotation, dtype=torch.float32, device=device)
+            G, t = D[:, nbones:] @ canon, params["transl"].to(torch.float32)[:, None]
+        else:
+            G, t = eye, Kt.new_zeros(batch, 1, 3)
+        # The chain by pointer jumping: after step k every entry holds the product of the
+        # 2^k transforms above it, so ceil(log2(depth)) batched steps replace one per level.
+        Wr = torch.cat([Kr, G, eye], 1)
+        Wt = torch.cat([Kt, t, Kt.new_zeros(batch, 1, 3)], 1)
         for anc in jumps:
             Ar = Wr[:, anc]
             Wt = (Ar @ Wt[..., None])[..., 0] + Wt[:, anc]
             Wr = Ar @ Wr
-        Wr, Wt = Wr[:, :-1], Wt[:, :-1]
+        Wr, Wt = Wr[:, :nbones], Wt[:, :nbones]
         # Skinning transforms T_c = W_c P_c^-1.
         Tr = Wr @ R.transpose(-1, -2)
         T = torch.cat([Tr, (Wt - (Tr @ h[..., None])[..., 0])[..., None]], -1)
@@ -202,16 +218,17 @@ class AnnyBodyModel(BodyModel):
     def _chain_constants(self, device: torch.device
                          ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Reference orientations U (J, 3, 3), their parents' transposed, and the ancestor
-        index of each pointer-jumping step (J + 1 entries, J being the identity)."""
+        index of each pointer-jumping step (J + 2 entries: J the placement, parent of the
+        root, and J + 1 the identity, parent of the placement and of itself)."""
         key = str(device)
         if key not in self._chain_cache:
             a = self.anny
             parent = torch.as_tensor([p if p >= 0 else 0 for p in self.joint_parents])
             U = a.reference_bone_orientations.to(device=device, dtype=torch.float32)
             J = len(self.joint_parents)
-            anc = np.array([p if p >= 0 else J for p in self.joint_parents] + [J])
+            anc = np.array([p if p >= 0 else J for p in self.joint_parents] + [J + 1, J + 1])
             jumps = []
-            while (anc[:J] != J).any() or not jumps:
+            while (anc != J + 1).any():
                 jumps.append(torch.as_tensor(anc, device=device))
                 anc = anc[anc]
             self._chain_cache[key] = (U, U[parent.to(device)].transpose(-1, -2), jumps)

@@ -138,6 +138,8 @@ class BodyModel(torch.nn.Module):
     regressors: dict[str, Regressor]
     #: Rotation from the model's native frame to the canonical camera-facing frame.
     canonical_rotation: np.ndarray
+    #: Whether :meth:`_forward` applies the global placement itself (``placed=True``).
+    places_in_forward: bool = False
 
     @property
     def num_vertices(self) -> int:
@@ -250,6 +252,9 @@ class BodyModel(torch.nn.Module):
         keypoint energy uses (see :class:`KeypointSampler`).
         """
         params = self.complete(params)
+        if self.places_in_forward:
+            verts, joints = self._forward(params, vertex_ids, placed=True)
+            return BodyOutput(vertices=verts, joints=joints)
         verts, joints = self._forward(params, vertex_ids)
         rot = rotvec_to_rotmat(params["global_orient"][:, 0].to(verts.dtype))
         canon = torch.as_tensor(self.canonical_rotation, dtype=verts.dtype, device=verts.device)
@@ -260,10 +265,12 @@ class BodyModel(torch.nn.Module):
         return BodyOutput(vertices=verts, joints=joints)
 
     def _forward(
-        self, params: dict[str, torch.Tensor], vertex_ids: np.ndarray | None = None
+        self, params: dict[str, torch.Tensor], vertex_ids: np.ndarray | None = None,
+        placed: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Vertices (all, or ``vertex_ids``) and joints in the model's native frame, before
-        global placement."""
+        global placement; with ``placed`` (models whose :attr:`places_in_forward` is True)
+        in the camera frame, like :meth:`forward`."""
         raise NotImplementedError
 
     def keypoints(self, output: BodyOutput, convention: str) -> torch.Tensor:

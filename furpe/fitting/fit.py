@@ -166,6 +166,32 @@ class PartTargets:
 
     def __post_init__(self) -> None:
         self.regressor3d = self.regressor3d or self.regressor
+        self._derived: dict[str, torch.Tensor] | None = None
+
+    def derived(self) -> dict[str, torch.Tensor]:
+        """Functions of the observations alone that the energy needs every iteration,
+        computed once: ``w2d`` (B, K) the confidences over their sum per person; for the 3D
+        term ``m3`` (B, K) the confidences of people with 3D landmarks, ``m3_norm`` their
+        sums, ``centred`` (B, K, 3) the landmarks minus their weighted centre, ``size2``
+        (B, 1) the squared mean distance from it; for the bone term ``bone_w`` (B, M), its
+        normalised form ``bone_wn`` and the unit directions ``bone_dirs`` (B, M, 3)."""
+        if self._derived is None:
+            conf = self.conf
+            d = {"w2d": conf / conf.sum(1, keepdim=True).clamp(min=1e-6)}
+            m3 = conf * self.has3d[:, None]
+            n = m3.sum(1).clamp(min=1e-6)
+            o = self.kp3d - (self.kp3d * m3[..., None]).sum(1, keepdim=True) / n[:, None, None]
+            size = (o.norm(dim=-1) * m3).sum(1) / n
+            d.update(m3=m3, m3_norm=m3 / n[:, None], centred=o,
+                     size2=size.clamp(min=1e-3)[:, None].pow(2))
+            if self.bones is not None and self.bones.numel():
+                a, b = self.bones[:, 0], self.bones[:, 1]
+                v = self.kp3d[:, b] - self.kp3d[:, a]
+                w = torch.minimum(m3[:, a], m3[:, b])
+                d.update(bone_dirs=v / v.norm(dim=-1, keepdim=True).clamp(min=1e-6),
+                         bone_wn=w / w.sum(1, keepdim=True).clamp(min=1e-6))
+            self._derived = d
+        return self._derived
 
 
 @dataclass
@@ -628,9 +654,8 @@ class Fitter:
                 continue
             kp2 = project(kp3, Kt)
             res = ((kp2 - tg.kp2d) / tg.scale[:, None, None]).pow(2).sum(-1)
-            w = tg.conf
-            e2d = (gmof(res, cfg.sigma[part] * widen) * w).sum(1) / w.sum(1).clamp(min=1e-6)
-            total = total + cfg.w2d[part] * e2d.sum()
+            e2d = (gmof(res, cfg.sigma[part] * widen) * tg.derived()["w2d"]).sum()
+            total = total + cfg.w2d[part] * e2d
             if cfg.w3d.get(part, 0) > 0 and bool(tg.has3d.any()):
                 total = total + cfg.w3d[part] * self._e3d(kpw, tg, cfg.sigma3d[part]).sum()
             if cfg.w3d_bones.get(part, 0) > 0 and bool(tg.has3d.any()):
@@ -645,13 +670,10 @@ class Fitter:
     def _e3d(kp3: torch.Tensor, tg: PartTargets, sigma: float) -> torch.Tensor:
         """(B,) robust 3D term of a part: model and expert landmarks compared after centring
         (the expert's are known up to a translation), relative to the part's size."""
-        m3 = tg.conf * tg.has3d[:, None]
-        n = m3.sum(1).clamp(min=1e-6)[:, None, None]
-        a = kp3 - (kp3 * m3[..., None]).sum(1, keepdim=True) / n
-        o = tg.kp3d - (tg.kp3d * m3[..., None]).sum(1, keepdim=True) / n
-        size = (o.norm(dim=-1) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
-        r3 = (a - o).pow(2).sum(-1) / size.clamp(min=1e-3)[:, None].pow(2)
-        return (gmof(r3, sigma) * m3).sum(1) / m3.sum(1).clamp(min=1e-6)
+        d = tg.derived()
+        a = kp3 - (kp3 * d["m3_norm"][..., None]).sum(1, keepdim=True)
+        r3 = (a - d["centred"]).pow(2).sum(-1) / d["size2"]
+        return (gmof(r3, sigma) * d["m3_norm"]).sum(1)
 
     @staticmethod
     def _ebones(kp3: torch.Tensor, tg: PartTargets, sigma: float) -> torch.Tensor:
@@ -660,12 +682,10 @@ class Fitter:
         confidence of its two ends; zero for a part without bones."""
         if tg.bones is None or not tg.bones.numel():
             return kp3.new_zeros(kp3.shape[0])
-        m3 = tg.conf * tg.has3d[:, None]
-        a, b = tg.bones[:, 0], tg.bones[:, 1]
-        unit = lambda v: v / v.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # noqa: E731
-        r3 = (unit(kp3[:, b] - kp3[:, a]) - unit(tg.kp3d[:, b] - tg.kp3d[:, a])).pow(2).sum(-1)
-        w = torch.minimum(m3[:, a], m3[:, b])
-        return (gmof(r3, sigma) * w).sum(1) / w.sum(1).clamp(min=1e-6)
+        d = tg.derived()
+        v = kp3[:, tg.bones[:, 1]] - kp3[:, tg.bones[:, 0]]
+        r3 = (v / v.norm(dim=-1, keepdim=True).clamp(min=1e-6) - d["bone_dirs"]).pow(2).sum(-1)
+        return (gmof(r3, sigma) * d["bone_wn"]).sum(1)
 
     def _hinge_weights(self, block: str, like: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -686,22 +706,45 @@ class Fitter:
             self._hinges[key] = (a, w_all, w_flex)
         return self._hinges[key]
 
+    def _rotation_prior_weights(self, like: torch.Tensor
+                                ) -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rotation blocks with a prior and, for their rows concatenated, ``w_all``
+        (N,), ``w_flex`` (N,) and hinge ``axes`` (N, 3) such that the prior of a row is
+        ``w_all |x|^2 + w_flex (x.a)^2``: ``w_pose`` of its block (finger bones:
+        ``_hinge_weights``), each divided by its block's number of rows (a mean per block)."""
+        cfg = self.config
+        key = ("all", str(like.device), cfg.w_finger_flex, cfg.w_finger_other,
+               tuple(sorted(cfg.w_pose.items())))
+        if key not in self._hinges:
+            names, w_all, w_flex, axes = [], [], [], []
+            for name, blk in self.model.blocks.items():
+                if blk.kind != "rotation" or name not in cfg.w_pose:
+                    continue
+                names.append(name)
+                hinge = self._hinge_weights(name, like)
+                if hinge is None:
+                    hinge = (like.new_zeros(blk.size, 3),
+                             like.new_full((blk.size,), cfg.w_pose[name]), like.new_zeros(blk.size))
+                a, wa, wf = hinge
+                axes.append(a), w_all.append(wa / blk.size), w_flex.append(wf / blk.size)
+            self._hinges[key] = (tuple(names), *(torch.cat(v) if v else like.new_zeros(0)
+                                                 for v in (w_all, w_flex, axes)))
+        return self._hinges[key]
+
     def prior(self, params, prev=None) -> torch.Tensor:
         cfg, model = self.config, self.model
         total = params["transl"].new_zeros(())
+        names, w_all, w_flex, axes = self._rotation_prior_weights(params["transl"])
+        if names:  # all rotation blocks with a prior at once
+            x = torch.cat([params[n] for n in names], 1)
+            ang2 = x.pow(2).sum(-1)
+            total = total + (w_all * ang2 + w_flex * (x * axes).sum(-1).pow(2)).sum()
+            over = (ang2.clamp(min=1e-12).sqrt() - cfg.max_angle).clamp(min=0)
+            total = total + cfg.w_limit * over.pow(2).sum()
         for name, blk in model.blocks.items():
             x = params[name]
-            if blk.kind == "rotation" and name in cfg.w_pose:
-                ang2 = x.pow(2).sum(-1)
-                hinge = self._hinge_weights(name, x)
-                if hinge is None:
-                    total = total + cfg.w_pose[name] * ang2.mean(1).sum()
-                else:
-                    axes, w_all, w_flex = hinge
-                    row = w_all * ang2 + w_flex * (x * axes).sum(-1).pow(2)
-                    total = total + row.mean(1).sum()
-                over = (ang2.clamp(min=1e-12).sqrt() - cfg.max_angle).clamp(min=0)
-                total = total + cfg.w_limit * over.pow(2).sum()
+            if blk.kind == "rotation":
+                continue
             elif blk.part == "shape":
                 d = torch.as_tensor(blk.default or [0.0] * blk.size, dtype=x.dtype, device=x.device)
                 total = total + cfg.w_shape * (x - d).pow(2).sum()
