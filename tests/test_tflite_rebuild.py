@@ -216,8 +216,9 @@ def test_hand_reproduces_tasks_landmarks(person: np.ndarray, monkeypatch) -> Non
     """HandLandmarker in video mode crops frame k + 1 where frame k's landmarks say: the
     rebuilt network on that crop (furpe's own region and crop,
     :func:`~furpe.experts.boxnets.hand_region` and ``crop_region``) gives frame k + 1's
-    landmarks (measured: 0.25 px at most, median 0.03 px). BGR input, input in [-1, 1] or
-    SAME padding's extra row first miss by 10 px or more."""
+    landmarks (measured: 0.25 px at most; 0.54 px once 23 of the render's 1.2 M channel values
+    changed by 1/255, so the bound is 1 px). BGR input, input in [-1, 1] or SAME padding's
+    extra row first miss by 10 px or more."""
     from furpe.experts.tasks import HandModel
 
     model = HandModel(num_hands=1)
@@ -244,7 +245,7 @@ def test_hand_reproduces_tasks_landmarks(person: np.ndarray, monkeypatch) -> Non
     print("\nhand, max px from the Tasks landmarks:",
           ", ".join(f"{k} {v:.2f}" for k, v in errors.items()))
     good, *broken = errors.values()
-    assert good < 0.5
+    assert good < 1.0
     assert min(broken) > 3.0
 
 

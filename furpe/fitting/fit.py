@@ -40,6 +40,7 @@ from furpe.core.rotations import rotmat_to_rotvec, rotvec_to_rotmat
 from furpe.core.vocab import (ANCHOR_ORDER, DETAIL_PARTS, FACE_TO_IBUG68, PARTS, bone_pairs,
                               part_convention)
 from furpe.experts.base import PartObservation, PersonObservation
+from furpe.fitting.optim import MultiRateAdam
 
 #: Landmark names of the torso in the MediaPipe pose convention (used for initialisation).
 TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
@@ -522,19 +523,13 @@ class Fitter:
             # and translate its keypoints.
             local = self._unplaced(sampler, params) if set(names) <= {"global_orient", "transl"} \
                 else None
-            groups = [
-                {"params": [params[n]],
-                 "lr": cfg.lr * self._lr_scale(n, final_stage)
-                 * (cfg.warm_lr_scale if warm_all and local is None else 1.0)}
-                for n in names
-            ]
-            opt = torch.optim.Adam(groups, lr=cfg.lr)
+            opt = MultiRateAdam(
+                [params[n] for n in names],
+                [cfg.lr * self._lr_scale(n, final_stage)
+                 * (cfg.warm_lr_scale if warm_all and local is None else 1.0) for n in names])
             warmup = max(1, iters // 8)
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda i: min(1.0, (i + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / iters)))
-            )
             for i in range(iters):
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 kps = sampler(params) if local is None else _place(local, params)
                 widen = 1.0
                 if stage.anneal and cfg.sigma_anneal > 1:
@@ -542,8 +537,9 @@ class Fitter:
                 loss = self.energy(params, targets, Kt, stage.parts, kps, prev, blend, widen,
                                    stage.only3d)
                 loss.backward()
-                opt.step()
-                sched.step()
+                # Linear warm-up over the first eighth, cosine decay to a tenth.
+                opt.step(min(1.0, (i + 1) / warmup)
+                         * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / iters))))
                 self._project_bounds(params)
         for p in params.values():
             p.requires_grad_(False)
