@@ -168,77 +168,81 @@ class AnnyBodyModel(BodyModel):
         This follows ``anny.models.rigged_model.RiggedModel.forward`` step by step (checked
         against it in the tests), so that a keypoint-only pass costs a fraction of a full one.
         """
-        batch = params["transl"].shape[0]
-        device = params["transl"].device
+        f32 = lambda x: x if x.dtype == torch.float32 else x.float()  # noqa: E731
+        transl = f32(params["transl"])
+        batch, device = transl.shape[0], transl.device
         nbones = len(self.joint_names)
-        rotvecs = torch.zeros(batch, nbones + 1, 3, dtype=torch.float32, device=device)
-        for block, idx in self._bone_index.items():
-            rotvecs = rotvecs.index_copy(
-                1, torch.as_tensor(idx, device=device), params[block].to(torch.float32)
-            )
+        const = self._chain_constants(device)
+        # The pose rotations D of the bones (and the global one, last), in one call.
+        blocks = [f32(params[b]) for b in self._bone_index]
         if placed:
-            rotvecs = rotvecs.index_copy(1, torch.tensor([nbones], device=device),
-                                         params["global_orient"][:, :1].to(torch.float32))
-        rest, (R, h, Kt) = self._rest_state(
-            params["phenotype"].to(torch.float32), params["facial_actions"].to(torch.float32),
-            vertex_ids)
-        # Anny's 'local-ref' forward kinematics (anny.utils.kinematics.forward_kinematic):
-        # W_c = W_p K_c with K_c = [U_p^T D_c U_c | U_p^T A_p (h_c - h_p)], the root's
-        # K_0 = [U_0^T D_0 U_0 | 0] being its world pose; U are the reference orientations,
-        # [R | h] the rest poses, A_p = U_p R_p^T (A_0 = I) and D the pose rotations.
-        U, Ut_parent, jumps = self._chain_constants(device)
+            blocks.append(f32(params["global_orient"][:, :1]))
+        rotvecs = torch.zeros(batch, nbones + 1, 3, device=device).index_copy(
+            1, const["bone_rows" if placed else "bone_rows_unplaced"], torch.cat(blocks, 1))
+        rest, (K_offset, P_inv) = self._rest_state(
+            f32(params["phenotype"]), f32(params["facial_actions"]), vertex_ids)
+        # Anny's 'local-ref' forward kinematics (anny.utils.kinematics.forward_kinematic) in
+        # homogeneous 4x4 form: W_c = W_p K_c with K_c = [U_p^T D_c U_c | U_p^T A_p (h_c -
+        # h_p)], the root's K_0 = [U_0^T D_0 U_0 | 0] being its world pose; U are the
+        # reference orientations, [R | h] the rest poses, A_p = U_p R_p^T (A_0 = I).
         D = rotvec_to_rotmat(rotvecs)
-        Kr = Ut_parent @ D[:, :nbones] @ U
+        K = torch.nn.functional.pad(const["Ut_parent"] @ D[:, :nbones] @ const["U"],
+                                    (0, 1, 0, 1)) + K_offset
         # Two extra entries: the placement [G | t] (the root's "parent"; G the global
         # rotation then the native-to-camera one), whose own parent is the identity.
-        eye = torch.eye(3, device=device).expand(batch, 1, 3, 3)
         if placed:
-            canon = torch.as_tensor(self.canonical_rotation, dtype=torch.float32, device=device)
-            G, t = D[:, nbones:] @ canon, params["transl"].to(torch.float32)[:, None]
+            G = torch.cat([D[:, nbones:] @ const["canon"], transl[:, None, :, None]], -1)
+            G = torch.nn.functional.pad(G, (0, 0, 0, 1)) + const["e33"]
         else:
-            G, t = eye, Kt.new_zeros(batch, 1, 3)
+            G = const["eye4"].expand(batch, 1, 4, 4)
         # The chain by pointer jumping: after step k every entry holds the product of the
         # 2^k transforms above it, so ceil(log2(depth)) batched steps replace one per level.
-        Wr = torch.cat([Kr, G, eye], 1)
-        Wt = torch.cat([Kt, t, Kt.new_zeros(batch, 1, 3)], 1)
-        for anc in jumps:
-            Ar = Wr[:, anc]
-            Wt = (Ar @ Wt[..., None])[..., 0] + Wt[:, anc]
-            Wr = Ar @ Wr
-        Wr, Wt = Wr[:, :nbones], Wt[:, :nbones]
-        # Skinning transforms T_c = W_c P_c^-1.
-        Tr = Wr @ R.transpose(-1, -2)
-        T = torch.cat([Tr, (Wt - (Tr @ h[..., None])[..., 0])[..., None]], -1)
+        W = torch.cat([K, G, const["eye4"].expand(batch, 1, 4, 4)], 1)
+        for anc in const["jumps"]:
+            W = W[:, anc] @ W
+        W = W[:, :nbones]
+        # Skinning transforms T_c = W_c P_c^-1, blended per vertex, applied to the
+        # homogeneous rest vertices.
+        T = (W @ P_inv)[..., :3, :]
         weights = self._vertex_data(vertex_ids)[2]
-        P = weights.shape[0]
-        blend = (weights @ T.reshape(batch, nbones, 12)).view(batch, P, 3, 4)
-        verts = (blend[..., :3] @ rest[..., None])[..., 0] + blend[..., 3]
-        return verts, Wt
+        blend = (weights @ T.reshape(batch, nbones, 12)).view(batch, weights.shape[0], 3, 4)
+        verts = (blend * rest[:, :, None, :]).sum(-1)
+        return verts, W[..., :3, 3]
 
-    def _chain_constants(self, device: torch.device
-                         ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Reference orientations U (J, 3, 3), their parents' transposed, and the ancestor
-        index of each pointer-jumping step (J + 2 entries: J the placement, parent of the
-        root, and J + 1 the identity, parent of the placement and of itself)."""
+    def _chain_constants(self, device: torch.device) -> dict:
+        """Constants of the forward pass on ``device``: reference orientations ``U``
+        (J, 3, 3) and their parents' transposed ``Ut_parent``, the rows of the pose blocks
+        in the rotation batch (``bone_rows``, the global rotation last), the native-to-camera
+        rotation, homogeneous helpers and the ancestor index of each pointer-jumping step
+        (``jumps``, J + 2 entries: J the placement, parent of the root, and J + 1 the
+        identity, parent of the placement and of itself)."""
         key = str(device)
         if key not in self._chain_cache:
-            a = self.anny
-            parent = torch.as_tensor([p if p >= 0 else 0 for p in self.joint_parents])
-            U = a.reference_bone_orientations.to(device=device, dtype=torch.float32)
             J = len(self.joint_parents)
+            parent = torch.as_tensor([p if p >= 0 else 0 for p in self.joint_parents])
+            U = self.anny.reference_bone_orientations.to(device=device, dtype=torch.float32)
             anc = np.array([p if p >= 0 else J for p in self.joint_parents] + [J + 1, J + 1])
             jumps = []
             while (anc != J + 1).any():
                 jumps.append(torch.as_tensor(anc, device=device))
                 anc = anc[anc]
-            self._chain_cache[key] = (U, U[parent.to(device)].transpose(-1, -2), jumps)
+            rows = [i for idx in self._bone_index.values() for i in idx] + [J]
+            e33 = torch.zeros(4, 4, device=device)
+            e33[3, 3] = 1.0
+            self._chain_cache[key] = {
+                "U": U, "Ut_parent": U[parent.to(device)].transpose(-1, -2),
+                "bone_rows": torch.as_tensor(rows, device=device),
+                "bone_rows_unplaced": torch.as_tensor(rows[:-1], device=device), "jumps": jumps,
+                "canon": torch.as_tensor(self.canonical_rotation, dtype=torch.float32,
+                                         device=device),
+                "e33": e33, "eye4": torch.eye(4, device=device)}
         return self._chain_cache[key]
 
     def _rest_state(
         self, pheno: torch.Tensor, facial: torch.Tensor, vertex_ids: np.ndarray | None = None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Rest vertices (all, or ``vertex_ids``; (B, P, 3)) and the rest skeleton as
-        :meth:`_chain_offsets` gives it.
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Homogeneous rest vertices (all, or ``vertex_ids``; (B, P, 4)) and the rest
+        skeleton as :meth:`_chain_offsets` gives it.
 
         The rest skeleton depends on the phenotype only (facial actions move no bone; checked
         in the tests). When the phenotype needs no gradient, the skeleton and the phenotype's
@@ -265,25 +269,33 @@ class AnnyBodyModel(BodyModel):
         vkey = None if vertex_ids is None else np.asarray(vertex_ids, dtype=np.int64).tobytes()
         base = self._rest_vertex_cache.get(vkey) if frozen else None
         if base is None:
-            base = template[None] + (shape_coeffs @ shapes[:ns]).view(-1, P, 3)
+            base = torch.nn.functional.pad(
+                template[None] + (shape_coeffs @ shapes[:ns]).view(-1, P, 3), (0, 1), value=1.0)
             if frozen:
                 if len(self._rest_vertex_cache) > 8:
                     self._rest_vertex_cache.clear()
                 self._rest_vertex_cache[vkey] = base
-        rest = base + (facial @ shapes[ns:ns + nf]).view(-1, P, 3)
+        rest = base + torch.nn.functional.pad((facial @ shapes[ns:ns + nf]).view(-1, P, 3),
+                                              (0, 1))
         return rest, skeleton
 
     def _chain_offsets(self, R: torch.Tensor, h: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rest orientations R (B, J, 3, 3), heads h (B, J, 3) and the chain's translations
-        ``U_p^T A_p (h_c - h_p)`` (B, J, 3) (see :meth:`_forward`)."""
-        U, Ut_parent, _ = self._chain_constants(R.device)
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """From rest orientations R (B, J, 3, 3) and heads h (B, J, 3): the constant part
+        of each bone's chain transform, ``[0 | U_p^T A_p (h_c - h_p)]`` with 1 in the corner
+        (B, J, 4, 4), and the inverse rest poses ``P^-1 = [R^T | -R^T h]`` (B, J, 4, 4)
+        (see :meth:`_forward`)."""
+        const = self._chain_constants(R.device)
         parent = [p if p >= 0 else 0 for p in self.joint_parents]
-        A = U[1:] @ R[:, 1:].transpose(-1, -2)
+        A = const["U"][1:] @ R[:, 1:].transpose(-1, -2)
         A = torch.cat([torch.eye(3, dtype=R.dtype, device=R.device).expand(R.shape[0], 1, 3, 3),
                        A], 1)
-        offsets = (A[:, parent] @ (h - h[:, parent])[..., None])
-        return R, h, (Ut_parent @ offsets)[..., 0]
+        offsets = const["Ut_parent"] @ (A[:, parent] @ (h - h[:, parent])[..., None])
+        pad = torch.nn.functional.pad
+        K_offset = pad(offsets, (3, 0, 0, 1)) + const["e33"]
+        Rt = R.transpose(-1, -2)
+        P_inv = pad(torch.cat([Rt, -(Rt @ h[..., None])], -1), (0, 0, 0, 1)) + const["e33"]
+        return K_offset, P_inv
 
     @property
     def _num_phenotype_shapes(self) -> int:

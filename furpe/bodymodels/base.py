@@ -235,10 +235,13 @@ class BodyModel(torch.nn.Module):
         return batch
 
     def complete(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Fill missing blocks with their neutral values."""
+        """Fill missing blocks with their neutral values (a new dict)."""
         batch = self.check_params(params)
+        if len(params) == len(self.blocks):
+            return dict(params)
         device = next(iter(params.values())).device
-        full = self.neutral_params(batch, device=device)
+        full = {name: blk.neutral(batch, dtype=torch.float32, device=device)
+                for name, blk in self.blocks.items() if name not in params}
         full.update(params)
         return full
 
