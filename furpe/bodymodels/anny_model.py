@@ -74,6 +74,7 @@ class AnnyBodyModel(BodyModel):
     """The Anny body model (default topology, float32, linear blend skinning)."""
 
     name = "anny"
+    places_in_forward = True
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         super().__init__()
@@ -81,7 +82,8 @@ class AnnyBodyModel(BodyModel):
         self._rest_cache: tuple[tuple[bytes, str], tuple] | None = None
         #: Phenotype part of the rest vertices per vertex set, for the cached phenotype.
         self._rest_vertex_cache: dict[bytes | None, torch.Tensor] = {}
-        self._chain_cache: dict[str, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
+        #: Constants of the forward pass per device (:meth:`_chain_constants`).
+        self._chain_cache: dict[str, dict] = {}
         cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.anny = _load_anny(cache_dir)
         if (self.anny.pose_parameterization != "local-ref"
@@ -153,8 +155,6 @@ class AnnyBodyModel(BodyModel):
     @property
     def num_vertices(self) -> int:
         return int(self.anny.template_vertices.shape[0])
-
-    places_in_forward = True
 
     def _forward(
         self, params: dict[str, torch.Tensor], vertex_ids: np.ndarray | None = None,

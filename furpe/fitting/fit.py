@@ -172,10 +172,11 @@ class PartTargets:
     def derived(self) -> dict[str, torch.Tensor]:
         """Functions of the observations alone that the energy needs every iteration,
         computed once: ``w2d`` (B, K) the confidences over their sum per person; for the 3D
-        term ``m3`` (B, K) the confidences of people with 3D landmarks, ``m3_norm`` their
-        sums, ``centred`` (B, K, 3) the landmarks minus their weighted centre, ``size2``
-        (B, 1) the squared mean distance from it; for the bone term ``bone_w`` (B, M), its
-        normalised form ``bone_wn`` and the unit directions ``bone_dirs`` (B, M, 3)."""
+        term ``m3_norm`` (B, K) the same for people with 3D landmarks (zero for the others),
+        ``centred`` (B, K, 3) the landmarks minus their weighted centre and ``size2`` (B, 1)
+        the squared mean distance from it; for the bone term ``bone_wn`` (B, M) the lower
+        confidence of each bone's ends over their sum, and ``bone_dirs`` (B, M, 3) the
+        bones' unit directions."""
         if self._derived is None:
             conf = self.conf
             d = {"w2d": conf / conf.sum(1, keepdim=True).clamp(min=1e-6)}
@@ -183,7 +184,7 @@ class PartTargets:
             n = m3.sum(1).clamp(min=1e-6)
             o = self.kp3d - (self.kp3d * m3[..., None]).sum(1, keepdim=True) / n[:, None, None]
             size = (o.norm(dim=-1) * m3).sum(1) / n
-            d.update(m3=m3, m3_norm=m3 / n[:, None], centred=o,
+            d.update(m3_norm=m3 / n[:, None], centred=o,
                      size2=size.clamp(min=1e-3)[:, None].pow(2))
             if self.bones is not None and self.bones.numel():
                 a, b = self.bones[:, 0], self.bones[:, 1]
