@@ -139,6 +139,27 @@ def _stats(values: list[float], scale: float = 1.0, digits: int = 1) -> tuple[st
     return f"{np.median(a):.{digits}f}", f"{np.percentile(a, 90):.{digits}f}", str(len(a))
 
 
+def _batch_seconds(rec: Reconstructor, images: list[np.ndarray]) -> float | None:
+    """Wall-clock seconds per image of reconstructing ``images`` in sequence with the
+    look-ahead and one torch thread (what ``furpe reconstruct`` does on a folder), overlays
+    included; None for fewer than two images."""
+    if len(images) < 2:
+        return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = time.perf_counter()
+        rec.prefetch(images[0])
+        for i, image in enumerate(images):
+            if i + 1 < len(images):
+                rec.prefetch(images[i + 1])
+            frame = rec.reconstruct_image(image)
+            overlay(image, person_meshes(frame), frame.intrinsics)
+        return (time.perf_counter() - t) / len(images)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=50, help="number of synthetic renders")
@@ -255,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         errs["hand PA-PVE, fit to exact landmarks (all visible)"].extend(
             pa_error(ev[pv[h]], sp.vertices[pv[h]]) for h in HANDS if sp.visible[h])
 
+    batch = _batch_seconds(rec, [sp.image for sp in truths])
+
     label = "" if args.config is None else f", configuration {args.config.stem}"
     run = (f"n={args.n}{label}, seeds {args.seed}..{args.seed + args.n - 1}, 640x640, distance 2.6 m, "
            f"device {rec.device}, torch threads {torch.get_num_threads()}")
@@ -275,6 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     for k, vals in errs.items():
         med, p90, n = _stats(vals, 1000.0)
         lines.append(f"| {k} (mm) | {med} | {p90} | {n} |")
+    if batch is not None:
+        mean_total = float(np.mean(times["total"]))
+        lines += ["", f"In a batch (the {len(truths)} renders found, in sequence, each with its "
+                      f"overlay, the experts of the next one running during this one's fit: "
+                      f"`Reconstructor.prefetch` with 1 torch thread, as `furpe reconstruct` "
+                      f"on a folder): {batch:.3f} s per image (wall-clock / images), against "
+                      f"a mean total of {mean_total:.3f} s one image at a time: "
+                      f"x{mean_total / batch:.2f}."]
     if len(heights) > 1:
         h, d = np.array(heights), np.array(depths)
         lines += ["", f"Fitted height / true height: median {np.median(h):.3f} (p10 "

@@ -719,6 +719,19 @@ def _labels_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_thread_for_fits(reconstructor: Any) -> Any:
+    """Torch on one CPU thread when the reconstructor fits: the fit's small operations gain
+    nothing from a second one, and the experts of the next input run on the other core
+    meanwhile (``Reconstructor.prefetch``; docs/results.md). The network alone keeps them.
+    The caller restores the thread count."""
+    config = getattr(reconstructor, "config", None)
+    if config is not None and (config.method != "network" or config.refine):
+        import torch
+
+        torch.set_num_threads(1)
+    return reconstructor
+
+
 def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int:
     from furpe.export.exporter import export_results, parse_formats
     from furpe.io.inputs import collect_inputs
@@ -739,10 +752,16 @@ def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int
         errors: list[tuple[str, str]] = []
         config = build_config(args)
         items = collect_inputs(args.inputs, args.recursive, errors=errors, exclude=[out_dir])
-        return run(lambda: factory(config), items, out_dir,
-                   overlay=not args.no_overlay, mesh=not args.no_mesh, resume=args.resume,
-                   progress=not args.quiet, debug=args.debug, input_errors=errors,
-                   side_view=not args.no_side_view, show=args.show)
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return run(lambda: _one_thread_for_fits(factory(config)), items, out_dir,
+                       overlay=not args.no_overlay, mesh=not args.no_mesh, resume=args.resume,
+                       progress=not args.quiet, debug=args.debug, input_errors=errors,
+                       side_view=not args.no_side_view, show=args.show)
+        finally:
+            torch.set_num_threads(threads)
 
     code, summary = _guarded(args, action)
     if code is not None:

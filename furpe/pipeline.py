@@ -28,6 +28,7 @@ from furpe.core.vocab import EXPERT_CONVENTIONS, PARTS, part_convention
 from furpe.experts import build_experts, reset_experts, run_experts
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
+from furpe.lookahead import Lookahead
 from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
 from furpe.selection import Selection, select
 from furpe.tracking import Smoother, Tracker, assign, association_cost
@@ -158,6 +159,7 @@ class Reconstructor:
         self.fitter = Fitter(self.body_model, cfg.fit)
         self.selection = cfg.scheme()
         self.network: NetworkRun | None = None
+        self._lookahead = Lookahead()
         if cfg.method == "network":
             self.network = NetworkRun(cfg, self.body_model, self.device)
 
@@ -180,12 +182,32 @@ class Reconstructor:
         """
         return self._run(self.experts, check_image(image), K, None, reset_rejected)
 
+    def prefetch(self, image: np.ndarray) -> None:
+        """Start the experts on ``image`` in a background thread, after those started
+        before; the :meth:`reconstruct_image` call given this same array takes their
+        result. Look one image ahead and the experts of the next image run while this one
+        is fitted (docs/results.md: images per second on 2 cores)::
+
+            rec.prefetch(images[0])
+            for i, image in enumerate(images):
+                if i + 1 < len(images):
+                    rec.prefetch(images[i + 1])
+                frames.append(rec.reconstruct_image(image))
+        """
+        self._submit(self.experts, check_image(image))
+
+    def _submit(self, experts: Sequence[Expert], image: np.ndarray) -> None:
+        if experts:
+            self._lookahead.submit(experts, image, observe, experts, image,
+                                   self.config.max_people)
+
     def video(self) -> "VideoSession":
         """A session for the consecutive frames of one video: the experts in tracking mode
         (their state reset), people tracked (``track_id``), each person's fit warm-started
         from their own track, their parameters smoothed over time (:class:`VideoSession`)."""
         if self._video_experts is None:
             self._video_experts = self._build_experts(True)
+        self._lookahead.drain()
         reset_experts(self._video_experts)
         return VideoSession(self, self._video_experts)
 
@@ -203,6 +225,7 @@ class Reconstructor:
         not reset when the selection scheme rejects it.
         """
         img = check_image(image)
+        self._lookahead.drain()
         t0 = time.perf_counter()
         if part == "face":
             obs = self._expert_with("observe_face_in_box").observe_face_in_box(img, box)
@@ -235,22 +258,27 @@ class Reconstructor:
                 frame.timings["total"] = time.perf_counter() - t0
                 return frame
             previous = frame  # the fit starts from the network's people
-        people = observe(experts, image, self.config.max_people)
+        people, seconds = self._lookahead.take(experts, image, observe, experts, image,
+                                               self.config.max_people)
         if not people:
             raise NoPersonError("no person found")
         refine = self.network is not None
         return self._finish(people, image, K, previous, t0, reset, track,
                             self.config.fit.refine_iters if refine else None,
-                            self.config.fit.refine_fallback if refine else None)
+                            self.config.fit.refine_fallback if refine else None,
+                            experts_s=None if refine else seconds)
 
     def _finish(self, people: list[PersonObservation], image: np.ndarray, K: np.ndarray | None,
                 previous: FrameResult | None, t0: float, reset: bool = True,
                 track: TrackHook | None = None, warm_iters: float | None = None,
-                fallback: Mapping[str, float] | None = None) -> FrameResult:
+                fallback: Mapping[str, float] | None = None,
+                experts_s: float | None = None) -> FrameResult:
         """Fit, select, assemble. Each person starts from the ``previous`` person matched to
         them (the network's estimate of this image), then ``track`` (a video session) gives
         the others their own track's last parameters; ``warm_iters`` and ``fallback``: see
-        :meth:`~furpe.fitting.fit.Fitter.fit`."""
+        :meth:`~furpe.fitting.fit.Fitter.fit`. ``experts_s``: the seconds the experts ran
+        (default: since ``t0``); with a look-ahead they ran before this call, and ``total``,
+        the call's own time, is less than ``experts + fit``."""
         t1 = time.perf_counter()
         h, w = image.shape[:2]
         K = camera(K, w, h, self.config.focal)
@@ -264,7 +292,8 @@ class Reconstructor:
         t2 = time.perf_counter()
         frame = assemble(self.body_model, people, fit, chosen, K, (w, h))
         frame.config = self.config.to_dict()
-        frame.timings.update({"experts": t1 - t0, "fit": t2 - t1,
+        frame.timings.update({"experts": t1 - t0 if experts_s is None else experts_s,
+                              "fit": t2 - t1,
                               "total": time.perf_counter() - t0})
         return frame
 
@@ -423,6 +452,12 @@ class VideoSession:
             self._repose(frame)
         self._end(frame)
         return frame
+
+    def prefetch(self, image: np.ndarray) -> None:
+        """Start the experts on the frame after the one about to be reconstructed (see
+        :meth:`Reconstructor.prefetch`): frames must be prefetched in their order, since the
+        experts track from one to the next."""
+        self.reconstructor._submit(self.experts, check_image(image))
 
     def load_frame(self, frame: FrameResult | None, timestamp: float | None = None) -> None:
         """Take a frame reconstructed earlier (e.g. read back from its JSON when a run

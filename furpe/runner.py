@@ -29,7 +29,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from furpe.io.console import format_error, internal_error, progress_bar, say
 __all__ = ["RunSummary", "SetupError", "run", "format_error"]
 
 ReconstructorFactory = Callable[[], Any]
+T = TypeVar("T")
 #: The contact sheet of ``show`` and the size of its tiles (pixels).
 SHEET_NAME = "contact_sheet.png"
 SHEET_TILE = 320
@@ -144,6 +145,8 @@ class _Context:
         self.progress = progress
         self.debug = debug
         self.summary = summary
+        #: The next input and its image, read and handed to the experts ahead of its turn.
+        self.ahead: tuple[InputItem, np.ndarray] | None = None
         self._reconstructor: Any = None
 
     def reconstructor(self) -> Any:
@@ -191,19 +194,45 @@ def _valid_frame_doc(doc: Any) -> bool:
             and doc.get("status") in ("ok", "no_person") and isinstance(doc.get("people"), list))
 
 
-def _process_image(item: InputItem, ctx: _Context) -> None:
+def _image_done(item: InputItem, ctx: _Context) -> dict | None:
+    """The document of an image finished by an earlier run (``resume``), else None."""
+    if not ctx.resume:
+        return None
+    sub, stem = _split(item.out_name)
+    doc = read_json(ctx.out_dir / sub / f"{stem}.json")
+    return doc if _valid_frame_doc(doc) and doc["status"] == "ok" else None
+
+
+def _process_image(item: InputItem, ctx: _Context, upcoming: InputItem | None = None) -> None:
+    """Reconstruct one image; the experts start on ``upcoming`` (the next input, when it is
+    an image to reconstruct) while this one is fitted (``Reconstructor.prefetch``)."""
     sub, stem = _split(item.out_name)
     out_dir = ctx.out_dir / sub
-    if ctx.resume:
-        doc = read_json(out_dir / f"{stem}.json")
-        if _valid_frame_doc(doc) and doc["status"] == "ok":
-            ctx.summary.images_skipped += 1
-            ctx.summary.people += len(doc["people"])
-            if ctx.tiles is not None and (out_dir / f"{stem}_overlay.png").is_file():
-                ctx.tile(item.out_name, read_image(out_dir / f"{stem}_overlay.png"))
-            return
-    image = read_image(item.path)
-    result = ctx.reconstructor().reconstruct_image(image)
+    doc = _image_done(item, ctx)
+    if doc is not None:
+        ctx.summary.images_skipped += 1
+        ctx.summary.people += len(doc["people"])
+        if ctx.tiles is not None and (out_dir / f"{stem}_overlay.png").is_file():
+            ctx.tile(item.out_name, read_image(out_dir / f"{stem}_overlay.png"))
+        return
+    ahead, ctx.ahead = ctx.ahead, None
+    rec = ctx.reconstructor()
+    prefetch = getattr(rec, "prefetch", None)
+    prefetched = ahead is not None and ahead[0] is item
+    image = ahead[1] if prefetched else read_image(item.path)
+    following = None
+    if (prefetch is not None and upcoming is not None and upcoming.kind == "image"
+            and _image_done(upcoming, ctx) is None):
+        try:
+            following = read_image(upcoming.path)
+        except FurpeError:
+            pass  # reported in its turn
+    if following is not None:
+        if not prefetched:
+            prefetch(image)
+        prefetch(following)
+        ctx.ahead = (upcoming, following)
+    result = rec.reconstruct_image(image)
     outs = write_frame_outputs(result, image, out_dir, stem, overlay=ctx.overlay,
                                mesh=ctx.mesh, source=str(item.path))
     if ctx.tiles is not None and outs.overlay is not None:
@@ -309,6 +338,27 @@ def _side_view(result: FrameResult | None, size: tuple[int, int], camera: SideCa
     return render_side_view(result, *size, camera=camera.update([p.vertices for p in people]))
 
 
+def _one_ahead(frames: Iterable[T]) -> Iterator[tuple[T, T | None]]:
+    """Each frame with the one after it (None for the last). A decoding error raised while
+    reading the next frame is raised after the current one has been taken."""
+    it = iter(frames)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    while True:
+        try:
+            following = next(it)
+        except StopIteration:
+            yield current, None
+            return
+        except InputError:
+            yield current, None
+            raise
+        yield current, following
+        current = following
+
+
 def _process_video(item: InputItem, ctx: _Context) -> None:
     frames_dir = ctx.out_dir / item.out_name
     mp4_name = f"{PurePosixPath(item.out_name).name}_overlay.mp4"
@@ -365,7 +415,8 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
 
     try:
         with reader:
-            for index, timestamp, rgb in reader.timed_frames():
+            ahead = None  # the next frame's image, handed to the experts ahead of its turn
+            for (index, timestamp, rgb), following in _one_ahead(reader.timed_frames()):
                 if size is None:
                     size = (rgb.shape[1], rgb.shape[0])
                 stem = f"frame_{index:06d}"
@@ -397,6 +448,15 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
                         for old, old_t in loaded:
                             session.load_frame(old, old_t)
                         loaded.clear()
+                    prefetch = getattr(session, "prefetch", None)
+                    if prefetch is not None and following is not None:
+                        if ahead is not rgb:
+                            prefetch(rgb)
+                        ahead = None
+                        if not (ctx.resume and (frames_dir / f"frame_{following[0]:06d}.json")
+                                .is_file()):
+                            ahead = following[2]
+                            prefetch(ahead)
                     try:
                         result = session.reconstruct_frame(rgb, timestamp=t)
                     except NoPersonError as exc:
@@ -497,13 +557,13 @@ def run(reconstructor_factory: ReconstructorFactory, items: Sequence[InputItem],
         ctx.fail(path, message)
     images_bar = progress_bar(progress and len(items) > 1, total=len(items), desc="furpe", unit="input")
     try:
-        for item in items:
+        for i, item in enumerate(items):
             images_bar.set_postfix_str(item.path.name, refresh=False)
             try:
                 if item.kind == "video":
                     _process_video(item, ctx)
                 else:
-                    _process_image(item, ctx)
+                    _process_image(item, ctx, items[i + 1] if i + 1 < len(items) else None)
             except SetupError:
                 raise
             except FurpeError as exc:

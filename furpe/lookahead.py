@@ -1,0 +1,91 @@
+"""Look-ahead: the experts of the next image run while the current one is fitted.
+
+The fit is a long chain of small tensor operations that keeps one core busy; the experts are
+convolutional networks that use the other. :class:`Lookahead` runs the experts in one
+background thread, in the order their images were submitted (the experts are not
+thread-safe, and a video's experts track from frame to frame), and hands each result to the
+call that asks for the same image. Once a look-ahead has started, every expert run goes
+through its thread, so the experts never run twice at once.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    owner: object
+    image: object
+    future: Future
+
+
+class Lookahead:
+    """Runs ``fn(*args)`` calls in one background thread, first in, first out; each keyed by
+    the objects ``(owner, image)``, compared by identity (the image array must be the one
+    given later to :meth:`take`)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[_Job] = []
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        """Whether a look-ahead ever ran (then every call goes through the thread)."""
+        return self._pool is not None
+
+    def submit(self, owner: object, image: object, fn: Callable[..., T], *args: Any) -> None:
+        """Start ``fn(*args)`` in the background (after the calls submitted before it)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="furpe-experts")
+            self._pending.append(_Job(owner, image, self._pool.submit(_timed, fn, *args)))
+
+    def take(self, owner: object, image: object, fn: Callable[..., T], *args: Any
+             ) -> tuple[T, float]:
+        """The result of the call submitted for ``(owner, image)`` and the seconds it ran;
+        ``fn(*args)`` is run now when none was (in the background thread if it exists, so
+        that it waits for the calls before it). Calls submitted before the one taken are
+        dropped (their images were skipped); their errors are ignored."""
+        with self._lock:
+            found = next((i for i, job in enumerate(self._pending)
+                          if job.owner is owner and job.image is image), None)
+            if found is None:
+                if self._pool is None:
+                    job = None
+                else:
+                    job = _Job(owner, image, self._pool.submit(_timed, fn, *args))
+                del self._pending[:]
+            else:
+                job = self._pending[found]
+                del self._pending[:found + 1]
+        if job is None:
+            return _timed(fn, *args)
+        return job.future.result()
+
+    def drain(self) -> None:
+        """Wait for every call submitted and forget their results (before running an expert
+        outside the look-ahead)."""
+        with self._lock:
+            jobs, self._pending = self._pending, []
+        for job in jobs:
+            job.future.exception()  # waits; the error belonged to an image never taken
+
+    def close(self) -> None:
+        """Wait for the calls under way and stop the thread."""
+        self.drain()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t
