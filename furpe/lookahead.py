@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -89,3 +89,25 @@ def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
     t = time.perf_counter()
     out = fn(*args)
     return out, time.perf_counter() - t
+
+
+def one_ahead(items: Iterable[T]) -> Iterator[tuple[T, T | None]]:
+    """Each item with the one after it (None for the last), to start work on the next one
+    early. An error raised while getting the next item (say, a video that stops decoding)
+    is raised after the current one has been taken."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    while True:
+        try:
+            following = next(it)
+        except StopIteration:
+            yield current, None
+            return
+        except Exception:
+            yield current, None
+            raise
+        yield current, following
+        current = following

@@ -29,7 +29,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from furpe.io.outputs import (SCHEMA_VERSION, frame_from_dict, no_person_dict, r
                               read_ply, render_overlay, write_frame_outputs, write_image,
                               write_json)
 from furpe.io.video import VideoWriter, open_video
+from furpe.lookahead import one_ahead
 from furpe.io.views import (VIEW_BACKGROUND, SideCamera, contact_sheet, render_side_view,
                             side_by_side)
 from furpe.results import FrameResult
@@ -48,7 +49,6 @@ from furpe.io.console import format_error, internal_error, progress_bar, say
 __all__ = ["RunSummary", "SetupError", "run", "format_error"]
 
 ReconstructorFactory = Callable[[], Any]
-T = TypeVar("T")
 #: The contact sheet of ``show`` and the size of its tiles (pixels).
 SHEET_NAME = "contact_sheet.png"
 SHEET_TILE = 320
@@ -338,27 +338,6 @@ def _side_view(result: FrameResult | None, size: tuple[int, int], camera: SideCa
     return render_side_view(result, *size, camera=camera.update([p.vertices for p in people]))
 
 
-def _one_ahead(frames: Iterable[T]) -> Iterator[tuple[T, T | None]]:
-    """Each frame with the one after it (None for the last). A decoding error raised while
-    reading the next frame is raised after the current one has been taken."""
-    it = iter(frames)
-    try:
-        current = next(it)
-    except StopIteration:
-        return
-    while True:
-        try:
-            following = next(it)
-        except StopIteration:
-            yield current, None
-            return
-        except InputError:
-            yield current, None
-            raise
-        yield current, following
-        current = following
-
-
 def _process_video(item: InputItem, ctx: _Context) -> None:
     frames_dir = ctx.out_dir / item.out_name
     mp4_name = f"{PurePosixPath(item.out_name).name}_overlay.mp4"
@@ -416,7 +395,7 @@ def _process_video(item: InputItem, ctx: _Context) -> None:
     try:
         with reader:
             ahead = None  # the next frame's image, handed to the experts ahead of its turn
-            for (index, timestamp, rgb), following in _one_ahead(reader.timed_frames()):
+            for (index, timestamp, rgb), following in one_ahead(reader.timed_frames()):
                 if size is None:
                     size = (rgb.shape[1], rgb.shape[0])
                 stem = f"frame_{index:06d}"

@@ -15,9 +15,9 @@ from furpe.config import ReconstructConfig
 from furpe.core.camera import intrinsics
 from furpe.core.registry import register, unregister
 from furpe.fitting.fit import FitConfig
-from furpe.lookahead import Lookahead
+from furpe.lookahead import Lookahead, one_ahead
 from furpe.pipeline import Reconstructor
-from furpe.runner import _one_ahead, run
+from furpe.runner import run
 from furpe.synthetic import exact_observations, sample_params
 
 W = H = 480
@@ -87,8 +87,8 @@ def test_skipped_images_are_dropped_and_drain_waits() -> None:
 def test_one_ahead_pairs_frames_and_raises_decoding_errors_after_the_last_good_one() -> None:
     from furpe.core.errors import InputError
 
-    assert list(_one_ahead([])) == []
-    assert list(_one_ahead([1, 2, 3])) == [(1, 2), (2, 3), (3, None)]
+    assert list(one_ahead([])) == []
+    assert list(one_ahead([1, 2, 3])) == [(1, 2), (2, 3), (3, None)]
 
     def broken():
         yield 1
@@ -97,7 +97,7 @@ def test_one_ahead_pairs_frames_and_raises_decoding_errors_after_the_last_good_o
 
     got = []
     with pytest.raises(InputError):
-        for pair in _one_ahead(broken()):
+        for pair in one_ahead(broken()):
             got.append(pair)
     assert got == [(1, 2), (2, None)]
 
@@ -311,3 +311,44 @@ def test_furpe_reconstruct_fits_on_one_thread_and_restores_it(tmp_path: Path) ->
         assert seen == [2, 2]  # the network alone keeps its threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_labeller_prefetches_the_next_image_and_frame(tmp_path: Path) -> None:
+    from test_labels import FakeLabelReconstructor
+
+    from furpe.io.inputs import collect_inputs
+    from furpe.labels.engine import label
+
+    class Prefetching(FakeLabelReconstructor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.events: list[tuple[str, int]] = []
+            self.handed: list[np.ndarray] = []
+
+        def prefetch(self, image: np.ndarray) -> None:
+            self.events.append(("prefetch", int(image[:, :, 0].sum())))
+            self.handed.append(image)
+
+        def reconstruct_image(self, image, reset_rejected=True):
+            assert any(h is image for h in self.handed)  # the very array handed over
+            self.events.append(("label", int(image[:, :, 0].sum())))
+            return super().reconstruct_image(image, reset_rejected)
+
+    _numbered(tmp_path, 2)
+    _video(tmp_path / "in" / "z_clip.mp4", n=4, blank=())
+    items = collect_inputs([str(tmp_path / "in")], False)
+    assert [i.kind for i in items] == ["image", "image", "video"]
+    built: list[Prefetching] = []
+
+    def factory():
+        built.append(Prefetching())
+        return built[-1]
+
+    summary = label(items, tmp_path / "shards", factory, every=2, progress=False)
+    assert summary.samples == 4  # 2 images + frames 0 and 2
+    kinds = [k for k, _ in built[0].events]
+    assert kinds == ["prefetch", "prefetch", "label", "label",  # image 2 handed over ahead
+                     "prefetch", "prefetch", "label", "label"]  # frame 2 during frame 0
+    pre = [v for k, v in built[0].events if k == "prefetch"]
+    done = [v for k, v in built[0].events if k == "label"]
+    assert pre == done  # each handed over once, labelled in that order

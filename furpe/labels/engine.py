@@ -14,7 +14,8 @@ parts keep their fitted values, flagged: training chooses what to use.
   every ``parts``-th input from ``part`` on, in the sorted input order; each part writes its
   own shards and ``index-<part>of<parts>.json``; ``index.json`` merges the parts' indexes.
 * **Workers**: ``workers`` processes on one machine, one torch thread each; the main process
-  writes the shards.
+  writes the shards. With one worker the experts look one frame ahead in a background thread
+  (``Reconstructor.prefetch``) while torch fits on one thread.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from furpe.io.console import format_error, internal_error, progress_bar, say
 from furpe.io.inputs import InputItem, read_image
 from furpe.labels.schema import LABEL_SCHEMA_VERSION, label_document
 from furpe.labels.shards import ShardWriter, iter_samples, list_shards, shard_keys
+from furpe.lookahead import one_ahead
 
 ReconstructorFactory = Callable[[], Any]
 
@@ -111,6 +113,8 @@ class Labeller:
         self.quality = quality
         self._rec: Any = None
         self._config: dict[str, Any] = {}
+        #: The next input and its image, handed to the experts ahead of its turn.
+        self._ahead: tuple[InputItem, np.ndarray] | None = None
 
     @property
     def reconstructor(self) -> Any:
@@ -139,26 +143,56 @@ class Labeller:
                     accepted[p] += int(verdict.accepted)
         return Sample(key, files, 0 if frame is None else len(frame.people), accepted)
 
-    def label(self, item: InputItem, skip: frozenset[str]) -> Iterator[Sample | Failure]:
-        """The samples of one input (its keys in ``skip`` left out)."""
+    def label(self, item: InputItem, skip: frozenset[str],
+              upcoming: InputItem | None = None) -> Iterator[Sample | Failure]:
+        """The samples of one input (its keys in ``skip`` left out). When the reconstructor
+        has ``prefetch``, its experts look one frame ahead: at the next frame to label, or
+        at ``upcoming`` (the next input) when it is an image."""
         source = str(item.path)
         try:
             if item.kind == "image":
-                yield self.label_frame(read_image(item.path), source,
-                                       unit_key(item.out_name, None), None)
+                ahead, self._ahead = self._ahead, None
+                prefetched = ahead is not None and ahead[0] is item
+                rgb = ahead[1] if prefetched else read_image(item.path)
+                following = None
+                if upcoming is not None and upcoming.kind == "image" and self._prefetch:
+                    try:
+                        following = read_image(upcoming.path)
+                    except FurpeError:
+                        pass  # reported in its turn
+                if following is not None:
+                    self._start(rgb, prefetched, following)
+                    self._ahead = (upcoming, following)
+                yield self.label_frame(rgb, source, unit_key(item.out_name, None), None)
                 return
             from furpe.io.video import open_video
 
             with open_video(item.path) as video:
-                for index, _, rgb in video.timed_frames():
-                    key = unit_key(item.out_name, index)
-                    if index % self.every or key in skip:
-                        continue
-                    yield self.label_frame(rgb, source, key, index)
+                frames = ((index, rgb) for index, _, rgb in video.timed_frames()
+                          if not index % self.every
+                          and unit_key(item.out_name, index) not in skip)
+                ahead_rgb = None
+                for (index, rgb), following in one_ahead(frames):
+                    if following is not None and self._prefetch:
+                        self._start(rgb, ahead_rgb is rgb, following[1])
+                        ahead_rgb = following[1]
+                    yield self.label_frame(rgb, source, unit_key(item.out_name, index), index)
         except FurpeError as exc:
             yield Failure(source, str(exc))
         except OSError as exc:
             yield Failure(source, exc.strerror or str(exc))
+
+    @property
+    def _prefetch(self) -> Callable[[np.ndarray], None] | None:
+        return getattr(self.reconstructor, "prefetch", None)
+
+    def _start(self, rgb: np.ndarray, prefetched: bool, following: np.ndarray) -> None:
+        """Hand ``rgb`` (unless already handed over) and then ``following`` to the experts."""
+        prefetch = self._prefetch
+        assert prefetch is not None
+        if not prefetched:
+            prefetch(rgb)
+        prefetch(following)
 
 
 def _worker(factory: ReconstructorFactory, every: int, quality: int, jobs: Any,
@@ -275,11 +309,19 @@ def label(items: Sequence[InputItem], out_dir: str | os.PathLike[str],
     try:
         if workers <= 1 or len(jobs) <= 1:
             labeller = Labeller(factory, every, quality)
-            for _, item, skip in jobs:
-                for result in labeller.label(item, skip):
-                    take(result)
-                    bar.set_postfix(people=summary.people, refresh=False)
-                bar.update(1)
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # the fit on one core, the experts one frame ahead
+            try:
+                for k, (_, item, skip) in enumerate(jobs):
+                    upcoming = jobs[k + 1][1] if k + 1 < len(jobs) else None
+                    for result in labeller.label(item, skip, upcoming):
+                        take(result)
+                        bar.set_postfix(people=summary.people, refresh=False)
+                    bar.update(1)
+            finally:
+                torch.set_num_threads(threads)
         else:
             _run_workers(jobs, factory, every, quality, min(workers, len(jobs)), take, bar,
                          summary)
