@@ -5,7 +5,9 @@ of that folder (default: the body photos of ../shared/data/real/mmpose). Three t
 the same inputs, one after the other (never two at once):
 
 * **reconstruct only**: ``Reconstructor.reconstruct_image`` on each image, nothing written
-  (what ``furpe reconstruct`` computes, without its overlay and mesh files);
+  (what ``furpe reconstruct`` computes, without its overlay and mesh files), with the
+  experts of the next image running during this one's fit (``Reconstructor.prefetch``, one
+  torch thread, as ``furpe reconstruct`` and ``furpe label`` with one worker run);
 * **label, 1 worker**: :func:`furpe.labels.label` in this process with the same loaded
   reconstructor: the same work plus encoding and writing the shards;
 * **label, 2 workers**: two worker processes (one torch thread each), each loading its own
@@ -33,6 +35,7 @@ from furpe.config import ReconstructConfig
 from furpe.core.errors import NoPersonError
 from furpe.io.inputs import collect_inputs, read_image
 from furpe.labels import label, list_shards
+from furpe.lookahead import one_ahead
 from furpe.pipeline import Reconstructor
 from furpe.synthetic import make_person
 from furpe.training.data import Augment, MirrorPlan, PersonCrops, label_dataset
@@ -76,15 +79,26 @@ def main(argv: list[str] | None = None) -> int:
         rec = Reconstructor(config)
         rec.reconstruct_image(read_image(items[0].path))  # warm-up
 
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as furpe reconstruct and furpe label with one worker
         t = time.perf_counter()
         people = 0
-        for it in items:
+        ahead = None  # the next image, handed to the experts ahead of its turn
+        for it, following in one_ahead(items):
+            image = ahead if ahead is not None else read_image(it.path)
+            if following is not None:
+                if ahead is None:
+                    rec.prefetch(image)
+                ahead = read_image(following.path)
+                rec.prefetch(ahead)
+            else:
+                ahead = None
             try:
-                people += len(rec.reconstruct_image(read_image(it.path),
-                                                    reset_rejected=False).people)
+                people += len(rec.reconstruct_image(image, reset_rejected=False).people)
             except NoPersonError:
                 pass
         t_rec = time.perf_counter() - t
+        torch.set_num_threads(threads)
 
         t = time.perf_counter()
         s1 = label(items, tmp / "one", lambda: rec, progress=False, shard_size=8)
@@ -105,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     n_real = total - args.n
     run = (f"{total} images ({args.n} renders 640x640" +
-           (f", {n_real} real photos" if n_real else "") + f"), torch threads "
-           f"{torch.get_num_threads()} in-process")
+           (f", {n_real} real photos" if n_real else "") + "), in-process runs on 1 torch "
+           "thread with the look-ahead")
     rows = [
         ("reconstruct only (in-process, nothing written)", t_rec),
         ("furpe label, 1 worker (in-process)", t_one),
