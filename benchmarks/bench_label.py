@@ -35,7 +35,7 @@ from furpe.config import ReconstructConfig
 from furpe.core.errors import NoPersonError
 from furpe.io.inputs import collect_inputs, read_image
 from furpe.labels import label, list_shards
-from furpe.lookahead import one_ahead
+from furpe.core.lookahead import one_ahead
 from furpe.pipeline import Reconstructor
 from furpe.synthetic import make_person
 from furpe.training.data import Augment, MirrorPlan, PersonCrops, label_dataset

@@ -40,7 +40,7 @@ from furpe.io.outputs import (SCHEMA_VERSION, frame_from_dict, no_person_dict, r
                               read_ply, render_overlay, write_frame_outputs, write_image,
                               write_json)
 from furpe.io.video import VideoWriter, open_video
-from furpe.lookahead import one_ahead
+from furpe.core.lookahead import one_ahead
 from furpe.io.views import (VIEW_BACKGROUND, SideCamera, contact_sheet, render_side_view,
                             side_by_side)
 from furpe.results import FrameResult

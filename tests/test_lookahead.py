@@ -15,7 +15,7 @@ from furpe.config import ReconstructConfig
 from furpe.core.camera import intrinsics
 from furpe.core.registry import register, unregister
 from furpe.fitting.fit import FitConfig
-from furpe.lookahead import Lookahead, one_ahead
+from furpe.core.lookahead import Lookahead, one_ahead
 from furpe.pipeline import Reconstructor
 from furpe.runner import run
 from furpe.synthetic import exact_observations, sample_params

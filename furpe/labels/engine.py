@@ -41,7 +41,7 @@ from furpe.io.console import format_error, internal_error, progress_bar, say
 from furpe.io.inputs import InputItem, read_image
 from furpe.labels.schema import LABEL_SCHEMA_VERSION, label_document
 from furpe.labels.shards import ShardWriter, iter_samples, list_shards, shard_keys
-from furpe.lookahead import one_ahead
+from furpe.core.lookahead import one_ahead
 
 ReconstructorFactory = Callable[[], Any]
 
