@@ -627,6 +627,26 @@ def test_hand_expert_finds_hand_at_wrist(hand_expert, hand_image) -> None:
 
 
 @pytest.mark.mediapipe
+def test_hands_too_small_by_the_body_are_not_looked_for(hand_expert, hand_image,
+                                                        monkeypatch) -> None:
+    img, wrist = hand_image
+    body = _fake_body(wrist, "right", other_wrist=np.array([100.0, 150.0]))
+    box = body_hand_crop_box(body, "right")
+    length = (box[2] - box[0]) / 2  # the hand's length by the body, in pixels
+    runs: list[str] = []
+    for name in ("_crop_model", "_image_model"):
+        model = getattr(hand_expert, name)
+        monkeypatch.setattr(model, "process", lambda crop, _f=model.process, _n=name:
+                            runs.append(_n) or _f(crop))
+    monkeypatch.setattr(hand_expert, "min_hand_length", length + 1)
+    people = hand_expert.observe(img, [PersonObservation(parts={"body": body})])
+    assert people[0].get("right_hand") is None and runs == []  # no landmarker run at all
+    monkeypatch.setattr(hand_expert, "min_hand_length", length - 1)
+    people = hand_expert.observe(img, [PersonObservation(parts={"body": body})])
+    assert people[0].get("right_hand") is not None and "_crop_model" in runs
+
+
+@pytest.mark.mediapipe
 def test_hand_side_comes_from_the_body(hand_expert, hand_image) -> None:
     """The same crop called left or right: same landmarks, and handedness only scales the
     score (by 1/2 for the side MediaPipe disagrees with)."""
