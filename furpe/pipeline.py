@@ -24,11 +24,11 @@ from furpe.config import ReconstructConfig
 from furpe.core.boxes import landmark_box
 from furpe.core.camera import intrinsics, project
 from furpe.core.errors import FurpeError, NoPersonError
+from furpe.core.lookahead import Lookahead
 from furpe.core.vocab import EXPERT_CONVENTIONS, PARTS, part_convention
 from furpe.experts import build_experts, reset_experts, run_experts
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
-from furpe.core.lookahead import Lookahead
 from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
 from furpe.selection import Selection, select
 from furpe.tracking import Smoother, Tracker, assign, association_cost

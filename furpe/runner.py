@@ -35,12 +35,12 @@ import numpy as np
 
 import furpe
 from furpe.core.errors import FurpeError, InputError, NoPersonError, SetupError
+from furpe.core.lookahead import one_ahead
 from furpe.io.inputs import InputItem, media_kind, read_image
 from furpe.io.outputs import (SCHEMA_VERSION, frame_from_dict, no_person_dict, read_json,
                               read_ply, render_overlay, write_frame_outputs, write_image,
                               write_json)
 from furpe.io.video import VideoWriter, open_video
-from furpe.core.lookahead import one_ahead
 from furpe.io.views import (VIEW_BACKGROUND, SideCamera, contact_sheet, render_side_view,
                             side_by_side)
 from furpe.results import FrameResult

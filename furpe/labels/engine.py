@@ -36,12 +36,12 @@ import numpy as np
 
 from furpe.core.errors import FurpeError, NoPersonError
 from furpe.core.files import read_json, write_json
+from furpe.core.lookahead import one_ahead
 from furpe.core.vocab import PARTS
 from furpe.io.console import format_error, internal_error, progress_bar, say
 from furpe.io.inputs import InputItem, read_image
 from furpe.labels.schema import LABEL_SCHEMA_VERSION, label_document
 from furpe.labels.shards import ShardWriter, iter_samples, list_shards, shard_keys
-from furpe.core.lookahead import one_ahead
 
 ReconstructorFactory = Callable[[], Any]
 
