@@ -16,6 +16,7 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "docs" / "results.md"
@@ -142,3 +143,27 @@ def quick_note(run: dict, standard: dict, target: str) -> str | None:
     return (f"a quick run ({fmt(run)}), not the standard `make {target}` run "
             f"({fmt(standard)}); its numbers are not representative. Run `make {target}` "
             "to regenerate this section.")
+
+
+def with_lookahead(prefetch: Callable[[Any], None], step: Callable[[Any], None],
+                   images: Sequence[Any]) -> float:
+    """Wall-clock seconds of ``step(image)`` over ``images`` in sequence, each image handed
+    to ``prefetch`` one step ahead (its experts run during the previous one's fit), torch on
+    one thread: how ``furpe reconstruct`` runs a folder or a video."""
+    import time
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = time.perf_counter()
+        if images:
+            prefetch(images[0])
+        for i, image in enumerate(images):
+            if i + 1 < len(images):
+                prefetch(images[i + 1])
+            step(image)
+        return time.perf_counter() - t
+    finally:
+        torch.set_num_threads(threads)

@@ -145,19 +145,12 @@ def _batch_seconds(rec: Reconstructor, images: list[np.ndarray]) -> float | None
     included; None for fewer than two images."""
     if len(images) < 2:
         return None
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        t = time.perf_counter()
-        rec.prefetch(images[0])
-        for i, image in enumerate(images):
-            if i + 1 < len(images):
-                rec.prefetch(images[i + 1])
-            frame = rec.reconstruct_image(image)
-            overlay(image, person_meshes(frame), frame.intrinsics)
-        return (time.perf_counter() - t) / len(images)
-    finally:
-        torch.set_num_threads(threads)
+
+    def step(image: np.ndarray) -> None:
+        frame = rec.reconstruct_image(image)
+        overlay(image, person_meshes(frame), frame.intrinsics)
+
+    return _report.with_lookahead(rec.prefetch, step, images) / len(images)
 
 
 def main(argv: list[str] | None = None) -> int:

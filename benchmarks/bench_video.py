@@ -473,50 +473,38 @@ def _cold_with_lookahead(rec: Reconstructor, images: list[np.ndarray]
                          ) -> tuple[float, list[int]]:
     """Images per second of ``reconstruct_image`` over ``images`` in sequence with the
     experts one image ahead and one torch thread, and the people per image."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     people: list[int] = []
-    try:
-        t0 = time.perf_counter()
-        rec.prefetch(images[0])
-        for i, rgb in enumerate(images):
-            if i + 1 < len(images):
-                rec.prefetch(images[i + 1])
-            try:
-                people.append(len(rec.reconstruct_image(rgb).people))
-            except NoPersonError:
-                people.append(0)
-        return len(images) / (time.perf_counter() - t0), people
-    finally:
-        torch.set_num_threads(threads)
+
+    def step(rgb: np.ndarray) -> None:
+        try:
+            people.append(len(rec.reconstruct_image(rgb).people))
+        except NoPersonError:
+            people.append(0)
+
+    return len(images) / _report.with_lookahead(rec.prefetch, step, images), people
 
 
 def _session_with_lookahead(rec: Reconstructor, frames: list[tuple[np.ndarray, float]]
                             ) -> tuple[float, list[int]]:
     """Frames per second of a video session over ``frames`` with the experts one frame
     ahead (``VideoSession.prefetch``) and one torch thread, and the people per frame."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     people: list[int] = []
-    try:
-        with rec.video() as warmup:
-            try:
-                warmup.reconstruct_frame(frames[0][0], timestamp=0.0)
-            except NoPersonError:
-                pass
-        session = rec.video()
-        t0 = time.perf_counter()
-        session.prefetch(frames[0][0])
-        for i, (rgb, ts) in enumerate(frames):
-            if i + 1 < len(frames):
-                session.prefetch(frames[i + 1][0])
-            try:
-                people.append(len(session.reconstruct_frame(rgb, timestamp=ts).people))
-            except NoPersonError:
-                people.append(0)
-        return len(frames) / (time.perf_counter() - t0), people
-    finally:
-        torch.set_num_threads(threads)
+    with rec.video() as warmup:
+        try:
+            warmup.reconstruct_frame(frames[0][0], timestamp=0.0)
+        except NoPersonError:
+            pass
+    session = rec.video()
+    times = {id(rgb): ts for rgb, ts in frames}
+
+    def step(rgb: np.ndarray) -> None:
+        try:
+            people.append(len(session.reconstruct_frame(rgb, timestamp=times[id(rgb)]).people))
+        except NoPersonError:
+            people.append(0)
+
+    images = [rgb for rgb, _ in frames]
+    return len(frames) / _report.with_lookahead(session.prefetch, step, images), people
 
 
 def main(argv: list[str] | None = None) -> int:
