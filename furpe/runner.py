@@ -36,7 +36,7 @@ import numpy as np
 import furpe
 from furpe.core.errors import FurpeError, InputError, NoPersonError, SetupError
 from furpe.core.lookahead import one_ahead
-from furpe.io.inputs import InputItem, media_kind, read_image
+from furpe.io.inputs import ImagesAhead, InputItem, media_kind, read_image
 from furpe.io.outputs import (SCHEMA_VERSION, frame_from_dict, no_person_dict, read_json,
                               read_ply, render_overlay, write_frame_outputs, write_image,
                               write_json)
@@ -145,8 +145,8 @@ class _Context:
         self.progress = progress
         self.debug = debug
         self.summary = summary
-        #: The next input and its image, read and handed to the experts ahead of its turn.
-        self.ahead: tuple[InputItem, np.ndarray] | None = None
+        #: The images, read one input ahead for the experts (``Reconstructor.prefetch``).
+        self.images = ImagesAhead()
         self._reconstructor: Any = None
 
     def reconstructor(self) -> Any:
@@ -215,23 +215,10 @@ def _process_image(item: InputItem, ctx: _Context, upcoming: InputItem | None = 
         if ctx.tiles is not None and (out_dir / f"{stem}_overlay.png").is_file():
             ctx.tile(item.out_name, read_image(out_dir / f"{stem}_overlay.png"))
         return
-    ahead, ctx.ahead = ctx.ahead, None
+    image = ctx.images.take(item)  # before the model loads: an unreadable input never loads it
     rec = ctx.reconstructor()
-    prefetch = getattr(rec, "prefetch", None)
-    prefetched = ahead is not None and ahead[0] is item
-    image = ahead[1] if prefetched else read_image(item.path)
-    following = None
-    if (prefetch is not None and upcoming is not None and upcoming.kind == "image"
-            and _image_done(upcoming, ctx) is None):
-        try:
-            following = read_image(upcoming.path)
-        except FurpeError:
-            pass  # reported in its turn
-    if following is not None:
-        if not prefetched:
-            prefetch(image)
-        prefetch(following)
-        ctx.ahead = (upcoming, following)
+    ctx.images.look_ahead(image, upcoming, getattr(rec, "prefetch", None),
+                          lambda it: _image_done(it, ctx) is None)
     result = rec.reconstruct_image(image)
     outs = write_frame_outputs(result, image, out_dir, stem, overlay=ctx.overlay,
                                mesh=ctx.mesh, source=str(item.path))

@@ -352,3 +352,27 @@ def test_the_labeller_prefetches_the_next_image_and_frame(tmp_path: Path) -> Non
     pre = [v for k, v in built[0].events if k == "prefetch"]
     done = [v for k, v in built[0].events if k == "label"]
     assert pre == done  # each handed over once, labelled in that order
+
+
+def test_an_unreadable_image_never_loads_the_model(tmp_path: Path) -> None:
+    from furpe.io.inputs import collect_inputs
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    items = collect_inputs([str(tmp_path / "in")], False)
+    built: list[Recording] = []
+
+    def factory():
+        built.append(Recording(ReconstructConfig()))
+        return built[-1]
+
+    summary = run(factory, items, tmp_path / "out", overlay=False, mesh=False, progress=False)
+    assert summary.failed == 1 and built == []
+    # An unreadable image after a good one: reported in its own turn, not read ahead.
+    _numbered(tmp_path, 1)
+    items = collect_inputs([str(tmp_path / "in")], False)
+    assert [i.path.name for i in items] == ["broken.png", "img0.png"]
+    items = items[::-1]
+    summary = run(factory, items, tmp_path / "out2", overlay=False, mesh=False, progress=False)
+    assert (summary.images_ok, summary.failed) == (1, 1)
+    assert built[0].events == [("image", 10)]

@@ -23,13 +23,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
 from furpe.core.errors import InputError
 
-__all__ = ["IMAGE_EXTENSIONS", "LIST_EXTENSIONS", "VIDEO_EXTENSIONS", "InputItem", "collect_inputs",
+__all__ = ["IMAGE_EXTENSIONS", "LIST_EXTENSIONS", "VIDEO_EXTENSIONS", "ImagesAhead", "InputItem", "collect_inputs",
            "media_kind", "read_image"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -314,3 +314,40 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     elif channels != 3:
         raise InputError(f"cannot read image {p}: unsupported {channels}-channel image")
     return np.ascontiguousarray(img[:, :, ::-1])
+
+
+class ImagesAhead:
+    """Reads a sequence of inputs' images one ahead, so that the experts can start on the
+    next image while the current one is fitted (``Reconstructor.prefetch``)::
+
+        image = images.take(item)                       # read now, or read ahead before
+        images.look_ahead(image, upcoming, rec.prefetch)
+    """
+
+    def __init__(self) -> None:
+        self._ahead: tuple[InputItem, np.ndarray] | None = None
+        self._handed = False  # the image last taken was handed to prefetch already
+
+    def take(self, item: InputItem) -> np.ndarray:
+        """``item``'s image: read now, or earlier by :meth:`look_ahead`."""
+        ahead, self._ahead = self._ahead, None
+        self._handed = ahead is not None and ahead[0] is item
+        return ahead[1] if self._handed else read_image(item.path)
+
+    def look_ahead(self, image: np.ndarray, upcoming: InputItem | None,
+                   prefetch: Callable[[np.ndarray], None] | None,
+                   wanted: Callable[[InputItem], bool] = lambda item: True) -> None:
+        """When ``upcoming`` (the next input) is an image that is ``wanted``, read it and
+        hand ``image`` (the one just taken, unless it already was) and then it to
+        ``prefetch``. An upcoming image that cannot be read is left for its own turn."""
+        if prefetch is None or upcoming is None or upcoming.kind != "image" \
+                or not wanted(upcoming):
+            return
+        try:
+            following = read_image(upcoming.path)
+        except InputError:
+            return
+        if not self._handed:
+            prefetch(image)
+        prefetch(following)
+        self._ahead = (upcoming, following)

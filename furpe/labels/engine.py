@@ -39,7 +39,7 @@ from furpe.core.files import read_json, write_json
 from furpe.core.lookahead import one_ahead
 from furpe.core.vocab import PARTS
 from furpe.io.console import format_error, internal_error, progress_bar, say
-from furpe.io.inputs import InputItem, read_image
+from furpe.io.inputs import ImagesAhead, InputItem, read_image
 from furpe.labels.schema import LABEL_SCHEMA_VERSION, label_document
 from furpe.labels.shards import ShardWriter, iter_samples, list_shards, shard_keys
 
@@ -113,8 +113,8 @@ class Labeller:
         self.quality = quality
         self._rec: Any = None
         self._config: dict[str, Any] = {}
-        #: The next input and its image, handed to the experts ahead of its turn.
-        self._ahead: tuple[InputItem, np.ndarray] | None = None
+        #: The images, read one input ahead for the experts (``Reconstructor.prefetch``).
+        self._images = ImagesAhead()
 
     @property
     def reconstructor(self) -> Any:
@@ -151,18 +151,8 @@ class Labeller:
         source = str(item.path)
         try:
             if item.kind == "image":
-                ahead, self._ahead = self._ahead, None
-                prefetched = ahead is not None and ahead[0] is item
-                rgb = ahead[1] if prefetched else read_image(item.path)
-                following = None
-                if upcoming is not None and upcoming.kind == "image" and self._prefetch:
-                    try:
-                        following = read_image(upcoming.path)
-                    except FurpeError:
-                        pass  # reported in its turn
-                if following is not None:
-                    self._start(rgb, prefetched, following)
-                    self._ahead = (upcoming, following)
+                rgb = self._images.take(item)
+                self._images.look_ahead(rgb, upcoming, self._prefetch)
                 yield self.label_frame(rgb, source, unit_key(item.out_name, None), None)
                 return
             from furpe.io.video import open_video
