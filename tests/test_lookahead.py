@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -232,6 +233,17 @@ class RecordingSession(FakeSession):
         return super().reconstruct_frame(image, timestamp)
 
 
+def _recording_factory() -> tuple[list[Recording], Callable[[], Recording]]:
+    """A factory of :class:`Recording` reconstructors and the list of those it built."""
+    built: list[Recording] = []
+
+    def factory() -> Recording:
+        built.append(Recording(ReconstructConfig()))
+        return built[-1]
+
+    return built, factory
+
+
 def _numbered(tmp_path: Path, n: int) -> list[Path]:
     paths = []
     for i in range(n):
@@ -246,12 +258,7 @@ def test_the_runner_reads_and_prefetches_the_next_image(tmp_path: Path) -> None:
 
     _numbered(tmp_path, 3)
     items = collect_inputs([str(tmp_path / "in")], False)
-    built: list[Recording] = []
-
-    def factory():
-        built.append(Recording(ReconstructConfig()))
-        return built[-1]
-
+    built, factory = _recording_factory()
     summary = run(factory, items, tmp_path / "out", overlay=False, mesh=False, progress=False)
     assert summary.images_ok == 3
     assert built[0].events == [("prefetch", 10), ("prefetch", 20), ("image", 10),
@@ -269,12 +276,7 @@ def test_the_video_loop_prefetches_the_next_frame(tmp_path: Path) -> None:
 
     _video(tmp_path / "clip.mp4", n=4, blank=())
     items = collect_inputs([str(tmp_path / "clip.mp4")], False)
-    built: list[Recording] = []
-
-    def factory():
-        built.append(Recording(ReconstructConfig()))
-        return built[-1]
-
+    built, factory = _recording_factory()
     run(factory, items, tmp_path / "out", overlay=False, mesh=False, progress=False)
     events = built[0].events
     kinds = [k for k, _ in events]
@@ -360,12 +362,7 @@ def test_an_unreadable_image_never_loads_the_model(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
     items = collect_inputs([str(tmp_path / "in")], False)
-    built: list[Recording] = []
-
-    def factory():
-        built.append(Recording(ReconstructConfig()))
-        return built[-1]
-
+    built, factory = _recording_factory()
     summary = run(factory, items, tmp_path / "out", overlay=False, mesh=False, progress=False)
     assert summary.failed == 1 and built == []
     # An unreadable image after a good one: reported in its own turn, not read ahead.
