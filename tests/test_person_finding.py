@@ -105,6 +105,27 @@ def test_box_landmarks_find_who_blazepose_misses(scene, monkeypatch) -> None:
 
 
 @pytest.mark.mediapipe
+def test_whole_image_flip_runs_only_for_people_not_yet_found(scene, monkeypatch) -> None:
+    """The mirrored whole-image run is skipped when the person box found everyone the plain
+    run sees (the same landmarks come out), and runs when the box found nobody."""
+    image, truth = scene
+    with MediaPipeBodyExpert() as body:
+        runs = []
+        mirror = body._mirror_pose.process
+        monkeypatch.setattr(body._mirror_pose, "process",
+                            lambda img: runs.append(img.shape) or mirror(img))
+        (person,) = body.detect(image)
+        assert runs == []
+        np.testing.assert_allclose(person.keypoints_2d, truth.keypoints_2d)
+        monkeypatch.setattr(body._detector, "process", lambda img: [])
+        (alone,) = body.detect(image)
+        assert runs == [image.shape]
+        seen = truth.confidence > 0.5
+        err = np.linalg.norm(alone.keypoints_2d[seen] - truth.keypoints_2d[seen], axis=1)
+        assert np.median(err) < 0.03 * max(np.ptp(truth.keypoints_2d[seen], axis=0))
+
+
+@pytest.mark.mediapipe
 def test_box_landmarker_rejects_what_is_no_person(scene) -> None:
     """Noise and a flat grey crop: no pose; the person's crop: a pose."""
     from furpe.core.boxes import crop_square, square_box

@@ -10,7 +10,7 @@ is face-based, so it finds upper-body and close-up shots that a person detector 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -81,7 +81,8 @@ class MediaPipeBodyExpert(TasksExpert):
 
     **Flip test** (``flip_test``; default: on for images, off in video mode, where the
     temporal smoothing averages out the same noise at half the cost): every BlazePose run is
-    repeated on the mirrored image; the mirrored landmarks (left and right swapped through
+    repeated on the mirrored image (the whole-image run only when it finds someone not yet
+    found in a person box); the mirrored landmarks (left and right swapped through
     :data:`~furpe.core.vocab.POSE_FLIP`) are averaged with the plain ones for the same person.
     BlazePose's depth errors in the two runs are partly independent, so the average is more
     accurate.
@@ -150,8 +151,14 @@ class MediaPipeBodyExpert(TasksExpert):
                 obs = self._in_box(img, box, found)
                 if obs is not None:
                     found.append(obs)
+        def known(obs: PartObservation) -> bool:  # already found in a person box
+            o = self._to_image(obs, None, 0, width, height)
+            return o is not None and any(_overlaps(o.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
+                                         for f in found)
+
         seen = (self._to_image(p, None, 0, width, height)
-                for p in self._poses(img, self._image_pose, self._mirror_pose, width, height))
+                for p in self._poses(img, self._image_pose, self._mirror_pose, width, height,
+                                     known))
         whole = sorted((o for o in seen if o is not None),
                        key=lambda o: -o.score * box_area(o.box))  # type: ignore[arg-type]
         for obs in whole:
@@ -203,10 +210,14 @@ class MediaPipeBodyExpert(TasksExpert):
                                   for f in found)
 
     def _poses(self, img: np.ndarray, model: PoseModel, mirror_model: PoseModel, width: int,
-               height: int) -> list[PartObservation]:
+               height: int, known: Callable[[PartObservation], bool] | None = None
+               ) -> list[PartObservation]:
         """The people BlazePose finds in ``img`` (with the flip test if on), in ``img``'s
-        pixels; confidences not yet limited to the image."""
+        pixels; confidences not yet limited to the image. People ``known`` already are left
+        out before the mirrored run, which is skipped when nobody is left."""
         plain = [self._observation(p, width, height, self.model) for p in model.process(img)]
+        if known is not None:
+            plain = [p for p in plain if not known(p)]
         if not self.flip_test or not plain:
             return plain
         mirrored = [self._unmirror(self._observation(p, width, height, self.model), width)
