@@ -8,9 +8,11 @@ three arrays ``<convention>/names``, ``<convention>/indices``, ``<convention>/we
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -92,3 +94,55 @@ def load_regressors(model: "BodyModel") -> dict[str, Regressor]:
     if path.exists():
         regs.update(load(path, nv, nj))
     return regs
+
+
+@dataclass(frozen=True)
+class BlendshapeReadout:
+    """What a face expert's blendshape scores say about a body model's facial actions: a
+    linear read-out, fitted on renders of the model with known actions
+    (``scripts/make_blendshape_readout.py``), of the actions the expert can see.
+
+    ``matrix`` is (len(outputs), len(inputs) + 1), the intercept last; ``confidence`` is each
+    output's held-out R^2 (how much of the action the scores explain).
+    """
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    matrix: np.ndarray
+    confidence: np.ndarray
+
+    def __call__(self, scores: Mapping[str, float]) -> np.ndarray:
+        """The actions ``outputs`` (clipped to [0, 1]) that ``scores`` (name -> score, a
+        missing name counts as 0) say."""
+        x = np.array([float(scores.get(k, 0.0)) for k in self.inputs] + [1.0])
+        return np.clip(self.matrix @ x, 0.0, 1.0)
+
+
+def readout_path(model_name: str) -> Path:
+    """The shipped blendshape read-out file of a body model."""
+    return data_path(model_name).with_name(f"{model_name}_blendshapes.npz")
+
+
+def save_readout(path: Path, readout: BlendshapeReadout) -> None:
+    """Write a read-out to ``path`` atomically."""
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, inputs=np.array(readout.inputs), outputs=np.array(readout.outputs),
+                        matrix=readout.matrix.astype(np.float32),
+                        confidence=readout.confidence.astype(np.float32))
+    tmp.replace(path)
+
+
+def read_readout(path: Path) -> BlendshapeReadout:
+    """Read a read-out file written by :func:`save_readout`."""
+    with np.load(path) as data:
+        return BlendshapeReadout(tuple(str(n) for n in data["inputs"]),
+                                 tuple(str(n) for n in data["outputs"]),
+                                 data["matrix"].astype(np.float64),
+                                 data["confidence"].astype(np.float64))
+
+
+@lru_cache(maxsize=8)
+def load_readout(model_name: str) -> BlendshapeReadout | None:
+    """The shipped read-out of ``model_name``, or None when it has none."""
+    path = readout_path(model_name)
+    return read_readout(path) if path.exists() else None

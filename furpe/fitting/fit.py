@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from furpe.bodymodels.base import BodyModel, BodyOutput, KeypointSampler, Regressor, apply_regressor
+from furpe.bodymodels.correspondences import load_readout
 from furpe.core.align import kabsch
 from furpe.core.camera import project
 from furpe.core.errors import FurpeError
@@ -100,10 +101,10 @@ class FitConfig:
     w_shape: float = 1e-3
     w_face_sparsity: float = 1e-4
     #: Facial blendshape scores of a face expert that gives them (``mediapipe_face``,
-    #: ARKit names) pull the body model's facial actions of the same names towards them
-    #: (squared difference, mean over the matched actions) and initialise them. Off (0) by
-    #: default: on Anny renders they do not yet beat the landmarks alone (docs/results.md).
-    w_blendshapes: float = 0.0
+    #: ARKit names), read as facial actions by the body model's shipped read-out
+    #: (:func:`blendshape_targets`), initialise those actions and pull them towards what the
+    #: scores say (squared difference, mean weighted by the read-out's confidence).
+    w_blendshapes: float = 0.1
     #: Closeness to the previous frame's parameters, for people warm-started from it (video).
     w_temporal: float = 1e-3
     #: Learning-rate multiplier of global/body/shape blocks in the last stage.
@@ -207,20 +208,25 @@ class BlendshapeTargets:
 
 def blendshape_targets(model: BodyModel, people: list[PersonObservation],
                        device: torch.device | str = "cpu") -> BlendshapeTargets | None:
-    """The face observations' blendshapes on the model's facial-action block (the bounded
-    face block whose labels carry the same names), or None when either is missing."""
+    """The face observations' blendshapes read as the model's facial actions by its shipped
+    read-out (:func:`furpe.bodymodels.correspondences.load_readout`), on the bounded face
+    block; the mask is the read-out's confidence per action. None when the model has no such
+    block or read-out, or no face has blendshapes."""
     block = next((n for n, b in model.blocks.items()
                   if b.part == "face" and b.kind == "bounded"), None)
     faces = [p.get("face") for p in people]
-    if block is None or not any(f is not None and f.blendshapes for f in faces):
+    readout = load_readout(model.name) if block is not None else None
+    if readout is None or not any(f is not None and f.blendshapes for f in faces):
         return None
-    labels = model.blocks[block].labels
+    labels = list(model.blocks[block].labels)
+    cols = [(labels.index(name), j) for j, name in enumerate(readout.outputs) if name in labels]
     values = np.zeros((len(people), len(labels)))
     mask = np.zeros((len(people), len(labels)))
     for b, face in enumerate(faces):
-        for k, label in enumerate(labels):
-            if face is not None and face.blendshapes and label in face.blendshapes:
-                values[b, k], mask[b, k] = face.blendshapes[label], 1.0
+        if face is not None and face.blendshapes:
+            actions = readout(face.blendshapes)
+            for k, j in cols:
+                values[b, k], mask[b, k] = actions[j], readout.confidence[j]
     if not mask.any():
         return None
     t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
@@ -502,7 +508,7 @@ class Fitter:
             params["transl"] = torch.as_tensor(transl, dtype=torch.float32, device=device)
         blend = blendshape_targets(model, people, device) if cfg.w_blendshapes > 0 else None
         if blend is not None and not warm_all:  # cold people start from the expert's blendshapes
-            params[blend.block] = blend.mask * blend.values + (1 - blend.mask) * params[blend.block]
+            params[blend.block] = torch.where(blend.mask > 0, blend.values, params[blend.block])
         prev = None
         if warm_all:
             prev = {k: v.detach().clone() for k, v in params.items()}
