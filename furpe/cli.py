@@ -307,7 +307,7 @@ def _add_camera_and_people(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument("--focal", type=_positive_float, metavar="PIXELS",
                    help="focal length in pixels (default: estimated from the image size)")
     p.add_argument("--max-people", type=_positive_int, metavar="N",
-                   help=f"{verb} at most N people per image (default: 10)")
+                   help=f"{verb} at most N people per image (default: 20)")
 
 
 def _add_device_and_debug(p: argparse.ArgumentParser) -> None:

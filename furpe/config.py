@@ -63,7 +63,7 @@ class ReconstructConfig:
     model_path: str | None = None
     device: str = "auto"
     focal: float | None = None
-    max_people: int = 10
+    max_people: int = 20
     experts: tuple[str, ...] = DEFAULT_EXPERTS
     expert_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     fit: FitConfig = field(default_factory=FitConfig)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from furpe.core.exposure import is_dark, normalise_exposure
-from furpe.experts.body import MediaPipeBodyExpert
+from furpe.experts.body import MediaPipeBodyExpert, mask_boxes, taken_share
 from furpe.experts.boxnets import PoseBoxLandmarker, refine_from_heatmaps
 from furpe.experts.tasks import PersonDetector, tile_origins
 
@@ -123,6 +123,41 @@ def test_whole_image_flip_runs_only_for_people_not_yet_found(scene, monkeypatch)
         seen = truth.confidence > 0.5
         err = np.linalg.norm(alone.keypoints_2d[seen] - truth.keypoints_2d[seen], axis=1)
         assert np.median(err) < 0.03 * max(np.ptp(truth.keypoints_2d[seen], axis=0))
+
+
+def test_taken_share_and_mask_boxes() -> None:
+    box = (0.0, 0.0, 100.0, 100.0)
+    assert taken_share(box, []) == 0.0
+    assert taken_share(box, [(0.0, 0.0, 49.0, 100.0)]) == pytest.approx(0.5, abs=0.05)
+    assert taken_share(box, [(0.0, 0.0, 60.0, 100.0), (40.0, 0.0, 100.0, 100.0)]) == 1.0
+    img = np.zeros((50, 80, 3), np.uint8)
+    out = mask_boxes(img, [(10.0, 10.0, 30.0, 30.0)], grow=0.0)
+    assert img.max() == 0 and (out[10:30, 10:30] == 128).all()
+    assert out[:, 31:].max() == 0 and out[31:].max() == 0
+
+
+@pytest.mark.mediapipe
+def test_second_look_finds_the_person_boxed_with_another(anny_model, monkeypatch) -> None:
+    """Two people side by side that the detector boxes together (forced here), and nobody
+    from the whole-image pass: one person without the second look; with it both, one per
+    side, neither taking parts of the other."""
+    from furpe.synthetic import make_person
+
+    a = make_person(anny_model, 1, 300, 640, distance=2.6)
+    b = make_person(anny_model, 2, 300, 640, distance=2.6)
+    pair = np.ascontiguousarray(np.hstack([a.image, b.image]))
+    counts = {}
+    for second_look in (None, 0.35):
+        with MediaPipeBodyExpert(second_look=second_look) as body:
+            monkeypatch.setattr(body._detector, "process",
+                                lambda img: [((0.0, 0.0, 600.0, 640.0), 0.9)])
+            monkeypatch.setattr(body._image_pose, "process", lambda img: [])
+            people = body.detect(pair)
+        counts[second_look] = len(people)
+        if second_look:
+            left, right = sorted((p.box for p in people), key=lambda box: box[0])
+            assert left[2] <= 300 + 10 and right[0] >= 300 - 10, (left, right)
+    assert counts == {None: 1, 0.35: 2}
 
 
 @pytest.mark.mediapipe

@@ -28,7 +28,7 @@ from furpe.experts.base import Expert, PartObservation, PersonObservation
 
 
 def build_experts(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None,
-                  *, max_people: int = 10, video: bool = False) -> list[Expert]:
+                  *, max_people: int = 20, video: bool = False) -> list[Expert]:
     """The registered experts ``names``, in order, each built with its ``options``; a
     factory that takes ``max_people`` or ``video`` gets them unless its options set them."""
     experts = []

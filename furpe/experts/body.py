@@ -49,6 +49,27 @@ def _overlaps(a: Box, b: Box, iou: float) -> bool:
     return box_iou(a, b) > iou or box_intersection(a, b) > 0.7 * min(box_area(a), box_area(b))
 
 
+def taken_share(box: Box, taken: Sequence[Box], grid: int = 24) -> float:
+    """The share of ``box`` covered by the union of the boxes ``taken`` (on a grid)."""
+    xs = np.linspace(box[0], box[2], grid)
+    ys = np.linspace(box[1], box[3], grid)
+    gx, gy = np.meshgrid(xs, ys)
+    covered = np.zeros(gx.shape, bool)
+    for t in taken:
+        covered |= (gx >= t[0]) & (gx <= t[2]) & (gy >= t[1]) & (gy <= t[3])
+    return float(covered.mean())
+
+
+def mask_boxes(image: np.ndarray, boxes: Sequence[Box], grow: float = 0.1) -> np.ndarray:
+    """A copy of ``image`` with each box (grown by ``grow`` of its size) painted mid-grey."""
+    out = image.copy()
+    h, w = image.shape[:2]
+    for b in boxes:
+        x0, y0, x1, y1 = expand_box(b, grow)
+        out[max(int(y0), 0):max(int(np.ceil(y1)), 0), max(int(x0), 0):max(int(np.ceil(x1)), 0)] = 128
+    return out
+
+
 class MediaPipeBodyExpert(TasksExpert):
     """BlazePose body expert (``model`` ``"heavy"``, the default, or ``"full"``, faster).
 
@@ -77,7 +98,10 @@ class MediaPipeBodyExpert(TasksExpert):
     Then BlazePose looks at the whole image for up to ``max_people`` people. A person is kept
     when its seen landmarks lie mostly inside the box it was looked for in (one body never
     takes parts of two people), and not kept twice (box IoU above ``dedupe_iou``, or most of
-    one box inside the other).
+    one box inside the other). Last, a **second look** (``second_look``, None: off) for people
+    the detector boxed together with someone found: where a share ``second_look`` of a box is
+    not covered by the people found, BlazePose looks at the box again with them painted out
+    (:meth:`_look_again`).
 
     **Flip test** (``flip_test``; default: on for images, off in video mode, where the
     temporal smoothing averages out the same noise at half the cost): every BlazePose run is
@@ -98,7 +122,7 @@ class MediaPipeBodyExpert(TasksExpert):
     def __init__(
         self,
         model: str = "heavy",
-        max_people: int = 10,
+        max_people: int = 20,
         video: bool = False,
         min_score: float = 0.4,
         dedupe_iou: float = 0.5,
@@ -111,6 +135,7 @@ class MediaPipeBodyExpert(TasksExpert):
         min_presence_confidence: float = 0.3,
         box_landmarks: bool | None = None,
         detector_tile: int | None = 640,
+        second_look: float | None = 0.35,
     ) -> None:
         if max_people < 1:
             raise ValueError("max_people must be >= 1")
@@ -120,6 +145,7 @@ class MediaPipeBodyExpert(TasksExpert):
         self.person_detector, self.min_person_score = person_detector, min_person_score
         self.crop_margin, self.crop_size = crop_margin, crop_size
         self.box_landmarks = (not video) if box_landmarks is None else box_landmarks
+        self.second_look = second_look
         self._box_pose = PoseBoxLandmarker(model)
         thresholds = dict(min_detection=min_detection_confidence,
                           min_presence=min_presence_confidence)
@@ -144,13 +170,13 @@ class MediaPipeBodyExpert(TasksExpert):
             return []
         height, width = img.shape[:2]
         found: list[PartObservation] = []
-        if self.person_detector:
-            for box, _ in self._detector.process(img):
-                if len(found) == self.max_people:
-                    return found
-                obs = self._in_box(img, box, found)
-                if obs is not None:
-                    found.append(obs)
+        boxes = self._detector.process(img) if self.person_detector else []
+        for box, _ in boxes:
+            if len(found) == self.max_people:
+                return found
+            obs = self._in_box(img, box, found)
+            if obs is not None:
+                found.append(obs)
         def known(obs: PartObservation) -> bool:  # already found in a person box
             o = self._to_image(obs, None, 0, width, height)
             return o is not None and any(_overlaps(o.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
@@ -166,7 +192,30 @@ class MediaPipeBodyExpert(TasksExpert):
                 break
             if not any(_overlaps(obs.box, f.box, self.dedupe_iou) for f in found):
                 found.append(obs)
+        if self.second_look:
+            self._look_again(img, [b for b, _ in boxes], found)
         return found
+
+    def _look_again(self, img: np.ndarray, boxes: list[Box], found: list[PartObservation]) -> None:
+        """People boxed together with someone found (one detector box around two people):
+        where a box is partly taken by people found and a share ``second_look`` of it is
+        free, BlazePose looks at it again with those people painted out; a person found
+        there is kept when at most 40% of its box was painted out and it is at least 0.4 times
+        as tall as the box."""
+        for box in boxes:
+            if len(found) == self.max_people:
+                return
+            taken = [f.box for f in found if f.box is not None
+                     and box_intersection(f.box, box) > 0]
+            share = taken_share(box, taken)  # type: ignore[arg-type]
+            if share < 0.05 or 1.0 - share < self.second_look:
+                continue
+            obs = self._in_box(mask_boxes(img, taken), box, found)  # type: ignore[arg-type]
+            # Not kept: mostly in what was painted out (parts of the people found), or short
+            # against the box (stray limbs).
+            if obs is not None and taken_share(obs.box, taken) <= 0.4 \
+                    and obs.box[3] - obs.box[1] >= 0.4 * (box[3] - box[1]):  # type: ignore[index]
+                found.append(obs)
 
     def _in_box(self, img: np.ndarray, box: Box,
                 found: list[PartObservation]) -> PartObservation | None:

@@ -92,7 +92,7 @@ class MediaPipeHandExpert(TasksExpert):
         max_wrist_distance: float = 1.0,
         retry_scale: float = 1.6,
         whole_image: bool = True,
-        max_people: int = 10,
+        max_people: int = 20,
         box_landmarks: bool | None = None,
         video: bool = False,
         min_box_hand_length: float = 24.0,
