@@ -99,9 +99,9 @@ class MediaPipeBodyExpert(TasksExpert):
     when its seen landmarks lie mostly inside the box it was looked for in (one body never
     takes parts of two people), and not kept twice (box IoU above ``dedupe_iou``, or most of
     one box inside the other). Last, a **second look** (``second_look``, None: off) for people
-    the detector boxed together with someone found: where a share ``second_look`` of a box is
-    not covered by the people found, BlazePose looks at the box again with them painted out
-    (:meth:`_look_again`).
+    the detector boxed together with someone found: where someone found stands mostly inside
+    a box and a share ``second_look`` of the box is not covered by the people found,
+    BlazePose looks at the box again with them painted out (:meth:`_look_again`).
 
     **Flip test** (``flip_test``; default: on for images, off in video mode, where the
     temporal smoothing averages out the same noise at half the cost): every BlazePose run is
@@ -198,8 +198,8 @@ class MediaPipeBodyExpert(TasksExpert):
 
     def _look_again(self, img: np.ndarray, boxes: list[Box], found: list[PartObservation]) -> None:
         """People boxed together with someone found (one detector box around two people):
-        where a box is partly taken by people found and a share ``second_look`` of it is
-        free, BlazePose looks at it again with those people painted out; a person found
+        where someone found stands mostly inside a box and a share ``second_look`` of the box
+        is free of the people found, BlazePose looks at it again with those people painted out; a person found
         there is kept when at most 40% of its box was painted out and it is at least 0.4 times
         as tall as the box."""
         for box in boxes:
@@ -207,8 +207,9 @@ class MediaPipeBodyExpert(TasksExpert):
                 return
             taken = [f.box for f in found if f.box is not None
                      and box_intersection(f.box, box) > 0]
-            share = taken_share(box, taken)  # type: ignore[arg-type]
-            if share < 0.05 or 1.0 - share < self.second_look:
+            # someone found stands mostly in this box, and enough of it is left
+            held = any(box_intersection(t, box) >= 0.5 * box_area(t) for t in taken)  # type: ignore[arg-type]
+            if not held or 1.0 - taken_share(box, taken) < self.second_look:  # type: ignore[arg-type]
                 continue
             obs = self._in_box(mask_boxes(img, taken), box, found)  # type: ignore[arg-type]
             # Not kept: mostly in what was painted out (parts of the people found), or short
