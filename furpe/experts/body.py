@@ -63,10 +63,10 @@ def taken_share(box: Box, taken: Sequence[Box], grid: int = 24) -> float:
 def mask_boxes(image: np.ndarray, boxes: Sequence[Box], grow: float = 0.1) -> np.ndarray:
     """A copy of ``image`` with each box (grown by ``grow`` of its size) painted mid-grey."""
     out = image.copy()
-    h, w = image.shape[:2]
     for b in boxes:
         x0, y0, x1, y1 = expand_box(b, grow)
-        out[max(int(y0), 0):max(int(np.ceil(y1)), 0), max(int(x0), 0):max(int(np.ceil(x1)), 0)] = 128
+        rows = slice(max(int(y0), 0), max(int(np.ceil(y1)), 0))
+        out[rows, max(int(x0), 0):max(int(np.ceil(x1)), 0)] = 128
     return out
 
 
@@ -177,10 +177,12 @@ class MediaPipeBodyExpert(TasksExpert):
             obs = self._in_box(img, box, found)
             if obs is not None:
                 found.append(obs)
+
         def known(obs: PartObservation) -> bool:  # already found in a person box
             o = self._to_image(obs, None, 0, width, height)
-            return o is not None and any(_overlaps(o.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
-                                         for f in found)
+            return o is not None and any(
+                _overlaps(o.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
+                for f in found)
 
         seen = (self._to_image(p, None, 0, width, height)
                 for p in self._poses(img, self._image_pose, self._mirror_pose, width, height,
@@ -196,20 +198,23 @@ class MediaPipeBodyExpert(TasksExpert):
             self._look_again(img, [b for b, _ in boxes], found)
         return found
 
-    def _look_again(self, img: np.ndarray, boxes: list[Box], found: list[PartObservation]) -> None:
+    def _look_again(self, img: np.ndarray, boxes: list[Box],
+                    found: list[PartObservation]) -> None:
         """People boxed together with someone found (one detector box around two people):
         where someone found stands mostly inside a box and a share ``second_look`` of the box
-        is free of the people found, BlazePose looks at it again with those people painted out; a person found
-        there is kept when at most 40% of its box was painted out and it is at least 0.4 times
-        as tall as the box."""
+        is free of the people found, BlazePose looks at it again with those people painted
+        out; a person found there is kept when at most 40% of its box was painted out and it
+        is at least 0.4 times as tall as the box."""
         for box in boxes:
             if len(found) == self.max_people:
                 return
             taken = [f.box for f in found if f.box is not None
                      and box_intersection(f.box, box) > 0]
             # someone found stands mostly in this box, and enough of it is left
-            held = any(box_intersection(t, box) >= 0.5 * box_area(t) for t in taken)  # type: ignore[arg-type]
-            if not held or 1.0 - taken_share(box, taken) < self.second_look:  # type: ignore[arg-type]
+            held = any(box_intersection(t, box) >= 0.5 * box_area(t)  # type: ignore[arg-type]
+                       for t in taken)
+            free = 1.0 - taken_share(box, taken)  # type: ignore[arg-type]
+            if not held or free < self.second_look:
                 continue
             obs = self._in_box(mask_boxes(img, taken), box, found)  # type: ignore[arg-type]
             # Not kept: mostly in what was painted out (parts of the people found), or short
