@@ -31,6 +31,7 @@ import torch
 
 from furpe.bodymodels import correspondences, load_body_model
 from furpe.core.boxes import face_crop_box
+from furpe.core.camera import project
 from furpe.core.vocab import POSE_FACE
 from furpe.experts.face import MediaPipeFaceExpert
 from furpe.synthetic import SKIN_TONES, render_person, sample_params, textured_background
@@ -55,9 +56,8 @@ def collect(model, n: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray
         person = render_person(model, params, 640, 640, skin=skin,
                                background=textured_background(rng, 640, 640))
         with torch.no_grad():
-            head = model.keypoints(model(params), "mediapipe_pose")[0, list(POSE_FACE)].numpy()
-        K = person.intrinsics
-        uv = head[:, :2] / head[:, 2:] * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+            head = model.keypoints(model(params), "mediapipe_pose")[0, list(POSE_FACE)]
+            uv = project(head, torch.as_tensor(person.intrinsics, dtype=head.dtype)).numpy()
         obs = expert.observe_face_in_box(person.image, face_crop_box(uv, scale=expert.crop_scale))
         if obs is None or not obs.blendshapes:
             continue
@@ -89,9 +89,12 @@ def main() -> None:
     labels = list(model.blocks["facial_actions"].labels)
     names, x, y = collect(model, args.renders, SEED)
     split = 3 * len(x) // 4
-    coef = ridge(x[:split], y[:split], args.ridge)
-    pred = np.clip(np.hstack([x[split:], np.ones((len(x) - split, 1))]) @ coef.T, 0.0, 1.0)
-    r2 = 1.0 - ((pred - y[split:]) ** 2).mean(0) / np.maximum(y[split:].var(0), 1e-9)
+    held_out = correspondences.BlendshapeReadout(
+        tuple(names), tuple(labels), ridge(x[:split], y[:split], args.ridge), np.ones(len(labels)))
+    pred = np.stack([held_out(dict(zip(names, row))) for row in x[split:]])
+    var = y[split:].var(0)  # an action never set in the held-out renders is not scored
+    r2 = np.where(var > 0, 1.0 - ((pred - y[split:]) ** 2).mean(0) / np.maximum(var, 1e-12),
+                  -np.inf)
     keep = [k for k in np.argsort(-r2) if r2[k] >= args.min_r2]
     for k in np.argsort(-r2)[:12]:
         print(f"{labels[k]:20s} held-out R^2 {r2[k]:.2f}{'  kept' if k in keep else ''}")
