@@ -102,6 +102,45 @@ def test_feature_shapes(name: str, size: int, channels: int, hw: int) -> None:
     assert f["feature"].shape == (2, channels)
 
 
+@pytest.mark.parametrize("name,outputs", [("hand", 21 * 3 * 2 + 2), ("face", 478 * 3 + 2),
+                                          ("pose_full", 39 * 5 + 1 + 39 * 3)])
+def test_features_with_landmark_outputs(name: str, outputs: int) -> None:
+    """``outputs=True`` adds the landmark head's outputs (not the pose's segmentation and
+    heatmaps), each sample's own, equal to the graph's outputs flattened in order."""
+    net = expert_network(name)
+    size = net.input_size
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        f = net.features(x, outputs=True)
+        full = net(x)
+    assert f["outputs"].shape == (2, outputs)
+    want = torch.cat([full[n].flatten(1) for n in net.head_output_names], 1)
+    torch.testing.assert_close(f["outputs"], want)
+    assert not torch.allclose(f["outputs"][0], f["outputs"][1])
+    if name.startswith("pose"):
+        assert net.head_output_names == ["Identity", "Identity_1", "Identity_4"]
+
+
+def test_encoder_landmark_features() -> None:
+    """``features: landmarks``: the pose's 2 x 2 map kept whole plus its landmark outputs
+    (the pooled feature is the map's mean); a backbone without a landmark head refuses."""
+    from furpe.core.errors import SetupError
+    from furpe.networks.encoders import Encoder
+
+    pooled, rich = Encoder("mediapipe_pose_full"), Encoder("mediapipe_pose_full",
+                                                          features="landmarks")
+    assert (pooled.dim, rich.dim) == (288, 288 * 4 + 313)
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        p, r = pooled(x), rich(x)
+    torch.testing.assert_close(r[:, :288 * 4].reshape(2, 288, 4).mean(-1), p)
+    assert Encoder("mediapipe_hand", features="landmarks").dim == 1152 + 128
+    with pytest.raises(SetupError, match="needs a MediaPipe backbone"):
+        Encoder("resnet18", width=0.25, features="landmarks")
+    with pytest.raises(SetupError, match="network.features must be one of"):
+        Encoder("mediapipe_hand", features="heatmaps")
+
+
 def test_unsupported_op_is_named() -> None:
     """The hand model with its LOGISTIC op code rewritten to HARD_SWISH (not implemented)."""
     import tflite

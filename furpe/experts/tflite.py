@@ -308,11 +308,24 @@ class TFLiteNet(nn.Module):
         """The graph outputs by TFLite name (4-D ones NCHW), plus the tensors in ``taps``."""
         return self.run(x, [self.names[i] for i in self.output_indices] + list(taps))
 
-    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    @cached_property
+    def head_output_names(self) -> list[str]:
+        """The graph outputs that are not image-like maps: landmarks, world landmarks and
+        scores (pose: not the segmentation and the heatmaps)."""
+        return [self.names[i] for i in self.output_indices
+                if len(self.shapes[i]) != 4 or self.shapes[i][1] * self.shapes[i][2] == 1]
+
+    def features(self, x: torch.Tensor, outputs: bool = False) -> dict[str, torch.Tensor]:
         """``feature_map`` (B, C, h, w), the map the landmark head reads, and ``feature``
-        (B, C), its global average (see the module docstring)."""
-        fmap = self.run(x, [self.feature_map_name])[self.feature_map_name]
-        return {"feature_map": fmap, "feature": fmap.mean((2, 3))}
+        (B, C), its global average (see the module docstring); with ``outputs`` also
+        ``outputs`` (B, N), the :attr:`head_output_names` flattened and concatenated."""
+        names = [self.feature_map_name] + (self.head_output_names if outputs else [])
+        got = self.run(x, names)
+        fmap = got[self.feature_map_name]
+        out = {"feature_map": fmap, "feature": fmap.mean((2, 3))}
+        if outputs:
+            out["outputs"] = torch.cat([got[n].flatten(1) for n in self.head_output_names], 1)
+        return out
 
 
 def expert_network(name: str, folder: Path | None = None) -> TFLiteNet:

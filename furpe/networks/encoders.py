@@ -12,6 +12,14 @@ Names (``NetworkConfig.body_backbone`` and friends):
   channels (CPU-sized models).
 
 Every encoder takes RGB in [0, 1] and normalises it the way its weights expect.
+
+``features`` (``NetworkConfig.features``) says what a MediaPipe encoder hands on:
+``pooled``, the feature map's global average (:meth:`TFLiteNet.features`); ``landmarks``,
+the map itself where it is small enough to keep its layout (pose and face: 2 x 2; the hand's
+7 x 7 map stays pooled, as its own heads read it) followed by the network's landmark
+outputs (:attr:`TFLiteNet.head_output_names`: landmarks in crop pixels, world landmarks,
+scores), so the heads see where the expert puts every joint. The other backbones have no
+landmark head and take ``pooled`` only.
 """
 from __future__ import annotations
 
@@ -24,6 +32,10 @@ MEDIAPIPE = {"mediapipe_pose_full": "pose_full", "mediapipe_pose_heavy": "pose_h
              "mediapipe_hand": "hand", "mediapipe_face": "face"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: What an encoder's feature is made of (see the module docstring).
+FEATURES = ("pooled", "landmarks")
+#: The largest feature map (h * w) that ``landmarks`` keeps whole instead of pooling.
+KEEP_MAP = 4
 
 
 class Encoder(nn.Module):
@@ -31,12 +43,20 @@ class Encoder(nn.Module):
 
     dim: int
 
-    def __init__(self, name: str, *, width: float = 1.0, weights: str | None = None) -> None:
+    def __init__(self, name: str, *, width: float = 1.0, weights: str | None = None,
+                 features: str = "pooled") -> None:
         super().__init__()
         self.name = name
         if name not in encoder_names():
             raise SetupError(f"unknown backbone '{name}'; choose from "
                              f"{', '.join(encoder_names())}")
+        if features not in FEATURES:
+            raise SetupError(f"network.features must be one of {', '.join(FEATURES)}, "
+                             f"not '{features}'")
+        if features != "pooled" and name not in MEDIAPIPE:
+            raise SetupError(f"network.features '{features}' needs a MediaPipe backbone "
+                             f"(with a landmark head); {name} has none: use 'pooled'")
+        self.features = features
         if name in MEDIAPIPE:
             from furpe.experts.tflite import expert_network
 
@@ -47,7 +67,7 @@ class Encoder(nn.Module):
             self.mediapipe = True
             with torch.no_grad():
                 size = self.net.input_size
-                self.dim = int(self.net.features(torch.zeros(1, 3, size, size))["feature"].shape[1])
+                self.dim = int(self(torch.zeros(1, 3, size, size)).shape[1])
         else:
             from furpe.networks.backbones import build_backbone
 
@@ -62,7 +82,13 @@ class Encoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.mediapipe:
-            return self.net.features(image)["feature"]
+            if self.features == "pooled":
+                return self.net.features(image)["feature"]
+            got = self.net.features(image, outputs=True)
+            fmap = got["feature_map"]
+            kept = fmap.flatten(1) if fmap.shape[2] * fmap.shape[3] <= KEEP_MAP \
+                else got["feature"]
+            return torch.cat([kept, got["outputs"]], 1)
         fmap = self.net((image - self.mean) / self.std)
         return fmap.mean((2, 3))
 

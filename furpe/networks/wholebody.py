@@ -51,6 +51,8 @@ class NetworkConfig:
     head_backbone: str = "mediapipe_face"
     #: Channel multiplier of ResNet backbones (1.0 = torchvision's).
     width: float = 1.0
+    #: What the encoders hand on: ``pooled`` or ``landmarks`` (:mod:`furpe.networks.encoders`).
+    features: str = "pooled"
     #: Weight files for resnet/hrnet backbones, by branch (``body``, ``hand``, ``head``).
     weights: dict[str, str] = field(default_factory=dict)
     input_size: int = 256
@@ -158,7 +160,7 @@ class WholeBodyNet(nn.Module):
         self.body_model_name = model.name
         self.codec = ParamCodec(model, [n for n in model.blocks if n != "transl"])
         self.body_encoder = Encoder(cfg.body_backbone, width=cfg.width,
-                                    weights=cfg.weights.get("body"))
+                                    weights=cfg.weights.get("body"), features=cfg.features)
         # Encoder features come at their own scale (a frozen MediaPipe network's vary by
         # about 0.01 from person to person): standardised per dimension before the heads.
         self.body_norm = nn.BatchNorm1d(self.body_encoder.dim)
@@ -176,10 +178,12 @@ class WholeBodyNet(nn.Module):
                                 "left_hand": ParamCodec.for_parts(model, ["left_hand"]),
                                 "face": ParamCodec.for_parts(model, ["face"])}
             self.hand = _PartNet(Encoder(cfg.hand_backbone, width=cfg.width,
-                                         weights=cfg.weights.get("hand")),
+                                         weights=cfg.weights.get("hand"),
+                                         features=cfg.features),
                                  self.part_codecs["right_hand"], cfg)
             self.head = _PartNet(Encoder(cfg.head_backbone, width=cfg.width,
-                                         weights=cfg.weights.get("head")),
+                                         weights=cfg.weights.get("head"),
+                                         features=cfg.features),
                                  self.part_codecs["face"], cfg)
         for branch in cfg.freeze:
             for p in self.encoder(branch).parameters():
