@@ -1,13 +1,16 @@
 """Learning from pseudo labels, and the recipes' ablation, at one CPU budget.
 
-    python benchmarks/bench_training.py [--steps 300] [--n 20] [--runs runs/bench-training]
+    python benchmarks/bench_training.py [--steps 300] [--batch-size 16] [--passes 1] [--n 20]
+                                        [--runs runs/bench-training]
                                         [--truth out/train-synth/shards]
                                         [--labels out/train-labels] [--only NAME ...]
+                                        [--section bench_training]
 
 Trains the network of ``configs/train-small.yaml`` once per variant, on the same training
-renders and for the same number of steps, and scores every checkpoint against the exact
-truth of held-out renders (the first ``--n`` images of the standard synthetic set), next to
-the expert fit and the mean pose on the same images. The variants:
+renders and for the same budget (``--steps`` of ``--batch-size``), and scores every
+checkpoint against the exact truth of held-out renders (the first ``--n`` images of the
+standard synthetic set), next to the expert fit and the mean pose on the same images. The
+variants:
 
 * ``truth``: the renders' exact truth (``furpe make-synthetic --format webdataset``);
 * ``expert labels``: the expert system's labels of the same renders (``furpe label``), not
@@ -15,6 +18,14 @@ the expert fit and the mean pose on the same images. The variants:
 * ``+ distillation``: with feature distillation for the body, hands and face;
 * ``multi-loss`` and ``EMA``: the other two recipes on the expert labels;
 * ``no selection``: every observed part used, accepted by the selection scheme or not.
+
+Every variant sees ``steps x batch`` augmented examples. With ``--passes 1`` (default) they
+are all fresh: variants whose encoders are frozen compute their features once
+(``data.feature_cache``, the same examples in another order), the distillation and EMA
+variants run the encoders every step; with ``--passes P`` the frozen-encoder variants draw
+their batches P times over a pool of ``steps x batch / P`` examples (a longer training for
+the same encoder time), and the two variants that cannot use a pool are not run (the table
+says so).
 
 Runs already finished under ``--runs`` are scored again without training (delete a run's
 folder to train it again); an interrupted run resumes from its ``last.pt``.
@@ -77,12 +88,21 @@ def _override(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def needs_fresh_views(changes: dict[str, Any]) -> bool:
+    """Whether a variant runs its encoders every step (distillation reads the crops, EMA
+    compares two new views): it cannot draw from a feature pool."""
+    return changes.get("recipe") == "ema" or any(changes.get("distill", {}).values())
+
+
 def _run(name: str, changes: dict[str, Any], args: argparse.Namespace) -> Path:
     """Train one variant (or reuse its finished run); its ``model.pt``."""
     out = args.runs / _slug(name)
+    examples = args.steps * args.batch_size
+    cache = 0 if needs_fresh_views(changes) else examples // args.passes
     data = _override(read_mapping(BASE_CONFIG), {
-        **changes, "steps": args.steps, "output": str(out), "threads": args.threads,
-        "checkpoint_every": max(50, args.steps // 4)})
+        **changes, "steps": args.steps, "batch_size": args.batch_size, "output": str(out),
+        "threads": args.threads, "checkpoint_every": max(50, args.steps // 4),
+        "data.feature_cache": cache})
     config = train_config_from_dict(data)
     summary = out / "summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("steps") == args.steps:
@@ -103,6 +123,12 @@ def _median(records: list[dict], key: str) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="training steps per variant")
+    ap.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="passes over a pool of steps x batch / P examples for the variants "
+                         "with frozen encoders; > 1 leaves out distillation and EMA")
+    ap.add_argument("--section", default="bench_training",
+                    help="results section to write (default bench_training)")
     ap.add_argument("--n", type=int, default=20, help="held-out images scored (default 20)")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench-training")
     ap.add_argument("--truth", default="out/train-synth/shards",
@@ -127,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown variant(s) {unknown}; choose from {list(chosen)}")
         chosen = {n: chosen[n] for n in args.only}
+    if args.steps * args.batch_size // args.passes < args.batch_size:
+        ap.error("--passes: the pool must hold at least one batch")
+    left_out = [n for n, c in chosen.items() if args.passes > 1 and needs_fresh_views(c)]
+    for name in left_out:
+        print(f"{name}: not run (needs fresh views; --passes {args.passes})", file=sys.stderr)
+        del chosen[name]
     methods: dict[str, Any] = {"mean pose": lambda: MeanPose(base),
                                "expert fit": lambda: create("method", "experts", base)}
     for name, changes in chosen.items():
@@ -153,14 +185,23 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(f"\n## {TITLE}\n\n{text}")
     if not args.no_write:
+        examples = args.steps * args.batch_size
+        pool = (f"each sees {examples} fresh augmented examples (frozen-encoder variants: their "
+                f"features computed once, `data.feature_cache`)" if args.passes == 1 else
+                f"{args.passes} passes over a pool of {examples // args.passes} augmented "
+                f"examples whose features are computed once (`data.feature_cache`); "
+                f"{', '.join(left_out) or 'no variant'} not run: they need new views every "
+                f"step")
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
-                f"regressors, box head and converters train), {args.steps} steps of batch 16 on "
-                f"CPU, on the same 192 training renders (`--truth {args.truth}`, `--labels "
-                f"{args.labels}`). Scored on the first {args.n} images of the standard synthetic "
-                f"set (seed 0, 640x640, held out: other seed, other preset); medians in mm.")
-        body = "\n".join([_report.header(TITLE, _report.command_line("bench_training.py", argv)),
+                f"regressors, box head and converters train), {args.steps} steps of batch "
+                f"{args.batch_size} on CPU, on the same training renders (`--truth "
+                f"{args.truth}`, `--labels {args.labels}`); {pool}. Scored on the first "
+                f"{args.n} images of the standard synthetic set (seed 0, 640x640, held out: "
+                f"other seed, other preset); medians in mm.")
+        title = TITLE if args.section == "bench_training" else f"{TITLE}: {args.section}"
+        body = "\n".join([_report.header(title, _report.command_line("bench_training.py", argv)),
                           what, "", text])
-        _report.write_section(args.results_file, "bench_training", body)
+        _report.write_section(args.results_file, args.section, body)
     return 0
 
 

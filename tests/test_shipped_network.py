@@ -17,6 +17,8 @@ def test_a_network_ships_with_its_training_config() -> None:
     assert state["body_model"] == "anny"
     assert state["train_config"]["recipe"] in ("standard", "multiloss", "ema")
     # the frozen MediaPipe encoders (7.1 M parameters, 28 MB in float32) are left out
+    assert not [k for k in state["weights"]
+                if k.startswith(("body_encoder.", "hand.encoder.", "head.encoder."))]
     assert SHIPPED.stat().st_size < 28e6
 
 
@@ -41,3 +43,27 @@ def test_shipped_network_beats_the_mean_pose(anny_model) -> None:
     print(f"shipped network PA-MPJPE median {np.median(net_err):.1f} mm, "
           f"mean pose {np.median(mean_err):.1f} mm")
     assert np.median(net_err) < 0.85 * np.median(mean_err), (net_err, mean_err)
+
+
+@pytest.mark.slow
+def test_shipped_network_runs_on_onnx_runtime(anny_model, tmp_path) -> None:
+    """The shipped network (MediaPipe encoders with their landmark outputs) exports to ONNX
+    and gives the PyTorch network's parameters on a rendered person."""
+    pytest.importorskip("onnxruntime")
+    from furpe.networks.export import export_onnx
+    from furpe.networks.inference import NetworkPredictor, load_network
+    from furpe.synthetic import make_person
+
+    torch.set_num_threads(2)
+    net = load_network(None, anny_model)
+    path = tmp_path / "shipped.onnx"
+    export_onnx(net, path, check=False)
+    person = make_person(anny_model, 310, 512, 512, distance=3.0)
+    ys, xs = person.mask.nonzero()
+    boxes = [[[float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]]]
+    want = NetworkPredictor(net).predict([person.image], boxes, [person.intrinsics])[0]
+    got = NetworkPredictor(net, onnx=path).predict([person.image], boxes,
+                                                   [person.intrinsics])[0]
+    worst = max(float((got[k] - want[k]).abs().max()) for k in want)
+    print(f"shipped network, ONNX vs PyTorch parameters: max abs difference {worst:.3g}")
+    assert worst < 1e-3, worst
