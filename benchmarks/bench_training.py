@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"features computed once, `data.feature_cache`)" if args.passes == 1 else
                 f"{args.passes} passes over a pool of {examples // args.passes} augmented "
                 f"examples whose features are computed once (`data.feature_cache`); "
-                f"{', '.join(left_out) or 'no variant'} not run: they need new views every "
-                f"step")
+                f"{' and '.join(repr(n) for n in left_out) or 'no variant'} not run: they "
+                f"need new views every step")
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
                 f"regressors, box head and converters train), {args.steps} steps of batch "
                 f"{args.batch_size} on CPU, on the same training renders (`--truth "
