@@ -63,6 +63,17 @@ class SyntheticPerson:
     mask: np.ndarray | None = None  # (H, W) bool: pixels covered by the person
     depth: np.ndarray | None = None  # (H, W) rendered depth, inf where no mesh
 
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """The person's box (x0, y0, x1, y1) in pixels: the projected vertices' extent,
+        clipped to the image."""
+        K, v = self.intrinsics, self.vertices.astype(np.float64)
+        uv = v[:, :2] / np.maximum(v[:, 2:3], 1e-6) * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
+        h, w = self.image.shape[:2]
+        lo = np.clip(uv.min(0), -0.5, [w - 0.5, h - 0.5])
+        hi = np.clip(uv.max(0), -0.5, [w - 0.5, h - 0.5])
+        return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
 
 #: Anny's age phenotype (0..1) against morphological age in years: the anchors of Anny's
 #: calibration to WHO height-for-age data (``anny/data/shape_calibration/boys.pth``,

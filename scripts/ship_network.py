@@ -23,12 +23,6 @@ from furpe.networks.inference import load_network, person_crops, read_checkpoint
 from furpe.synthetic import make_person
 
 
-def person_box(person) -> list[float]:
-    """The box (x0, y0, x1, y1) of a rendered person's mask."""
-    ys, xs = person.mask.nonzero()
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-
-
 def halve(state: dict) -> dict:
     """``state`` with the float32 weights of its linear layers in float16; normalisation
     layers stay float32 (the frozen encoders' features vary by ~0.01: their running
@@ -44,15 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("output", type=Path)
     args = ap.parse_args(argv)
     state = read_checkpoint(args.checkpoint)
-    state.pop("path")
     small = halve(state)
+    small.pop("path")
     with atomic_write(args.output) as fh:
         torch.save(small, fh)
 
     model = load_body_model(state["body_model"])
-    full, half = load_network(args.checkpoint, model), load_network(args.output, model)
+    full, half = load_network(state, model), load_network(args.output, model)
     people = [make_person(model, 900 + k, 512, 512) for k in range(4)]
-    boxes = [[person_box(p)] for p in people]
+    boxes = [[p.box] for p in people]
     crops = person_crops([p.image for p in people], boxes, [p.intrinsics for p in people],
                          full.config.input_size)
     image = torch.from_numpy(crops.images).float()

@@ -156,7 +156,9 @@ def test_round_trip_pth_with_prefix_and_classifier(tmp_path) -> None:
 
 
 def test_round_trip_safetensors(tmp_path) -> None:
-    safetensors = pytest.importorskip("safetensors.torch")
+    safetensors = pytest.importorskip(
+        "safetensors.torch", reason="safetensors (optional: timm-style .safetensors weight files) "
+        "is not installed")
     source = _net("hrnet_w18_small_v2", head="stride4")
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     state["incre_modules.0.0.conv1.weight"] = torch.zeros(32, 18, 1, 1)  # timm's head

@@ -206,8 +206,10 @@ def test_left_hand_is_read_as_a_mirrored_right_hand(net):
 
 @pytest.mark.slow
 def test_onnx_export_matches_pytorch(net, tmp_path):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is a furpe dependency; "
+                        "only a stripped install lacks it")
+    pytest.importorskip("onnx", reason="onnx is a furpe dependency; only a stripped "
+                        "install lacks it")
     path = tmp_path / "net.onnx"
     from furpe.networks.export import export_onnx
 

@@ -42,7 +42,9 @@ def test_matches_litert_op_by_op(name: str) -> None:
     output ``Identity`` in crop pixels): hand 1.1e-4, face 6.7e-4, pose_full 1.1e-3,
     pose_heavy 2.6e-3 - float32 rounding: LiteRT itself is as far from a float64 run. The
     segmentation logits (up to ~1500) get 2e-3 of their scale for the same reason."""
-    interpreter = pytest.importorskip("ai_edge_litert.interpreter")
+    interpreter = pytest.importorskip(
+        "ai_edge_litert.interpreter",
+        reason="LiteRT (the test extra ai-edge-litert) has no wheel for this platform")
     data = _member(name)
     net = TFLiteNet(data, name=name).eval()
     lite = interpreter.Interpreter(model_content=data, num_threads=1,

@@ -177,14 +177,10 @@ def _gt_arrays(model, person, scene, seed: int, index: int) -> dict[str, np.ndar
         arrays[f"keypoints2d_{conv}"] = f32(uv)
     for name, value in scene.params.items():
         arrays[f"param_{name}"] = f32(value[0].detach().cpu().numpy())
-    v = person.vertices.astype(np.float64)
-    uv = v[:, :2] / np.maximum(v[:, 2:3], 1e-6) * np.array([K[0, 0], K[1, 1]]) + K[:2, 2]
-    lo = np.clip(uv.min(0), -0.5, [scene.width - 0.5, scene.height - 0.5])
-    hi = np.clip(uv.max(0), -0.5, [scene.width - 0.5, scene.height - 0.5])
     arrays.update({
         "K": np.asarray(K, dtype=np.float64),
         "image_size": np.array([scene.width, scene.height], dtype=np.int64),
-        "box": f32([lo[0], lo[1], hi[0], hi[1]]),
+        "box": f32(person.box),
         "mask": np.asarray(person.mask, dtype=bool),
         "part_names": np.array(PARTS),
         "visible": np.array([person.visible[p] for p in PARTS], dtype=bool),
