@@ -21,11 +21,11 @@ variants:
 
 Every variant sees ``steps x batch`` augmented examples. With ``--passes 1`` (default) they
 are all fresh: variants whose encoders are frozen compute their features once
-(``data.feature_cache``, the same examples in another order), the distillation and EMA
-variants run the encoders every step; with ``--passes P`` the frozen-encoder variants draw
-their batches P times over a pool of ``steps x batch / P`` examples (a longer training for
-the same encoder time), and the two variants that cannot use a pool are not run (the table
-says so).
+(``data.feature_cache``, the same examples in another order; EMA's pool holds two views of
+each person side by side), the distillation variant runs the encoders every step; with
+``--passes P`` the frozen-encoder variants draw their batches P times over a pool of ``steps x
+batch / P`` examples (a longer training for the same encoder time), and distillation, which
+cannot use a pool, is not run (the table says so).
 
 Runs already finished under ``--runs`` are scored again without training (delete a run's
 folder to train it again); an interrupted run resumes from its ``last.pt``.
@@ -89,9 +89,9 @@ def _override(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def needs_fresh_views(changes: dict[str, Any]) -> bool:
-    """Whether a variant runs its encoders every step (distillation reads the crops, EMA
-    compares two new views): it cannot draw from a feature pool."""
-    return changes.get("recipe") == "ema" or any(changes.get("distill", {}).values())
+    """Whether a variant runs its encoders every step (distillation reads the crops): it
+    cannot draw from a feature pool."""
+    return any(changes.get("distill", {}).values())
 
 
 def _run(name: str, changes: dict[str, Any], args: argparse.Namespace) -> Path:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     ap.add_argument("--passes", type=int, default=1,
                     help="passes over a pool of steps x batch / P examples for the variants "
-                         "with frozen encoders; > 1 leaves out distillation and EMA")
+                         "with frozen encoders; > 1 leaves out distillation")
     ap.add_argument("--section", default="bench_training",
                     help="results section to write (default bench_training)")
     ap.add_argument("--n", type=int, default=20, help="held-out images scored (default 20)")
@@ -189,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         pool = (f"each sees {examples} fresh augmented examples (frozen-encoder variants: their "
                 f"features computed once, `data.feature_cache`)" if args.passes == 1 else
                 f"{args.passes} passes over a pool of {examples // args.passes} augmented "
-                f"examples whose features are computed once (`data.feature_cache`); "
-                f"{' and '.join(repr(n) for n in left_out) or 'no variant'} not run: they "
-                f"need new views every step")
+                f"examples whose features are computed once (`data.feature_cache`; EMA's "
+                f"pool: both views of each person, so half as many people)"
+                + (f"; {' and '.join(repr(n) for n in left_out)} not run: the experts it "
+                   f"distils from need new crops every step" if left_out else ""))
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
                 f"regressors, box head and converters train), {args.steps} steps of batch "
                 f"{args.batch_size} on CPU, on the same training renders (`--truth "

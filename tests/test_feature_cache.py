@@ -137,9 +137,48 @@ def test_cached_run_resumes_exactly_without_the_encoders(label_shards, tmp_path,
     assert all(math.isfinite(e["loss"]) for e in log_a)
 
 
+def test_pool_batches_keep_groups_together():
+    pool = {"id": torch.arange(12) // 2, "K": torch.zeros(12, 3, 3)}
+    batches = feature_cache.pool_batches(pool, 4, seed=0, group=2)
+    seen = []
+    for _ in range(3):  # one pass: 6 pairs in batches of 2 pairs
+        ids = next(batches)["id"]
+        assert torch.equal(ids[0::2], ids[1::2])
+        seen += ids[0::2].tolist()
+    assert sorted(seen) == list(range(6)) and seen != sorted(seen)  # shuffled by pairs
+
+
+def test_ema_trains_from_the_pool_on_both_views(label_shards, tmp_path):
+    """The ema recipe on cached features: the pool holds both views of each person side by
+    side, the teacher reads the other view's features, and it moves at the scheduled rate."""
+    from furpe.training.trainer import seed_all
+
+    cfg = train_config_from_dict(cached_config(
+        tmp_path / "run", label_shards, recipe="ema", steps=8,
+        data={"augment": {"scale": [0.9, 1.1], "rotation_deg": 20.0, "rotation_p": 1.0}}))
+    trainer = Trainer(cfg)
+    start = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    trainer.run()
+    keys = [k for batch, _ in zip(trainer._loader(seed_all(cfg.seed, 0, 0, 1)), range(5))
+            for k in batch["key"]]
+    assert keys[0::2] == keys[1::2]  # the pool's stream: two views per person in a row
+    pool = trainer.pool
+    assert not torch.equal(pool["feature_body"][0], pool["feature_body"][1])  # other views
+    log = read_log(tmp_path / "run")
+    assert {"consistency_body", "consistency_hands", "consistency_face"} <= set(log[-1])
+    assert all(e["consistency_body"] > 0 for e in log)
+    teacher, student = trainer.teacher.state_dict(), trainer.net.state_dict()
+    moved = sum(float((teacher[k] - start[k]).abs().sum()) for k in start
+                if start[k].dtype.is_floating_point)
+    trained = sum(float((student[k] - start[k]).abs().sum()) for k in start
+                  if start[k].dtype.is_floating_point)
+    print(f"teacher moved {moved:.3g}, student {trained:.3g}")
+    assert 0 < moved < 0.2 * trained
+
+
 @pytest.mark.parametrize("over, match", [
     ({"network": {**TINY_NETWORK, "freeze": ["body", "hand"]}}, "network.freeze lacks head"),
-    ({"recipe": "ema", "batch_size": 2}, "ema recipe"),
+    ({"recipe": "ema", "batch_size": 2, "data": {"feature_cache": 11}}, "even for the ema"),
     ({"distill": {"body": True}}, "distill"),
     ({"data": {"feature_cache": 1}, "batch_size": 2}, "at least one batch"),
 ])

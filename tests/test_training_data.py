@@ -177,6 +177,26 @@ def test_sources_mix_with_their_weights(synth_shards, plan, tmp_path):
     assert 0.67 < np.mean(truth) < 0.83  # 3:1 -> 0.75
 
 
+def test_mixed_sources_keep_the_views_of_a_person_together(synth_shards, plan, tmp_path):
+    """Two views per person (the ema recipe) from two sources: each pair of consecutive
+    examples is one person of one source, so rows 2i and 2i+1 of a batch compare."""
+    def as_experts(doc, i):
+        doc["provenance"]["truth"] = "experts"
+    _relabel(synth_shards, tmp_path / "experts", as_experts)
+    crops = PersonCrops(plan, crop_size=32, augment=Augment(), views=2, seed=0)
+    ds = label_dataset([(synth_shards, 1.0), (tmp_path / "experts", 1.0)], crops,
+                       repeat=True, shuffle=4)
+    examples = [ex for _, ex in zip(range(60), ds)]
+    firsts, seconds = examples[0::2], examples[1::2]
+    assert all(a["key"] == b["key"] and a["truth"] == b["truth"]
+               for a, b in zip(firsts, seconds))
+    # the sources alternate within the stream, and a pair's views differ
+    assert len({float(a["truth"]) for a in firsts}) == 2
+    assert sum(a["key"] != b["key"] for a, b in zip(firsts, firsts[1:])) > 10
+    assert all(not np.array_equal(a["keypoints_body"], b["keypoints_body"])
+               for a, b in zip(firsts, seconds))
+
+
 def test_every_augmentation_runs(synth_shards, plan):
     crops = PersonCrops(plan, crop_size=128, augment=Augment(blur_p=1, occlusion_p=1), seed=2)
     examples = list(label_dataset(synth_shards, crops))

@@ -166,9 +166,9 @@ class TrainConfig:
         if moving:
             raise SetupError("train config: data.feature_cache needs frozen encoders; "
                              f"network.freeze lacks {', '.join(moving)}")
-        if self.recipe == "ema":
-            raise SetupError("train config: data.feature_cache does not work with the ema "
-                             "recipe (it compares two fresh views of each person)")
+        if self.recipe == "ema" and n % 2:
+            raise SetupError(f"train config: data.feature_cache ({n}) must be even for the ema "
+                             "recipe (it keeps both views of each person)")
         if self.distill.body or self.distill.hands or self.distill.face:
             raise SetupError("train config: data.feature_cache does not work with distill "
                              "(the experts read the crops, which are not kept)")

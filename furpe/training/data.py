@@ -279,17 +279,22 @@ def _worker_identity() -> tuple[int, int]:
 
 class _Mix(torch.utils.data.IterableDataset):
     """Samples drawn from several endless datasets with the given probabilities, with a
-    seeded generator per worker (reproducible, unlike a process-global one)."""
+    seeded generator per worker (reproducible, unlike a process-global one); ``group``
+    consecutive samples at a time from the source drawn (the views of one person)."""
 
-    def __init__(self, datasets: list[Any], probs: list[float], seed: int) -> None:
+    def __init__(self, datasets: list[Any], probs: list[float], seed: int,
+                 group: int = 1) -> None:
         self.datasets, self.probs, self.seed = datasets, np.asarray(probs), seed
+        self.group = group
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rng = np.random.default_rng([self.seed, *_worker_identity(), 7])
         sources = [iter(d) for d in self.datasets]
         while True:
+            source = sources[int(rng.choice(len(sources), p=self.probs))]
             try:
-                yield next(sources[int(rng.choice(len(sources), p=self.probs))])
+                for _ in range(self.group):
+                    yield next(source)
             except StopIteration:
                 return
 
@@ -330,7 +335,7 @@ def label_dataset(sources: Sequence[tuple[Any, float]] | Any, crops: PersonCrops
     if len(sets) == 1:
         return sets[0]
     weights = [float(w) for _, w in sources]
-    return _Mix(sets, [w / sum(weights) for w in weights], seed)
+    return _Mix(sets, [w / sum(weights) for w in weights], seed, crops.views)
 
 
 def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,10 @@ stream once, runs the encoders on them (the attention crops at the labels' part 
 the box head's starting boxes where a label has none: :meth:`WholeBodyNet.encode`) and
 keeps the features with the targets; training then draws its batches from that pool,
 reshuffled every pass. Each example is seen with one augmentation only, so N should hold
-several views of every person (the loader draws one per visit).
+several views of every person (the loader draws one per visit). The ema recipe's loader
+draws two views of each person, one after the other: the pool keeps them side by side and
+its batches are shuffled by pairs, so the teacher still reads the other view of the same
+person (see :mod:`furpe.training.recipes`).
 
 Files: ``<output>/features/rank<r>-<k>.pt``, chunks of :data:`CHUNK` examples, each written
 atomically with the settings that made it (:func:`fingerprint`). A run stopped while it
@@ -43,7 +46,13 @@ def fingerprint(config: Any) -> dict[str, Any]:
     d = config.to_dict()
     data = {k: v for k, v in d["data"].items() if k != "feature_cache"}
     return {k: d[k] for k in ("body_model", "model_path", "network", "seed", "label_boxes",
-                              "batch_size")} | {"data": data, "stream": STREAM_VERSION}
+                              "batch_size")} | {"data": data, "stream": STREAM_VERSION,
+                                                "views": views(config)}
+
+
+def views(config: Any) -> int:
+    """Views of each person the loader draws in a row: two for the ema recipe, else one."""
+    return 2 if config.recipe == "ema" else 1
 
 
 def _load_chunk(path: Path, expected: dict[str, Any], size: int
@@ -131,14 +140,16 @@ def _cat(chunks: list[dict[str, torch.Tensor] | None], total: int) -> dict[str, 
     return out
 
 
-def pool_batches(pool: dict[str, torch.Tensor], batch_size: int, seed: int
+def pool_batches(pool: dict[str, torch.Tensor], batch_size: int, seed: int, group: int = 1
                  ) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches of the pool: a seeded permutation per pass (the last partial batch
-    of a pass is dropped)."""
+    of a pass is dropped). ``group`` consecutive examples (the views of one person) stay
+    together, in their order; ``batch_size`` is then a multiple of it."""
     generator = torch.Generator().manual_seed(seed)
-    n = len(pool["K"])
+    n = len(pool["K"]) // group
+    per = batch_size // group
     while True:
         order = torch.randperm(n, generator=generator)
-        for i in range(0, n - batch_size + 1, batch_size):
-            rows = order[i:i + batch_size]
+        for i in range(0, n - per + 1, per):
+            rows = (order[i:i + per, None] * group + torch.arange(group)).flatten()
             yield {name: v[rows] for name, v in pool.items()}

@@ -71,9 +71,10 @@ class TrainingStep(nn.Module):
             total = sum(weighted.values())
         if teacher is not None:
             with torch.no_grad():
-                t_out = teacher(batch["image"], batch["K"], boxes, valid)
+                t_out = teacher(batch.get("image"), batch["K"], boxes, valid,
+                                features=features)
                 t_params = teacher.decode(t_out, batch["K"])
-            swap = torch.arange(len(batch["image"]), device=batch["image"].device) ^ 1
+            swap = torch.arange(len(batch["K"]), device=batch["K"].device) ^ 1
             canon = self.canonical
             s_c = canon(params, batch["flipped"], batch["roll"])
             t_c = canon(t_params, batch["flipped"], batch["roll"])

@@ -31,6 +31,7 @@ from furpe.core.files import atomic_write, write_json
 from furpe.networks.inference import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from furpe.training.config import TrainConfig, train_config_from_dict
 from furpe.training.data import MirrorPlan, PersonCrops, collate, label_dataset
+from furpe.training.features import views
 from furpe.training.losses import ema_decay, ema_update, make_teacher
 
 #: Configuration keys a resumed run may change: where and how it runs, not what it learns.
@@ -203,7 +204,7 @@ class Trainer:
             min_score = {p: -math.inf for p in ("body", "left_hand", "right_hand", "face")}
         crops = PersonCrops(self.plan, crop_size=cfg.network.input_size,
                             augment=cfg.data.augment, min_score=min_score, seed=seed,
-                            views=2 if cfg.recipe == "ema" else 1)
+                            views=views(cfg))
         sources = [(s.shards, s.weight) for s in cfg.data.sources]
         ds = label_dataset(sources, crops, shuffle=cfg.data.shuffle, repeat=True, seed=seed)
         return torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate,
@@ -216,7 +217,7 @@ class Trainer:
             return self._loader(seed)
         from furpe.training.features import pool_batches
 
-        return pool_batches(self.pool, self.config.batch_size, seed)
+        return pool_batches(self.pool, self.config.batch_size, seed, views(self.config))
 
     # -- the loop ---------------------------------------------------------------------------
 
