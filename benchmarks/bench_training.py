@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -107,11 +108,34 @@ def _run(name: str, changes: dict[str, Any], args: argparse.Namespace) -> Path:
     summary = out / "summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("steps") == args.steps:
         return out / "model.pt"
+    if cache:
+        _share_pool(config, out, args.runs)
     t = time.perf_counter()
     train(config, resume=(out / "last.pt").is_file(), progress=False)
     print(f"{name}: trained {args.steps} steps in {time.perf_counter() - t:.0f} s",
           file=sys.stderr)
     return out / "model.pt"
+
+
+def _share_pool(config: Any, out: Path, runs: Path) -> None:
+    """Link the feature chunks of another variant made with the same settings (e.g. the
+    multi-loss variant reads the plain labels' pool) into ``out``, so they are not made
+    twice."""
+    from furpe.training.features import fingerprint
+
+    target = out / "features"
+    if target.is_dir() and any(target.glob("*.pt")):
+        return
+    expected = fingerprint(config)
+    for folder in sorted(runs.glob("*/features")):
+        chunks = sorted(folder.glob("rank*.pt"))
+        if chunks and torch.load(chunks[0], map_location="cpu",
+                                 weights_only=True).get("fingerprint") == expected:
+            target.mkdir(parents=True, exist_ok=True)
+            for chunk in chunks:
+                os.link(chunk, target / chunk.name)
+            print(f"{out.name}: features of {folder.parent.name} reused", file=sys.stderr)
+            return
 
 
 def _median(records: list[dict], key: str) -> float | None:

@@ -104,6 +104,13 @@ def test_cached_run_learns_keeps_chunks_and_rebuilds_them_identically(label_shar
     more = feature_cache.build_pool(Trainer(larger))
     assert sum(calls) == 5  # the last chunk (2 examples) grows to 4, then one more
     torch.testing.assert_close(more["feature_body"][:10], pool["feature_body"])
+    # other heads read the same chunks: the features do not depend on them
+    calls.clear()
+    heads = train_config_from_dict(cached_config(
+        tmp_path / "run", label_shards, network={**FROZEN, "hidden": [24], "iterations": 2},
+        data={"feature_cache": 13}))
+    feature_cache.build_pool(Trainer(heads))
+    assert sum(calls) == 0
     # a chunk made with other settings is made again
     calls.clear()
     other = train_config_from_dict(cached_config(tmp_path / "run", label_shards, seed=1))

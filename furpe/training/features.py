@@ -40,13 +40,20 @@ CHUNK = 512
 STREAM_VERSION = 2
 
 
+#: Network settings of the heads only: the encoders' features do not depend on them.
+HEAD_ONLY = ("hidden", "iterations", "dropout", "merge")
+
+
 def fingerprint(config: Any) -> dict[str, Any]:
     """The settings a cached example depends on (a :class:`TrainConfig`'s). Not the pool's
-    size: chunk k holds the same examples whatever it is, so a pool can grow or shrink."""
+    size: chunk k holds the same examples whatever it is, so a pool can grow or shrink; nor
+    the heads' settings (:data:`HEAD_ONLY`), so runs that differ in them share a pool."""
     d = config.to_dict()
     data = {k: v for k, v in d["data"].items() if k != "feature_cache"}
-    return {k: d[k] for k in ("body_model", "model_path", "network", "seed", "label_boxes",
-                              "batch_size")} | {"data": data, "stream": STREAM_VERSION,
+    network = {k: v for k, v in d["network"].items() if k not in HEAD_ONLY}
+    return {k: d[k] for k in ("body_model", "model_path", "seed", "label_boxes",
+                              "batch_size")} | {"network": network, "data": data,
+                                                "stream": STREAM_VERSION,
                                                 "views": views(config)}
 
 
