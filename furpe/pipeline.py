@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -366,9 +366,11 @@ class NetworkRun:
         boxes = [box for box, _ in self.detector.process(image)][:self.max_people]
         if not boxes:
             raise NoPersonError("no person found")
-        params = self.predictor.predict([image], [boxes], [K])[0]
+        params, landmarks = self.predictor.predict_with_landmarks([image], [boxes], [K])[0]
         with torch.no_grad():
             out = self.model(params)
+            if landmarks is not None:
+                out, params = self._place(out, params, landmarks, K)
             Kt = torch.as_tensor(K, dtype=out.vertices.dtype, device=out.vertices.device)
             fitted = {p: project(self.model.keypoints(out, part_convention(c, p)), Kt)
                       .cpu().numpy() for p, c in EXPERT_CONVENTIONS.items()}
@@ -390,6 +392,21 @@ class NetworkRun:
         return FrameResult(image_size=(w, h), intrinsics=K, body_model=self.model.name,
                            joint_names=tuple(self.model.joint_names), faces=self.model.faces,
                            people=people, timings={"network": time.perf_counter() - t0})
+
+
+    def _place(self, out: Any, params: dict[str, torch.Tensor], landmarks: np.ndarray,
+               K: np.ndarray) -> tuple[Any, dict[str, torch.Tensor]]:
+        """Move each person onto their body landmarks (:mod:`furpe.networks.placement`)."""
+        from furpe.networks.placement import align_translation
+
+        points = self.model.keypoints(out, part_convention(EXPERT_CONVENTIONS["body"], "body"))
+        shift = align_translation(points.cpu().numpy(), landmarks[..., :2], landmarks[..., 2],
+                                  K)
+        if not shift.any():
+            return out, params
+        dt = torch.as_tensor(shift, dtype=params["transl"].dtype, device=params["transl"].device)
+        params = {**params, "transl": params["transl"] + dt}
+        return self.model(params), params
 
 
 class VideoSession:

@@ -67,3 +67,44 @@ def test_shipped_network_runs_on_onnx_runtime(anny_model, tmp_path) -> None:
     worst = max(float((got[k] - want[k]).abs().max()) for k in want)
     print(f"shipped network, ONNX vs PyTorch parameters: max abs difference {worst:.3g}")
     assert worst < 1e-3, worst
+
+
+@pytest.mark.mediapipe
+def test_network_people_are_placed_on_their_pose_landmarks(anny_model) -> None:
+    """A person the network put 0.3 m too high and 0.8 m too far is moved back onto the pose
+    encoder's landmarks: the body keypoints' 2D error returns to what the network gave."""
+    from furpe.core.camera import project
+    from furpe.core.vocab import part_convention
+    from furpe.pipeline import Reconstructor
+    from furpe.synthetic import make_person
+
+    torch.set_num_threads(1)
+    rec = Reconstructor(ReconstructConfig(device="cpu", method="network"), body_model=anny_model)
+    run = rec.network
+    person = make_person(anny_model, 305, 512, 512, distance=3.0)
+    K = person.intrinsics
+    params, landmarks = run.predictor.predict_with_landmarks([person.image], [[person.box]],
+                                                             [K])[0]
+    assert landmarks is not None and landmarks.shape == (1, 33, 3)
+    conv = part_convention("mediapipe_pose", "body")
+    assert (landmarks[0, :, 2] >= 0.5).sum() >= 10
+
+    def body_2d(p) -> np.ndarray:
+        with torch.no_grad():
+            out = anny_model(p)
+            Kt = torch.as_tensor(K, dtype=out.vertices.dtype)
+            return project(anny_model.keypoints(out, conv), Kt)[0].numpy()
+
+    truth = body_2d(person.params)
+
+    def error(p) -> float:
+        return float(np.median(np.linalg.norm(body_2d(p) - truth, axis=1)))
+
+    moved = {**params, "transl": params["transl"] + torch.tensor([[0.0, -0.3, 0.8]])}
+    with torch.no_grad():
+        out, placed = run._place(anny_model(moved), moved, landmarks, K)
+    before, off, after = error(params), error(moved), error(placed)
+    print(f"body keypoints, median px from the truth: network {before:.1f}, "
+          f"moved {off:.1f}, placed again {after:.1f}")
+    assert off > 3 * before
+    assert after < min(1.5 * before, 0.3 * off)

@@ -137,6 +137,16 @@ def test_encoder_landmark_features() -> None:
         p, r = pooled(x), rich(x)
     torch.testing.assert_close(r[:, :288 * 4].reshape(2, 288, 4).mean(-1), p)
     assert Encoder("mediapipe_hand", features="landmarks").dim == 1152 + 128
+    # the body landmarks inside the feature are the network's landmark output
+    with torch.no_grad():
+        direct = rich.net(x)["Identity"].view(2, 39, 5)
+    lm = rich.pose_landmarks(r)
+    torch.testing.assert_close(lm[..., :2], direct[:, :33, :2] - 0.5)
+    torch.testing.assert_close(lm[..., 2], torch.sigmoid(direct[:, :33, 3])
+                               * torch.sigmoid(direct[:, :33, 4]))
+    assert pooled.pose_landmarks(p) is None
+    assert Encoder("mediapipe_face", features="landmarks").pose_landmarks(
+        torch.zeros(1, 1948)) is None
     with pytest.raises(SetupError, match="needs a MediaPipe backbone"):
         Encoder("resnet18", width=0.25, features="landmarks")
     with pytest.raises(SetupError, match="network.features must be one of"):

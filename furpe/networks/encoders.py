@@ -36,6 +36,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURES = ("pooled", "landmarks")
 #: The largest feature map (h * w) that ``landmarks`` keeps whole instead of pooling.
 KEEP_MAP = 4
+#: Landmarks of BlazePose's landmark output (33 body points and 6 auxiliary ones).
+POSE_LANDMARKS = 39
 
 
 class Encoder(nn.Module):
@@ -68,6 +70,7 @@ class Encoder(nn.Module):
             with torch.no_grad():
                 size = self.net.input_size
                 self.dim = int(self(torch.zeros(1, 3, size, size)).shape[1])
+            self._landmarks_at = self._pose_landmarks_offset()
         else:
             from furpe.networks.backbones import build_backbone
 
@@ -79,6 +82,28 @@ class Encoder(nn.Module):
                                  persistent=False)
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
                                  persistent=False)
+
+    def _pose_landmarks_offset(self) -> int | None:
+        """Where BlazePose's landmarks start in a ``landmarks`` feature (None: not there)."""
+        if self.features != "landmarks" or not MEDIAPIPE[self.name].startswith("pose"):
+            return None
+        names = self.net.head_output_names
+        sizes = [int(torch.tensor(self.net.shapes[self.net.names.index(n)]).prod())
+                 for n in names]
+        if sizes[0] != POSE_LANDMARKS * 5:
+            return None
+        return self.dim - sum(sizes)
+
+    def pose_landmarks(self, feature: torch.Tensor) -> torch.Tensor | None:
+        """BlazePose's body landmarks in this encoder's ``feature`` (``landmarks`` features of
+        a pose backbone; else None): (B, 33, 3), x and y in pixels of the encoder's input
+        (pixel centres at whole numbers) and the score, visibility x presence."""
+        if getattr(self, "_landmarks_at", None) is None:
+            return None
+        lm = feature[:, self._landmarks_at:self._landmarks_at + POSE_LANDMARKS * 5]
+        lm = lm.reshape(-1, POSE_LANDMARKS, 5)[:, :33]
+        score = torch.sigmoid(lm[..., 3]) * torch.sigmoid(lm[..., 4])
+        return torch.cat([lm[..., :2] - 0.5, score[..., None]], -1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.mediapipe:

@@ -2,7 +2,8 @@
 
 The exported graph takes ``image`` (N, 3, S, S) float RGB in [0, 1] and ``K`` (N, 3, 3) the
 crops' intrinsics (N is dynamic) and returns the tensors of :meth:`WholeBodyNet.forward`
-without the features and crops: ``body``, ``camera``, ``boxes`` and ``part_<name>``.
+without the features and crops: ``body``, ``camera``, ``boxes``, ``part_<name>`` and
+``landmarks_body`` where the network has it.
 Decoding them into body-model parameters (6D to rotations, the camera to a translation) is
 the same PyTorch code for both runtimes (:meth:`WholeBodyNet.decode`).
 """
@@ -26,6 +27,8 @@ def output_names(net: WholeBodyNet) -> list[str]:
     names = ["body", "camera", "boxes"]
     if net.config.parts:
         names += [f"part_{p}" for p in CROP_PARTS]
+    if net.body_encoder.pose_landmarks(torch.zeros(1, net.body_encoder.dim)) is not None:
+        names.append("landmarks_body")
     return names
 
 

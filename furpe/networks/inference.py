@@ -67,10 +67,17 @@ def load_network(checkpoint: str | Path | dict[str, Any] | None, body_model: Bod
 
 @dataclass
 class Crops:
-    """Person crops ready for the network: images (N, 3, S, S) in [0, 1] and intrinsics."""
+    """Person crops ready for the network: images (N, 3, S, S) in [0, 1], intrinsics and
+    the (N, 2, 3) image-to-crop affine maps."""
 
     images: np.ndarray
     K: np.ndarray
+    A: np.ndarray
+
+    def to_image(self, uv: np.ndarray) -> np.ndarray:
+        """Crop pixels (N, J, 2) of each crop as image pixels."""
+        M, t = self.A[:, :, :2], self.A[:, :, 2]
+        return np.einsum("nij,nkj->nki", np.linalg.inv(M), uv - t[:, None])
 
 
 def person_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]],
@@ -78,7 +85,7 @@ def person_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence
     """One crop per box of each image (boxes (x0, y0, x1, y1) in pixels)."""
     import cv2
 
-    crops, cams = [], []
+    crops, cams, maps = [], [], []
     for image, image_boxes, K in zip(images, boxes, Ks):
         for x0, y0, x1, y1 in image_boxes:
             side = max(x1 - x0, y1 - y0, 1.0) * PERSON_CROP_EXPAND
@@ -88,9 +95,11 @@ def person_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence
                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             crops.append(crop.transpose(2, 0, 1).astype(np.float32) / 255.0)
             cams.append(Kc.astype(np.float32))
+            maps.append(A)
     if not crops:
-        return Crops(np.zeros((0, 3, size, size), np.float32), np.zeros((0, 3, 3), np.float32))
-    return Crops(np.stack(crops), np.stack(cams))
+        return Crops(np.zeros((0, 3, size, size), np.float32), np.zeros((0, 3, 3), np.float32),
+                     np.zeros((0, 2, 3)))
+    return Crops(np.stack(crops), np.stack(cams), np.stack(maps))
 
 
 class NetworkPredictor:
@@ -134,17 +143,31 @@ class NetworkPredictor:
     def predict(self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]],
                 Ks: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Per image, the batched parameters (axis-angle, camera frame) of its people."""
+        return [params for params, _ in self.predict_with_landmarks(images, boxes, Ks)]
+
+    def predict_with_landmarks(
+        self, images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence[float]]],
+        Ks: Sequence[np.ndarray],
+    ) -> list[tuple[dict[str, torch.Tensor], np.ndarray | None]]:
+        """Per image, :meth:`predict`'s parameters and the body landmarks of the network's
+        pose encoder, (people, 33, 3) image pixels and scores (None when the network has
+        none: ``landmarks_body`` of :meth:`WholeBodyNet.forward`)."""
         crops = person_crops(images, boxes, Ks, self.size)
         counts = [len(b) for b in boxes]
         if not len(crops.images):
-            return [{} for _ in images]
+            return [({}, None) for _ in images]
         out = self.raw(crops)
         device = next(self.net.parameters()).device
         with torch.no_grad():
             params = to_model_params(self.net.decode(
                 {k: v.to(device) for k, v in out.items()}, torch.as_tensor(crops.K, device=device)))
+        landmarks = None
+        if "landmarks_body" in out:
+            lm = out["landmarks_body"].double().cpu().numpy()
+            landmarks = np.concatenate([crops.to_image(lm[..., :2]), lm[..., 2:]], -1)
         result, start = [], 0
         for n in counts:
-            result.append({k: v[start:start + n] for k, v in params.items()} if n else {})
+            result.append(({k: v[start:start + n] for k, v in params.items()} if n else {},
+                           None if landmarks is None or not n else landmarks[start:start + n]))
             start += n
         return result

@@ -229,7 +229,10 @@ class WholeBodyNet(nn.Module):
         be None. Returns ``body`` (B, D) the body branch's vector, ``camera`` (B, 3),
         ``boxes`` (B, 3, 3) predicted (cx, cy, side), per crop part ``part_<name>`` its
         sub-network's vector (hands in the right hand's convention), ``feature_<branch>``
-        the encoders' features and ``crop_<name>`` the crops (when the encoders ran)."""
+        the encoders' features and ``crop_<name>`` the crops (when the encoders ran), and
+        with a BlazePose encoder handing on ``landmarks``, ``landmarks_body`` (B, 33, 3) its
+        body landmarks in the crop's pixels with their scores
+        (:meth:`Encoder.pose_landmarks`)."""
         cfg = self.config
         cond = crop_condition(K, cfg.input_size if image is None else image.shape[-1])
         feature = self._body_feature(image) if features is None else features["body"]
@@ -239,6 +242,11 @@ class WholeBodyNet(nn.Module):
         pred_boxes = torch.cat([raw[..., :2], torch.exp(raw[..., 2:].clamp(-4, 2))], -1)
         out = {"body": vec[:, :self.codec.size], "camera": vec[:, self.codec.size:],
                "boxes": pred_boxes, "feature_body": feature}
+        landmarks = self.body_encoder.pose_landmarks(feature)
+        if landmarks is not None:  # in the crop's pixels (furpe.networks.placement)
+            scale = cfg.input_size / cfg.body_size
+            xy = (landmarks[..., :2] + 0.5) * scale - 0.5
+            out["landmarks_body"] = torch.cat([xy, landmarks[..., 2:]], -1)
         if not cfg.parts:
             return out
         use = pred_boxes.detach()
