@@ -84,7 +84,7 @@ def _speed(checkpoint: str | None, images: list[np.ndarray], config: Reconstruct
         for runtime, predictor in (("PyTorch", NetworkPredictor(net)),
                                    ("ONNX Runtime", NetworkPredictor(net, onnx=onnx))):
             for batch in (1, 32):
-                sub = type(crops)(crops.images[:batch], crops.K[:batch])
+                sub = type(crops)(crops.images[:batch], crops.K[:batch], crops.A[:batch])
                 predictor.raw(sub)  # warm-up
                 times = []
                 for _ in range(5 if batch > 1 else 20):

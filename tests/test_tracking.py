@@ -420,12 +420,12 @@ class FakeNetwork:
                 return [(boxes[w], 0.9) for w in script[len(seen)]]
 
         class Predictor:
-            def predict(self, images, box_lists, Ks):
+            def predict_with_landmarks(self, images, box_lists, Ks):  # no landmarks
                 who = script[len(seen)]
                 seen.append(who)
-                return [{k: torch.cat([people[w][k] + 0.02 * torch.as_tensor(
+                return [({k: torch.cat([people[w][k] + 0.02 * torch.as_tensor(
                     rng.normal(size=people[w][k].shape), dtype=torch.float32) * (k != "phenotype")
-                    for w in who]) for k in model.blocks}]
+                    for w in who]) for k in model.blocks}, None)]
 
         net = NetworkRun.__new__(NetworkRun)
         net.model, net.max_people, net.detector, net.predictor = model, 4, Detector(), Predictor()
