@@ -393,7 +393,6 @@ class NetworkRun:
                            joint_names=tuple(self.model.joint_names), faces=self.model.faces,
                            people=people, timings={"network": time.perf_counter() - t0})
 
-
     def _place(self, out: Any, params: dict[str, torch.Tensor], landmarks: np.ndarray,
                K: np.ndarray) -> tuple[Any, dict[str, torch.Tensor]]:
         """Move each person onto their body landmarks (:mod:`furpe.networks.placement`)."""
