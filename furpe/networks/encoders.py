@@ -77,6 +77,7 @@ class Encoder(nn.Module):
             options = {"width": width} if name.startswith("resnet") else {}
             self.net = build_backbone(name, weights or None, **options)
             self.mediapipe = False
+            self._landmarks_at = None
             self.dim = int(self.net.out_channels)
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
                                  persistent=False)
@@ -94,11 +95,16 @@ class Encoder(nn.Module):
             return None
         return self.dim - sum(sizes)
 
+    @property
+    def has_pose_landmarks(self) -> bool:
+        """Whether :meth:`pose_landmarks` finds BlazePose's landmarks in the feature."""
+        return self._landmarks_at is not None
+
     def pose_landmarks(self, feature: torch.Tensor) -> torch.Tensor | None:
         """BlazePose's body landmarks in this encoder's ``feature`` (``landmarks`` features of
         a pose backbone; else None): (B, 33, 3), x and y in pixels of the encoder's input
         (pixel centres at whole numbers) and the score, visibility x presence."""
-        if getattr(self, "_landmarks_at", None) is None:
+        if not self.has_pose_landmarks:
             return None
         lm = feature[:, self._landmarks_at:self._landmarks_at + POSE_LANDMARKS * 5]
         lm = lm.reshape(-1, POSE_LANDMARKS, 5)[:, :33]

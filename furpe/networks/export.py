@@ -27,7 +27,7 @@ def output_names(net: WholeBodyNet) -> list[str]:
     names = ["body", "camera", "boxes"]
     if net.config.parts:
         names += [f"part_{p}" for p in CROP_PARTS]
-    if net.body_encoder.pose_landmarks(torch.zeros(1, net.body_encoder.dim)) is not None:
+    if net.body_encoder.has_pose_landmarks:
         names.append("landmarks_body")
     return names
 
