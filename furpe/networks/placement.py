@@ -44,19 +44,17 @@ def align_translation(points: np.ndarray, uv: np.ndarray, score: np.ndarray, K: 
                             np.stack([0 * dv, np.full_like(dv, fy), -dv], 1)])
         b = np.concatenate([du * X[:, 2] - fx * X[:, 0], dv * X[:, 2] - fy * X[:, 1]])
         scale = ROBUST_SCALE * max(float(np.ptp(p, axis=0).max()), 1.0)
-        w = np.ones(len(b))
-        t = np.zeros(3)
+        w, t = np.ones(len(b)), np.zeros(3)
         for _ in range(iterations):
-            # each row in pixels: divide by the moved depth
-            depth = np.concatenate([X[:, 2] + t[2]] * 2)
+            depth = np.tile(X[:, 2] + t[2], 2)  # each row over its depth: pixels
             if (depth <= MIN_DEPTH).any():
                 break
-            W = w / depth ** 2
-            t_new = np.linalg.lstsq(A * np.sqrt(W)[:, None], b * np.sqrt(W), rcond=None)[0]
+            W = np.sqrt(w) / depth
+            t_new = np.linalg.lstsq(A * W[:, None], b * W, rcond=None)[0]
             if (X[:, 2] + t_new[2] <= MIN_DEPTH).any():
                 break
             t = t_new
-            r = np.abs(A @ t - b) / np.concatenate([X[:, 2] + t[2]] * 2)
+            r = np.abs(A @ t - b) / np.tile(X[:, 2] + t[2], 2)
             w = 1.0 / (1.0 + (r / scale) ** 2)
         out[n] = t
     return out
