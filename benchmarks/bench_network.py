@@ -4,11 +4,12 @@
                                        [--results-file docs/results.md] [--no-write]
 
 Scores, on the first ``--n`` images of the standard synthetic set (``make results``' set,
-generated if missing), the network (``--method network``), the network with ``--refine``,
-the expert path (``--method experts``) and the mean pose (the neutral body, which PA-MPJPE
-only rotates and scales into place): medians over the same images. Then the speed of the
-network per person crop at batch 1 and batch 32 on PyTorch and ONNX Runtime (CPU, the torch
-threads of this process), against the expert path's seconds per image.
+generated if missing), the network (``--method network``), with ``--refine`` and with
+``--fit-landmarks``, the expert path (``--method experts``) and the mean pose (the neutral
+body, which PA-MPJPE only rotates and scales into place): medians over the same images.
+Then the speed of the network per person crop at batch 1 and batch 32 on PyTorch and ONNX
+Runtime (CPU, the torch threads of this process), against the expert path's seconds per
+image, and of each path per image.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def _median(records: list[dict], key: str) -> str:
 
 NETWORK_PATH = "furpe reconstruct --method network (detector + network + mesh)"
 REFINE_PATH = "furpe reconstruct --method network --refine (network, experts, fit from it)"
+FIT_PATH = ("furpe reconstruct --method network --fit-landmarks (network, fit to its encoder's "
+            "landmarks)")
 EXPERT_PATH = "expert path (experts + fit)"
 
 
@@ -96,6 +99,8 @@ def _speed(checkpoint: str | None, images: list[np.ndarray], config: Reconstruct
     for name, cfg in ((NETWORK_PATH, config.replace(method="network", checkpoint=checkpoint)),
                       (REFINE_PATH, config.replace(method="network", checkpoint=checkpoint,
                                                    refine=True)),
+                      (FIT_PATH, config.replace(method="network", checkpoint=checkpoint,
+                                                fit_landmarks=True)),
                       (EXPERT_PATH, config)):
         rec = Reconstructor(cfg)
         rec.reconstruct_image(images[0])  # warm-up
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                                   base.replace(method="network", checkpoint=args.checkpoint)),
         "network --refine": lambda: create("method", "network", base.replace(
             method="network", checkpoint=args.checkpoint, refine=True)),
+        "network --fit-landmarks": lambda: create("method", "network", base.replace(
+            method="network", checkpoint=args.checkpoint, fit_landmarks=True)),
         "experts": lambda: create("method", "experts", base),
     }
     records: dict[str, list[dict]] = {}
@@ -161,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"x{expert_image / net_person:.0f} faster per person; whole `--method "
                   f"network` reconstruction (person detector, network, mesh): "
                   f"x{expert_image / secs[f'{NETWORK_PATH}: s per image']:.1f}; `--refine`: "
-                  f"x{expert_image / secs[f'{REFINE_PATH}: s per image']:.2f}."]
+                  f"x{expert_image / secs[f'{REFINE_PATH}: s per image']:.2f}; "
+                  f"`--fit-landmarks`: x{expert_image / secs[f'{FIT_PATH}: s per image']:.1f}."]
     text = "\n".join(lines)
     print(f"\n## {TITLE}\n\n{text}")
     if not args.no_write:

@@ -51,6 +51,10 @@ class ReconstructConfig:
             export-onnx``) instead of PyTorch.
         refine: with ``method: network``, run the experts too and fit from the network's
             estimate (the fit's short warm-start schedule) instead of from the neutral pose.
+        fit_landmarks: with ``method: network``, fit each person's body to the landmarks
+            that the network's BlazePose encoder saw (2D and metric 3D, as the body expert
+            gives them), starting from the network's estimate (``refine``'s short schedule and
+            fallback); no expert runs.
         tracking: videos: how people are followed from frame to frame (``max_age``: frames
             a lost person keeps their id; ``gate``, ``keypoint_weight``, ``min_confidence``:
             the association), see :class:`~furpe.tracking.TrackingConfig`.
@@ -72,14 +76,19 @@ class ReconstructConfig:
     checkpoint: str | None = None
     onnx: str | None = None
     refine: bool = False
+    fit_landmarks: bool = False
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
     def __post_init__(self) -> None:
         if self.method not in ("experts", "network"):
             raise SetupError(f"config: unknown method '{self.method}'; use experts or network")
-        if self.refine and self.method != "network":
-            raise SetupError("config: refine applies to method network")
+        for key in ("refine", "fit_landmarks"):
+            if getattr(self, key) and self.method != "network":
+                raise SetupError(f"config: {key} applies to method network")
+        if self.refine and self.fit_landmarks:
+            raise SetupError("config: choose refine (run the experts) or fit_landmarks (the "
+                             "network's own landmarks), not both")
         if self.focal is not None and not (self.focal > 0 and math.isfinite(self.focal)):
             raise SetupError("config: focal must be a positive number of pixels")
         if self.max_people < 1:

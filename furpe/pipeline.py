@@ -23,7 +23,7 @@ from furpe.bodymodels import BodyModel, load_body_model
 from furpe.config import ReconstructConfig
 from furpe.core.boxes import landmark_box
 from furpe.core.camera import intrinsics, project
-from furpe.core.errors import FurpeError, NoPersonError
+from furpe.core.errors import FurpeError, NoPersonError, SetupError
 from furpe.core.lookahead import Lookahead
 from furpe.core.vocab import EXPERT_CONVENTIONS, PARTS, part_convention
 from furpe.experts import build_experts, reset_experts, run_experts
@@ -250,6 +250,15 @@ class Reconstructor:
              previous: FrameResult | None, reset: bool = True,
              track: TrackHook | None = None) -> FrameResult:
         t0 = time.perf_counter()
+        if self.network is not None and self.config.fit_landmarks:
+            h, w = image.shape[:2]
+            frame, people = self.network.observed(image, camera(K, w, h, self.config.focal))
+            fit = self._finish(people, image, K, frame, t0, reset, track,
+                               self.config.fit.refine_iters, self.config.fit.refine_fallback,
+                               experts_s=0.0)
+            fit.timings["network"] = frame.timings["network"]
+            del fit.timings["experts"]
+            return fit
         if self.network is not None:
             h, w = image.shape[:2]
             frame = self.network.frame(image, camera(K, w, h, self.config.focal))
@@ -359,9 +368,36 @@ class NetworkRun:
         self.max_people = config.max_people
         self.predictor = NetworkPredictor(load_network(config.checkpoint, model, device),
                                           onnx=config.onnx)
+        if config.fit_landmarks and not self.predictor.net.body_encoder.has_pose_landmarks:
+            raise SetupError("fit_landmarks needs a network whose body encoder is BlazePose "
+                             "with network.features: landmarks (the shipped one is)")
         self.detector = PersonDetector()
 
     def frame(self, image: np.ndarray, K: np.ndarray) -> FrameResult:
+        """The network's people in ``image`` (camera ``K``)."""
+        return self._frame(image, K)[0]
+
+    def observed(self, image: np.ndarray, K: np.ndarray
+                 ) -> tuple[FrameResult, list[PersonObservation]]:
+        """:meth:`frame`, and each person's body as its pose encoder saw it: BlazePose's 2D
+        landmarks with visibility x presence and its metric 3D landmarks, an observation
+        like the body expert's (none for a network without a BlazePose encoder)."""
+        from furpe.experts.body import WORLD_CONVENTIONS, body_score
+
+        frame, landmarks = self._frame(image, K)
+        if landmarks is None:
+            return frame, []
+        backbone = self.predictor.net.config.body_backbone
+        world = WORLD_CONVENTIONS.get(backbone.removeprefix("mediapipe_pose_"))
+        people = [PersonObservation(parts={"body": PartObservation(
+            "body", EXPERT_CONVENTIONS["body"], lm[:, :2].copy(), lm[:, 2].copy(),
+            keypoints_3d=lm[:, 3:6].copy(), box=person.box, score=body_score(lm[:, 2]),
+            expert="network", world_convention=world)})
+            for person, lm in zip(frame.people, landmarks)]
+        return frame, people
+
+    def _frame(self, image: np.ndarray, K: np.ndarray
+               ) -> tuple[FrameResult, np.ndarray | None]:
         t0 = time.perf_counter()
         boxes = [box for box, _ in self.detector.process(image)][:self.max_people]
         if not boxes:
@@ -376,22 +412,31 @@ class NetworkRun:
                       .cpu().numpy() for p, c in EXPERT_CONVENTIONS.items()}
         verts, joints = out.vertices.cpu().numpy(), out.joints.cpu().numpy()
 
-        def keypoints(b: int) -> dict[str, KeypointSet]:  # the network's, nothing observed
-            return {p: KeypointSet(
-                convention=c, names=self.model.regressors[part_convention(c, p)].names,
-                observed=np.full_like(fitted[p][b], np.nan),
-                confidence=np.zeros(len(fitted[p][b])), fitted=fitted[p][b])
-                for p, c in EXPERT_CONVENTIONS.items()}
+        def keypoints(b: int) -> dict[str, KeypointSet]:
+            """The network's keypoints; observed: the body landmarks its pose encoder saw."""
+            sets = {}
+            for p, c in EXPERT_CONVENTIONS.items():
+                observed = np.full_like(fitted[p][b], np.nan)
+                confidence = np.zeros(len(fitted[p][b]))
+                if p == "body" and landmarks is not None \
+                        and landmarks.shape[1] == len(observed):
+                    observed, confidence = landmarks[b, :, :2], landmarks[b, :, 2]
+                sets[p] = KeypointSet(
+                    convention=c, names=self.model.regressors[part_convention(c, p)].names,
+                    observed=observed, confidence=confidence, fitted=fitted[p][b])
+            return sets
 
         people = [PersonResult(
             params={k: v[b].cpu().numpy() for k, v in params.items()}, vertices=verts[b],
             joints=joints[b], keypoints_2d=keypoints(b), box=tuple(float(x) for x in box),
-            parts={p: PartResult(p, observed=False, accepted=True) for p in PARTS})
+            parts={p: PartResult(p, observed=p == "body" and landmarks is not None,
+                                 accepted=True) for p in PARTS})
             for b, box in enumerate(boxes)]
         h, w = image.shape[:2]
         return FrameResult(image_size=(w, h), intrinsics=K, body_model=self.model.name,
                            joint_names=tuple(self.model.joint_names), faces=self.model.faces,
-                           people=people, timings={"network": time.perf_counter() - t0})
+                           people=people, timings={"network": time.perf_counter() - t0}
+                           ), landmarks
 
     def _place(self, out: Any, params: dict[str, torch.Tensor], landmarks: np.ndarray,
                K: np.ndarray) -> tuple[Any, dict[str, torch.Tensor]]:

@@ -316,3 +316,21 @@ def test_align_translation_recovers_a_known_shift():
     assert np.abs(got - true).max() < 0.05
     score[1, 5:] = 0.1  # 5 confident points: left where it was
     assert np.allclose(align_translation(X, uv, score, K)[1], 0)
+
+
+def test_fit_landmarks_is_checked(uninterrupted_run):  # noqa: F811
+    """``fit_landmarks`` belongs to the network method, not with ``refine``, and needs a
+    network whose body encoder hands on BlazePose's landmarks (the tiny ResNet has none)."""
+    from furpe.config import ReconstructConfig
+    from furpe.pipeline import NetworkRun
+
+    with pytest.raises(SetupError, match="fit_landmarks applies to method network"):
+        ReconstructConfig(fit_landmarks=True)
+    with pytest.raises(SetupError, match="not both"):
+        ReconstructConfig(method="network", refine=True, fit_landmarks=True)
+    config = ReconstructConfig(device="cpu", method="network", fit_landmarks=True,
+                               checkpoint=str(uninterrupted_run.output / "model.pt"))
+    from furpe.bodymodels import load_body_model
+
+    with pytest.raises(SetupError, match="fit_landmarks needs a network"):
+        NetworkRun(config, load_body_model("anny"), torch.device("cpu"))

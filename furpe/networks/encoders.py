@@ -111,6 +111,15 @@ class Encoder(nn.Module):
         score = torch.sigmoid(lm[..., 3]) * torch.sigmoid(lm[..., 4])
         return torch.cat([lm[..., :2] - 0.5, score[..., None]], -1)
 
+    def pose_world(self, feature: torch.Tensor) -> torch.Tensor | None:
+        """BlazePose's world landmarks in this encoder's ``feature`` (None like
+        :meth:`pose_landmarks`): (B, 33, 3) metres, origin between the hips, x right, y down,
+        z away from the camera (the crop is upright, so these are the body expert's)."""
+        if not self.has_pose_landmarks:
+            return None
+        at = self._landmarks_at + POSE_LANDMARKS * 5 + 1  # after the landmarks and presence
+        return feature[:, at:at + POSE_LANDMARKS * 3].reshape(-1, POSE_LANDMARKS, 3)[:, :33]
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.mediapipe:
             if self.features == "pooled":

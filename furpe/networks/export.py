@@ -3,7 +3,7 @@
 The exported graph takes ``image`` (N, 3, S, S) float RGB in [0, 1] and ``K`` (N, 3, 3) the
 crops' intrinsics (N is dynamic) and returns the tensors of :meth:`WholeBodyNet.forward`
 without the features and crops: ``body``, ``camera``, ``boxes``, ``part_<name>`` and
-``landmarks_body`` where the network has it.
+``landmarks_body`` and ``world_body`` where the network has them.
 Decoding them into body-model parameters (6D to rotations, the camera to a translation) is
 the same PyTorch code for both runtimes (:meth:`WholeBodyNet.decode`).
 """
@@ -28,7 +28,7 @@ def output_names(net: WholeBodyNet) -> list[str]:
     if net.config.parts:
         names += [f"part_{p}" for p in CROP_PARTS]
     if net.body_encoder.has_pose_landmarks:
-        names.append("landmarks_body")
+        names += ["landmarks_body", "world_body"]
     return names
 
 

@@ -150,8 +150,9 @@ class NetworkPredictor:
         Ks: Sequence[np.ndarray],
     ) -> list[tuple[dict[str, torch.Tensor], np.ndarray | None]]:
         """Per image, :meth:`predict`'s parameters and the body landmarks of the network's
-        pose encoder, (people, 33, 3) image pixels and scores (None when the network has
-        none: ``landmarks_body`` of :meth:`WholeBodyNet.forward`)."""
+        pose encoder, (people, 33, 6): x, y in image pixels, the score, and the metric 3D
+        landmark (None when the network has none: ``landmarks_body`` and ``world_body`` of
+        :meth:`WholeBodyNet.forward`)."""
         crops = person_crops(images, boxes, Ks, self.size)
         counts = [len(b) for b in boxes]
         if not len(crops.images):
@@ -164,7 +165,8 @@ class NetworkPredictor:
         landmarks = None
         if "landmarks_body" in out:
             lm = out["landmarks_body"].double().cpu().numpy()
-            landmarks = np.concatenate([crops.to_image(lm[..., :2]), lm[..., 2:]], -1)
+            world = out["world_body"].double().cpu().numpy()
+            landmarks = np.concatenate([crops.to_image(lm[..., :2]), lm[..., 2:3], world], -1)
         result, start = [], 0
         for n in counts:
             result.append(({k: v[start:start + n] for k, v in params.items()} if n else {},

@@ -232,7 +232,8 @@ class WholeBodyNet(nn.Module):
         the encoders' features and ``crop_<name>`` the crops (when the encoders ran), and
         with a BlazePose encoder handing on ``landmarks``, ``landmarks_body`` (B, 33, 3) its
         body landmarks in the crop's pixels with their scores
-        (:meth:`Encoder.pose_landmarks`)."""
+        (:meth:`Encoder.pose_landmarks`) and ``world_body`` (B, 33, 3) their metric 3D
+        positions (:meth:`Encoder.pose_world`)."""
         cfg = self.config
         cond = crop_condition(K, cfg.input_size if image is None else image.shape[-1])
         feature = self._body_feature(image) if features is None else features["body"]
@@ -247,6 +248,7 @@ class WholeBodyNet(nn.Module):
             scale = cfg.input_size / cfg.body_size
             xy = (landmarks[..., :2] + 0.5) * scale - 0.5
             out["landmarks_body"] = torch.cat([xy, landmarks[..., 2:]], -1)
+            out["world_body"] = self.body_encoder.pose_world(feature)
         if not cfg.parts:
             return out
         use = pred_boxes.detach()
