@@ -24,6 +24,7 @@ from furpe.config import ReconstructConfig
 from furpe.core.boxes import landmark_box
 from furpe.core.camera import intrinsics, project
 from furpe.core.errors import FurpeError, NoPersonError, SetupError
+from furpe.core.exposure import normalise_exposure
 from furpe.core.lookahead import Lookahead
 from furpe.core.vocab import EXPERT_CONVENTIONS, PARTS, part_convention
 from furpe.experts import build_experts, reset_experts, run_experts
@@ -371,7 +372,8 @@ class NetworkRun:
         if config.fit_landmarks and not self.predictor.net.body_encoder.has_pose_landmarks:
             raise SetupError("fit_landmarks needs a network whose body encoder is BlazePose "
                              "with network.features: landmarks (the shipped one is)")
-        self.detector = PersonDetector()
+        # as the body expert's: more boxes than people, since some are of one person
+        self.detector = PersonDetector(max_results=max(2 * config.max_people, 8))
 
     def frame(self, image: np.ndarray, K: np.ndarray) -> FrameResult:
         """The network's people in ``image`` (camera ``K``)."""
@@ -399,10 +401,17 @@ class NetworkRun:
     def _frame(self, image: np.ndarray, K: np.ndarray
                ) -> tuple[FrameResult, np.ndarray | None]:
         t0 = time.perf_counter()
+        image = normalise_exposure(image)  # very dark photos brightened, as for the experts
         boxes = [box for box, _ in self.detector.process(image)][:self.max_people]
         if not boxes:
             raise NoPersonError("no person found")
         params, landmarks = self.predictor.predict_with_landmarks([image], [boxes], [K])[0]
+        if landmarks is not None:
+            keep = self._kept(landmarks, image.shape[1], image.shape[0])
+            if not keep:
+                raise NoPersonError("no person found")
+            boxes, landmarks = [boxes[i] for i in keep], landmarks[keep]
+            params = {k: v[keep] for k, v in params.items()}
         with torch.no_grad():
             out = self.model(params)
             if landmarks is not None:
@@ -437,6 +446,25 @@ class NetworkRun:
                            joint_names=tuple(self.model.joint_names), faces=self.model.faces,
                            people=people, timings={"network": time.perf_counter() - t0}
                            ), landmarks
+
+    @staticmethod
+    def _kept(landmarks: np.ndarray, width: int, height: int) -> list[int]:
+        """The boxes (in the detector's order) whose person the pose encoder saw, by the body
+        expert's rules: a body score of at least its ``min_score``, and not one already kept
+        (their confident landmarks' boxes overlap: one person boxed twice, or a box around a
+        part of someone)."""
+        from furpe.experts.body import MIN_SCORE, DEDUPE_IOU, body_score, overlapping
+
+        kept: list[int] = []
+        seen: list[tuple[float, float, float, float]] = []
+        for b, lm in enumerate(landmarks):
+            box = landmark_box(lm[:, :2], lm[:, 2], 0.5, (width, height))
+            if box is None or body_score(lm[:, 2]) < MIN_SCORE \
+                    or any(overlapping(box, other, DEDUPE_IOU) for other in seen):
+                continue
+            kept.append(b)
+            seen.append(box)
+        return kept
 
     def _place(self, out: Any, params: dict[str, torch.Tensor], landmarks: np.ndarray,
                K: np.ndarray) -> tuple[Any, dict[str, torch.Tensor]]:

@@ -161,3 +161,30 @@ def test_fit_landmarks_brings_the_body_onto_what_its_encoder_saw(anny_model) -> 
     print(f"body keypoints (median px), off the landmarks: {seen_px}; off the truth: {truth_px}")
     assert np.mean(seen_px["fitted"]) < 0.8 * np.mean(seen_px["network"]), seen_px
     assert np.mean(truth_px["fitted"]) < np.mean(truth_px["network"]), truth_px
+
+
+@pytest.mark.mediapipe
+def test_network_path_finds_people_as_the_body_expert_does(anny_model) -> None:
+    """The network's person finding: more boxes than the detector's default 8 (a 3 x 4 grid of
+    the bundled photo: one person in every cell, none twice, as the body expert's rules keep
+    them), and very dark photos brightened (the photo at 3% of its brightness, where the
+    detector alone finds nobody)."""
+    from pathlib import Path
+
+    import cv2
+
+    from furpe.experts.tasks import PersonDetector
+    from furpe.pipeline import Reconstructor
+
+    torch.set_num_threads(1)
+    photo = cv2.imread(str(Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"))
+    photo = cv2.resize(photo[:, :, ::-1], (256, 256))
+    rec = Reconstructor(ReconstructConfig(device="cpu", method="network"), body_model=anny_model)
+    grid = np.ascontiguousarray(np.tile(photo, (3, 4, 1)))
+    people = rec.reconstruct_image(grid).people
+    centres = {(int((p.box[1] + p.box[3]) / 2 // 256), int((p.box[0] + p.box[2]) / 2 // 256))
+               for p in people}
+    assert len(centres) == len(people) == 12, [p.box for p in people]
+    dark = np.ascontiguousarray((photo.astype(np.float32) * 0.03).astype(np.uint8))
+    assert not PersonDetector().process(dark)
+    assert len(rec.reconstruct_image(dark).people) == 1

@@ -38,12 +38,17 @@ BOX_ROI_SCALE = 1.25
 WORLD_CONVENTIONS: dict[str, str] = {"heavy": C.world_convention("mediapipe_pose")}
 
 
+#: Defaults of :class:`MediaPipeBodyExpert`: the lowest body score kept, and the box overlap
+#: above which two people are one.
+MIN_SCORE, DEDUPE_IOU = 0.4, 0.5
+
+
 def body_score(visibility: np.ndarray) -> float:
     """The body detection score: the mean of the 6 highest visibilities of the major joints."""
     return float(np.sort(np.asarray(visibility)[list(_MAJOR_JOINTS)])[-6:].mean())
 
 
-def _overlaps(a: Box, b: Box, iou: float) -> bool:
+def overlapping(a: Box, b: Box, iou: float) -> bool:
     """Two people's boxes are one person: IoU above ``iou``, or most of the smaller inside the
     larger."""
     return box_iou(a, b) > iou or box_intersection(a, b) > 0.7 * min(box_area(a), box_area(b))
@@ -124,8 +129,8 @@ class MediaPipeBodyExpert(TasksExpert):
         model: str = "heavy",
         max_people: int = 20,
         video: bool = False,
-        min_score: float = 0.4,
-        dedupe_iou: float = 0.5,
+        min_score: float = MIN_SCORE,
+        dedupe_iou: float = DEDUPE_IOU,
         flip_test: bool | None = None,
         person_detector: bool = True,
         min_person_score: float = 0.3,
@@ -181,7 +186,7 @@ class MediaPipeBodyExpert(TasksExpert):
         def known(obs: PartObservation) -> bool:  # already found in a person box
             o = self._to_image(obs, None, 0, width, height)
             return o is not None and any(
-                _overlaps(o.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
+                overlapping(o.box, f.box, self.dedupe_iou)  # type: ignore[arg-type]
                 for f in found)
 
         seen = (self._to_image(p, None, 0, width, height)
@@ -192,7 +197,7 @@ class MediaPipeBodyExpert(TasksExpert):
         for obs in whole:
             if len(found) == self.max_people:
                 break
-            if not any(_overlaps(obs.box, f.box, self.dedupe_iou) for f in found):
+            if not any(overlapping(obs.box, f.box, self.dedupe_iou) for f in found):
                 found.append(obs)
         if self.second_look:
             self._look_again(img, [b for b, _ in boxes], found)
@@ -261,8 +266,9 @@ class MediaPipeBodyExpert(TasksExpert):
             return False
         seen = obs.box
         inside = box_intersection(seen, expand_box(box, 0.1)) >= 0.6 * box_area(seen)
-        return inside and not any(_overlaps(seen, f.box, self.dedupe_iou)  # type: ignore[arg-type]
-                                  for f in found)
+        return inside and not any(
+            overlapping(seen, f.box, self.dedupe_iou)  # type: ignore[arg-type]
+            for f in found)
 
     def _poses(self, img: np.ndarray, model: PoseModel, mirror_model: PoseModel, width: int,
                height: int, known: Callable[[PartObservation], bool] | None = None
