@@ -359,7 +359,9 @@ class Reconstructor:
 
 class NetworkRun:
     """``method: network``: the person detector's boxes, then the trained network on every
-    person crop of the image in one batch (:mod:`furpe.networks.inference`)."""
+    person crop of the image in one batch (:mod:`furpe.networks.inference`); with a BlazePose
+    body encoder, a box is kept when that encoder saw someone new there (:meth:`_kept`), and
+    each person is placed on those landmarks (:meth:`_place`)."""
 
     def __init__(self, config: ReconstructConfig, model: BodyModel, device: torch.device) -> None:
         from furpe.experts.tasks import PersonDetector
