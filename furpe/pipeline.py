@@ -395,8 +395,9 @@ class NetworkRun:
         world = WORLD_CONVENTIONS.get(backbone.removeprefix("mediapipe_pose_"))
         people = [PersonObservation(parts={"body": PartObservation(
             "body", EXPERT_CONVENTIONS["body"], lm[:, :2].copy(), lm[:, 2].copy(),
-            keypoints_3d=lm[:, 3:6].copy(), box=person.box, score=body_score(lm[:, 2]),
-            expert="network", world_convention=world)})
+            keypoints_3d=lm[:, 3:6].copy() if np.isfinite(lm[:, 3:6]).all() else None,
+            box=person.box, score=body_score(lm[:, 2]), expert="network",
+            world_convention=world)})
             for person, lm in zip(frame.people, landmarks)]
         return frame, people
 

@@ -64,9 +64,10 @@ def _projected(model, person, convention: str) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_shipped_network_runs_on_onnx_runtime(anny_model, tmp_path) -> None:
+def test_shipped_network_runs_on_onnx_runtime(anny_model, tmp_path, monkeypatch) -> None:
     """The shipped network (MediaPipe encoders with their landmark outputs) exports to ONNX
-    and gives the PyTorch network's parameters on a rendered person."""
+    and gives the PyTorch network's parameters and pose landmarks on a rendered person; a file
+    exported before the world landmarks were an output still runs (NaN world landmarks)."""
     pytest.importorskip("onnxruntime", reason="ONNX Runtime is a furpe dependency; "
                         "only a stripped install lacks it")
     from furpe.networks.export import export_onnx
@@ -79,12 +80,25 @@ def test_shipped_network_runs_on_onnx_runtime(anny_model, tmp_path) -> None:
     export_onnx(net, path, check=False)
     person = make_person(anny_model, 310, 512, 512, distance=3.0)
     boxes = [[person.box]]
-    want = NetworkPredictor(net).predict([person.image], boxes, [person.intrinsics])[0]
-    got = NetworkPredictor(net, onnx=path).predict([person.image], boxes,
-                                                   [person.intrinsics])[0]
+    args = ([person.image], boxes, [person.intrinsics])
+    want, want_lm = NetworkPredictor(net).predict_with_landmarks(*args)[0]
+    onnx = NetworkPredictor(net, onnx=path)
+    got, got_lm = onnx.predict_with_landmarks(*args)[0]
     worst = max(float((got[k] - want[k]).abs().max()) for k in want)
-    print(f"shipped network, ONNX vs PyTorch parameters: max abs difference {worst:.3g}")
+    lm_worst = float(np.abs(got_lm - want_lm).max())
+    print(f"shipped network, ONNX vs PyTorch: parameters max abs difference {worst:.3g}, "
+          f"landmarks (px, scores, m) {lm_worst:.3g}")
     assert worst < 1e-3, worst
+    assert np.isfinite(got_lm).all() and lm_worst < 1e-2, lm_worst
+
+    from furpe.networks import export
+
+    run = export.run_onnx
+    monkeypatch.setattr(export, "run_onnx", lambda *a: {
+        k: v for k, v in run(*a).items() if k != "world_body"})
+    _, old_lm = onnx.predict_with_landmarks(*args)[0]
+    assert np.isnan(old_lm[..., 3:]).all()
+    np.testing.assert_allclose(old_lm[..., :3], got_lm[..., :3])
 
 
 @pytest.mark.mediapipe

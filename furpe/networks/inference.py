@@ -151,8 +151,8 @@ class NetworkPredictor:
     ) -> list[tuple[dict[str, torch.Tensor], np.ndarray | None]]:
         """Per image, :meth:`predict`'s parameters and the body landmarks of the network's
         pose encoder, (people, 33, 6): x, y in image pixels, the score, and the metric 3D
-        landmark (None when the network has none: ``landmarks_body`` and ``world_body`` of
-        :meth:`WholeBodyNet.forward`)."""
+        landmark (NaN where the network does not give it) (None when the network has none:
+        ``landmarks_body`` and ``world_body`` of :meth:`WholeBodyNet.forward`)."""
         crops = person_crops(images, boxes, Ks, self.size)
         counts = [len(b) for b in boxes]
         if not len(crops.images):
@@ -165,7 +165,9 @@ class NetworkPredictor:
         landmarks = None
         if "landmarks_body" in out:
             lm = out["landmarks_body"].double().cpu().numpy()
-            world = out["world_body"].double().cpu().numpy()
+            # NaN from an ONNX file exported before the network handed on world landmarks
+            world = (out["world_body"].double().cpu().numpy() if "world_body" in out
+                     else np.full(lm[..., :3].shape, np.nan))
             landmarks = np.concatenate([crops.to_image(lm[..., :2]), lm[..., 2:3], world], -1)
         result, start = [], 0
         for n in counts:
