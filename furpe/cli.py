@@ -197,7 +197,7 @@ def _add_network(p: argparse.ArgumentParser) -> None:
                         "warm-start fit)")
     p.add_argument("--fit-landmarks", action="store_true", default=None,
                    help="fit each person's body to the landmarks the network's pose encoder "
-                        "saw, from the network's estimate (no experts; about 0.4 s more per "
+                        "saw, from the network's estimate (no experts; about 0.6 s more per "
                         "image)")
 
 
