@@ -26,7 +26,7 @@ from furpe.core.camera import intrinsics, project
 from furpe.core.errors import FurpeError, NoPersonError, SetupError
 from furpe.core.exposure import normalise_exposure
 from furpe.core.lookahead import Lookahead
-from furpe.core.vocab import EXPERT_CONVENTIONS, PARTS, part_convention
+from furpe.core.vocab import DETAIL_PARTS, EXPERT_CONVENTIONS, PARTS, part_convention
 from furpe.experts import build_experts, reset_experts, run_experts
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
@@ -87,6 +87,30 @@ def assemble(model: BodyModel, people: Sequence[PersonObservation], fit: FitOutp
         image_size=size, intrinsics=K, body_model=model.name,
         joint_names=tuple(model.joint_names), faces=model.faces, people=results, timings={},
     )
+
+
+def keep_unobserved_parts(model: BodyModel, selection: Selection,
+                          start: Mapping[str, torch.Tensor], warm: np.ndarray) -> Selection:
+    """``selection`` with every hand and face that a warm-started person (``warm``) was not
+    observed in put back to its ``start`` values and accepted (its estimate drives the mesh):
+    with ``fit_landmarks``, the network's hands and face, as without the fit."""
+    params = dict(selection.params)
+    verdicts = [dict(v) for v in selection.verdicts]
+    device = params["transl"].device
+    for part in DETAIL_PARTS:
+        rows = [b for b, v in enumerate(verdicts) if warm[b] and not v[part].observed]
+        if not rows:
+            continue
+        mask = torch.zeros(len(verdicts), dtype=torch.bool, device=device)
+        mask[rows] = True
+        for name, blk in model.blocks.items():
+            if blk.part == part:
+                shape = (-1,) + (1,) * (params[name].dim() - 1)
+                params[name] = torch.where(mask.view(shape), start[name].to(params[name]),
+                                           params[name])
+        for b in rows:
+            verdicts[b][part] = PartResult(part, observed=False, accepted=True)
+    return Selection(verdicts, params, True)
 
 
 def person_box(obs: PartObservation) -> tuple[float, float, float, float]:
@@ -256,7 +280,7 @@ class Reconstructor:
             frame, people = self.network.observed(image, camera(K, w, h, self.config.focal))
             fit = self._finish(people, image, K, frame, t0, reset, track,
                                self.config.fit.refine_iters, self.config.fit.refine_fallback,
-                               experts_s=0.0)
+                               experts_s=0.0, keep_unobserved=True)
             fit.timings["network"] = frame.timings["network"]
             del fit.timings["experts"]
             return fit
@@ -282,13 +306,15 @@ class Reconstructor:
                 previous: FrameResult | None, t0: float, reset: bool = True,
                 track: TrackHook | None = None, warm_iters: float | None = None,
                 fallback: Mapping[str, float] | None = None,
-                experts_s: float | None = None) -> FrameResult:
+                experts_s: float | None = None, keep_unobserved: bool = False) -> FrameResult:
         """Fit, select, assemble. Each person starts from the ``previous`` person matched to
         them (the network's estimate of this image), then ``track`` (a video session) gives
         the others their own track's last parameters; ``warm_iters`` and ``fallback``: see
         :meth:`~furpe.fitting.fit.Fitter.fit`. ``experts_s``: the seconds the experts ran
         (default: since ``t0``); with a look-ahead they ran before this call, and ``total``,
-        the call's own time, is less than ``experts + fit``."""
+        the call's own time, is less than ``experts + fit``. ``keep_unobserved``: the parts
+        a warm-started person was not observed in keep their starting values
+        (:func:`keep_unobserved`)."""
         t1 = time.perf_counter()
         h, w = image.shape[:2]
         K = camera(K, w, h, self.config.focal)
@@ -299,6 +325,8 @@ class Reconstructor:
         fit = self.fitter.fit(people, K, init=init, warm=warm, device=self.device,
                               warm_iters=warm_iters, fallback=fallback)
         chosen = select(self.selection, self.body_model, people, fit, reset=reset)
+        if keep_unobserved and init is not None:
+            chosen = keep_unobserved_parts(self.body_model, chosen, init, warm)
         t2 = time.perf_counter()
         frame = assemble(self.body_model, people, fit, chosen, K, (w, h))
         frame.config = self.config.to_dict()

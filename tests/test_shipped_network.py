@@ -163,8 +163,9 @@ def test_fit_landmarks_brings_the_body_onto_what_its_encoder_saw(anny_model) -> 
     for seed in range(3):
         person = make_person(anny_model, 310 + seed, 512, 512, distance=3.0)
         truth = _projected(anny_model, person, "mediapipe_pose")
+        frames = {}
         for name, rec in (("network", plain), ("fitted", fitted)):
-            frame = rec.reconstruct_image(person.image, person.intrinsics)
+            frame = frames[name] = rec.reconstruct_image(person.image, person.intrinsics)
             body = frame.people[0].keypoints_2d["body"]
             sure = body.confidence > 0.5
             truth_px[name].append(float(np.median(np.linalg.norm(body.fitted - truth, axis=1))))
@@ -172,6 +173,12 @@ def test_fit_landmarks_brings_the_body_onto_what_its_encoder_saw(anny_model) -> 
                 body.fitted[sure] - body.observed[sure], axis=1))))
         assert "fit" in frame.timings and "experts" not in frame.timings
         assert frame.people[0].parts["body"].observed
+        # hands and face: the network's, kept (not reset like unobserved expert parts)
+        net, fit = frames["network"].people[0], frame.people[0]
+        for block in ("left_hand_pose", "right_hand_pose", "facial_actions"):
+            assert np.abs(net.params[block]).max() > 0.01, block
+            np.testing.assert_allclose(fit.params[block], net.params[block], atol=1e-5)
+        assert all(fit.parts[p].accepted for p in ("left_hand", "right_hand", "face"))
     print(f"body keypoints (median px), off the landmarks: {seen_px}; off the truth: {truth_px}")
     assert np.mean(seen_px["fitted"]) < 0.8 * np.mean(seen_px["network"]), seen_px
     assert np.mean(truth_px["fitted"]) < np.mean(truth_px["network"]), truth_px
