@@ -281,6 +281,7 @@ class Reconstructor:
             fit = self._finish(people, image, K, frame, t0, reset, track,
                                self.config.fit.refine_iters, self.config.fit.refine_fallback,
                                experts_s=0.0, keep_unobserved=True)
+            self.network.add_unobserved_keypoints(fit)
             fit.timings["network"] = frame.timings["network"]
             del fit.timings["experts"]
             return fit
@@ -447,9 +448,7 @@ class NetworkRun:
             out = self.model(params)
             if landmarks is not None:
                 out, params = self._place(out, params, landmarks, K)
-            Kt = torch.as_tensor(K, dtype=out.vertices.dtype, device=out.vertices.device)
-            fitted = {p: project(self.model.keypoints(out, part_convention(c, p)), Kt)
-                      .cpu().numpy() for p, c in EXPERT_CONVENTIONS.items()}
+            fitted = self.projected(out, K)
         verts, joints = out.vertices.cpu().numpy(), out.joints.cpu().numpy()
 
         def keypoints(b: int) -> dict[str, KeypointSet]:
@@ -477,6 +476,32 @@ class NetworkRun:
                            joint_names=tuple(self.model.joint_names), faces=self.model.faces,
                            people=people, timings={"network": time.perf_counter() - t0}
                            ), landmarks
+
+    def projected(self, out: Any, K: np.ndarray) -> dict[str, np.ndarray]:
+        """Each part's keypoints (the experts' conventions) of posed people ``out`` in the
+        image of camera ``K``, (people, K, 2) per part."""
+        Kt = torch.as_tensor(K, dtype=out.vertices.dtype, device=out.vertices.device)
+        with torch.no_grad():
+            return {p: project(self.model.keypoints(out, part_convention(c, p)), Kt)
+                    .cpu().numpy() for p, c in EXPERT_CONVENTIONS.items()}
+
+    def add_unobserved_keypoints(self, frame: FrameResult) -> None:
+        """Give every person of ``frame`` the projected keypoints of the parts it has none
+        of (not observed, so the fit had no keypoint set for them), nothing observed."""
+        from furpe.bodymodels.base import BodyOutput
+
+        if all(set(EXPERT_CONVENTIONS) <= set(p.keypoints_2d) for p in frame.people):
+            return
+        out = BodyOutput(torch.as_tensor(np.stack([p.vertices for p in frame.people])),
+                         torch.as_tensor(np.stack([p.joints for p in frame.people])))
+        fitted = self.projected(out, frame.intrinsics)
+        for b, person in enumerate(frame.people):
+            for p, c in EXPERT_CONVENTIONS.items():
+                if p not in person.keypoints_2d:
+                    person.keypoints_2d[p] = KeypointSet(
+                        convention=c, names=self.model.regressors[part_convention(c, p)].names,
+                        observed=np.full_like(fitted[p][b], np.nan),
+                        confidence=np.zeros(len(fitted[p][b])), fitted=fitted[p][b])
 
     @staticmethod
     def _kept(landmarks: np.ndarray, width: int, height: int) -> list[int]:

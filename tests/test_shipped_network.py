@@ -179,6 +179,10 @@ def test_fit_landmarks_brings_the_body_onto_what_its_encoder_saw(anny_model) -> 
             assert np.abs(net.params[block]).max() > 0.01, block
             np.testing.assert_allclose(fit.params[block], net.params[block], atol=1e-5)
         assert all(fit.parts[p].accepted for p in ("left_hand", "right_hand", "face"))
+        for part in ("left_hand", "right_hand", "face"):  # projected, as the network's
+            kp, net_kp = fit.keypoints_2d[part], net.keypoints_2d[part]
+            assert np.isnan(kp.observed).all() and kp.fitted.shape == net_kp.fitted.shape
+            assert np.median(np.linalg.norm(kp.fitted - net_kp.fitted, axis=1)) < 20, part
     print(f"body keypoints (median px), off the landmarks: {seen_px}; off the truth: {truth_px}")
     assert np.mean(seen_px["fitted"]) < 0.8 * np.mean(seen_px["network"]), seen_px
     assert np.mean(truth_px["fitted"]) < np.mean(truth_px["network"]), truth_px
