@@ -31,7 +31,7 @@ from furpe.experts import build_experts, reset_experts, run_experts
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
 from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
-from furpe.selection import Selection, select
+from furpe.selection import Selection, replace_part, select
 from furpe.tracking import Smoother, Tracker, assign, association_cost
 
 #: Per person of a frame, the parameters its fit starts from (None: a cold start).
@@ -94,21 +94,15 @@ def keep_unobserved_parts(model: BodyModel, selection: Selection,
     """``selection`` with every hand and face that a warm-started person (``warm``) was not
     observed in put back to its ``start`` values and accepted (its estimate drives the mesh):
     with ``fit_landmarks``, the network's hands and face, as without the fit."""
-    params = dict(selection.params)
+    params = selection.params
     verdicts = [dict(v) for v in selection.verdicts]
-    device = params["transl"].device
     for part in DETAIL_PARTS:
-        rows = [b for b, v in enumerate(verdicts) if warm[b] and not v[part].observed]
-        if not rows:
+        rows = torch.tensor([bool(warm[b]) and not v[part].observed
+                             for b, v in enumerate(verdicts)], device=params["transl"].device)
+        if not bool(rows.any()):
             continue
-        mask = torch.zeros(len(verdicts), dtype=torch.bool, device=device)
-        mask[rows] = True
-        for name, blk in model.blocks.items():
-            if blk.part == part:
-                shape = (-1,) + (1,) * (params[name].dim() - 1)
-                params[name] = torch.where(mask.view(shape), start[name].to(params[name]),
-                                           params[name])
-        for b in rows:
+        params = replace_part(model, params, part, rows, start)
+        for b in rows.nonzero()[:, 0].tolist():
             verdicts[b][part] = PartResult(part, observed=False, accepted=True)
     return Selection(verdicts, params, True)
 
@@ -275,9 +269,11 @@ class Reconstructor:
              previous: FrameResult | None, reset: bool = True,
              track: TrackHook | None = None) -> FrameResult:
         t0 = time.perf_counter()
-        if self.network is not None and self.config.fit_landmarks:
+        if self.network is not None:
             h, w = image.shape[:2]
-            frame, people = self.network.observed(image, camera(K, w, h, self.config.focal))
+            K_net = camera(K, w, h, self.config.focal)
+        if self.network is not None and self.config.fit_landmarks:
+            frame, people = self.network.observed(image, K_net)
             fit = self._finish(people, image, K, frame, t0, reset, track,
                                self.config.fit.refine_iters, self.config.fit.refine_fallback,
                                experts_s=0.0, keep_unobserved=True)
@@ -286,8 +282,7 @@ class Reconstructor:
             del fit.timings["experts"]
             return fit
         if self.network is not None:
-            h, w = image.shape[:2]
-            frame = self.network.frame(image, camera(K, w, h, self.config.focal))
+            frame = self.network.frame(image, K_net)
             frame.config = self.config.to_dict()
             if not self.config.refine:
                 frame.timings["total"] = time.perf_counter() - t0
@@ -315,7 +310,7 @@ class Reconstructor:
         (default: since ``t0``); with a look-ahead they ran before this call, and ``total``,
         the call's own time, is less than ``experts + fit``. ``keep_unobserved``: the parts
         a warm-started person was not observed in keep their starting values
-        (:func:`keep_unobserved`)."""
+        (:func:`keep_unobserved_parts`)."""
         t1 = time.perf_counter()
         h, w = image.shape[:2]
         K = camera(K, w, h, self.config.focal)
@@ -453,16 +448,10 @@ class NetworkRun:
 
         def keypoints(b: int) -> dict[str, KeypointSet]:
             """The network's keypoints; observed: the body landmarks its pose encoder saw."""
-            sets = {}
-            for p, c in EXPERT_CONVENTIONS.items():
-                observed = np.full_like(fitted[p][b], np.nan)
-                confidence = np.zeros(len(fitted[p][b]))
-                if p == "body" and landmarks is not None \
-                        and landmarks.shape[1] == len(observed):
-                    observed, confidence = landmarks[b, :, :2], landmarks[b, :, 2]
-                sets[p] = KeypointSet(
-                    convention=c, names=self.model.regressors[part_convention(c, p)].names,
-                    observed=observed, confidence=confidence, fitted=fitted[p][b])
+            sets = {p: self._keypoint_set(p, fitted[p][b]) for p in EXPERT_CONVENTIONS}
+            if landmarks is not None:
+                sets["body"] = dataclasses.replace(sets["body"], observed=landmarks[b, :, :2],
+                                                   confidence=landmarks[b, :, 2])
             return sets
 
         people = [PersonResult(
@@ -496,12 +485,16 @@ class NetworkRun:
                          torch.as_tensor(np.stack([p.joints for p in frame.people])))
         fitted = self.projected(out, frame.intrinsics)
         for b, person in enumerate(frame.people):
-            for p, c in EXPERT_CONVENTIONS.items():
+            for p in EXPERT_CONVENTIONS:
                 if p not in person.keypoints_2d:
-                    person.keypoints_2d[p] = KeypointSet(
-                        convention=c, names=self.model.regressors[part_convention(c, p)].names,
-                        observed=np.full_like(fitted[p][b], np.nan),
-                        confidence=np.zeros(len(fitted[p][b])), fitted=fitted[p][b])
+                    person.keypoints_2d[p] = self._keypoint_set(p, fitted[p][b])
+
+    def _keypoint_set(self, part: str, fitted: np.ndarray) -> KeypointSet:
+        """A part's projected keypoints ``fitted`` (K, 2), nothing observed."""
+        c = EXPERT_CONVENTIONS[part]
+        names = self.model.regressors[part_convention(c, part)].names
+        return KeypointSet(convention=c, names=names, observed=np.full_like(fitted, np.nan),
+                           confidence=np.zeros(len(fitted)), fitted=fitted)
 
     @staticmethod
     def _kept(landmarks: np.ndarray, width: int, height: int) -> list[int]:

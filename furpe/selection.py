@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -123,10 +123,19 @@ def select(scheme: SelectionScheme, model: BodyModel, people: Sequence[PersonObs
                                     device=fit.params["transl"].device)
             if not bool(rejected.any()):
                 continue
-            rest = model.at_rest(params, part)
-            for name, blk in model.blocks.items():
-                if blk.part == part:
-                    shape = (-1,) + (1,) * (params[name].dim() - 1)
-                    params[name] = torch.where(rejected.view(shape), rest[name], params[name])
-                    changed = True
+            params = replace_part(model, params, part, rejected, model.at_rest(params, part))
+            changed = True
     return Selection(verdicts, params, changed)
+
+
+def replace_part(model: BodyModel, params: dict[str, torch.Tensor], part: str,
+                 rows: torch.Tensor, values: Mapping[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+    """``params`` with the blocks of ``part`` taken from ``values`` in the people where
+    ``rows`` (B,) is true (a new dict)."""
+    out = dict(params)
+    for name, blk in model.blocks.items():
+        if blk.part == part:
+            shape = (-1,) + (1,) * (out[name].dim() - 1)
+            out[name] = torch.where(rows.view(shape), values[name].to(out[name]), out[name])
+    return out
