@@ -15,6 +15,7 @@ import platform
 import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -80,6 +81,28 @@ def machine() -> str:
         gpu = "unknown"
     parts.append(f"GPU {gpu}")
     return "; ".join(parts)
+
+
+def speed_reference(repeats: int = 15) -> float:
+    """Milliseconds (median of ``repeats``) of a fixed loop of small tensor operations on one
+    thread, the fit's kind of work: a gauge of how fast this machine runs at the moment
+    (shared machines drift), to compare runs made at different times."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.linspace(0.0, 1.0, 64).reshape(4, 4, 4)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            y = x
+            for _ in range(500):
+                y = torch.tanh(y @ x + x).sum(0, keepdim=True) * 0.5 + x
+            times.append(time.perf_counter() - t)
+        return 1000.0 * sorted(times)[len(times) // 2]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def header(title: str, command: str, note: str | None = None) -> str:

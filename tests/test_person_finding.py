@@ -90,8 +90,8 @@ def test_box_landmarks_find_who_blazepose_misses(scene, monkeypatch) -> None:
     image, truth = scene
     for flip in (False, True):
         with MediaPipeBodyExpert(flip_test=flip) as body:
-            monkeypatch.setattr(body._crop_pose, "process", lambda img: [])
-            monkeypatch.setattr(body._image_pose, "process", lambda img: [])
+            for model in (body._crop_pose, body._crop_mirror, body._image_pose):
+                monkeypatch.setattr(model, "process", lambda img: [])
             (person,) = body.detect(image)
             seen = truth.confidence > 0.5
             err = np.linalg.norm(person.keypoints_2d[seen] - truth.keypoints_2d[seen], axis=1)
@@ -257,8 +257,8 @@ def test_hand_network_finds_hands_the_palm_detector_misses(hands_scene, monkeypa
         (body,) = body_expert.detect(sp.image)
     for box_landmarks in (True, False):
         with MediaPipeHandExpert(box_landmarks=box_landmarks) as hands:
-            monkeypatch.setattr(hands._crop_model, "process", lambda img: [])
-            monkeypatch.setattr(hands._image_model, "process", lambda img: [])
+            for model in (hands._crop_model, hands._other_crop_model, hands._image_model):
+                monkeypatch.setattr(model, "process", lambda img: [])
             (person,) = hands.observe(sp.image, [PersonObservation(parts={"body": body})])
             found = {p for p in person.parts if p.endswith("_hand")}
             if not box_landmarks:

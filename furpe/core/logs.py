@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
 _VERBOSE = False
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH = 0
+_QUIET_SAVED: int | None = None
 
 
 def set_verbose(verbose: bool) -> None:
@@ -28,21 +32,28 @@ def quiet_environment() -> None:
 @contextmanager
 def native_quiet() -> Iterator[None]:
     """While inside, whatever native code writes to file descriptor 2 is discarded (Python's
-    own ``sys.stderr`` is flushed first and works again after)."""
+    own ``sys.stderr`` is flushed first and works again after). Thread-safe: while any thread
+    is inside, descriptor 2 stays redirected; the last one out restores it."""
     if _VERBOSE:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    global _QUIET_DEPTH, _QUIET_SAVED
+    with _QUIET_LOCK:
+        if _QUIET_DEPTH == 0:
+            sys.stderr.flush()
+            _QUIET_SAVED = os.dup(2)
+            with tempfile.TemporaryFile() as sink:  # unlinked; descriptor 2 keeps it open
+                os.dup2(sink.fileno(), 2)
+        _QUIET_DEPTH += 1
     try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
+        yield
     finally:
-        os.close(saved)
+        with _QUIET_LOCK:
+            _QUIET_DEPTH -= 1
+            if _QUIET_DEPTH == 0 and _QUIET_SAVED is not None:
+                os.dup2(_QUIET_SAVED, 2)
+                os.close(_QUIET_SAVED)
+                _QUIET_SAVED = None
 
 
 def silence_native_stderr() -> None:

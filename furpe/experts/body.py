@@ -18,6 +18,7 @@ from furpe.core import vocab as C
 from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_intersection, box_iou,
                               crop_square, crop_to_image, expand_box, landmark_box,
                               points_inside, square_box)
+from furpe.core.threads import background, side_by_side
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
 from furpe.experts.boxnets import POSE_INPUT_SIZE, PoseBoxLandmarker
@@ -155,6 +156,7 @@ class MediaPipeBodyExpert(TasksExpert):
         thresholds = dict(min_detection=min_detection_confidence,
                           min_presence=min_presence_confidence)
         self._crop_pose = PoseModel(model, 1, **thresholds)
+        self._crop_mirror = PoseModel(model, 1, **thresholds)
         self._image_pose = PoseModel(model, max_people, video=video, **thresholds)
         self._mirror_pose = PoseModel(model, max_people, video=video, **thresholds)
         self._detector = PersonDetector(min_person_score, max(2 * max_people, 8), detector_tile)
@@ -174,14 +176,16 @@ class MediaPipeBodyExpert(TasksExpert):
         if img is None:
             return []
         height, width = img.shape[:2]
-        found: list[PartObservation] = []
-        boxes = self._detector.process(img) if self.person_detector else []
-        for box, _ in boxes:
-            if len(found) == self.max_people:
-                return found
-            obs = self._in_box(img, box, found)
-            if obs is not None:
-                found.append(obs)
+        # BlazePose on the whole image (for people the detector misses) runs beside the
+        # person boxes' passes, on the other core.
+        whole_pass = background(self._image_pose.process, img)
+        try:
+            boxes = self._detector.process(img) if self.person_detector else []
+            found = self._in_boxes(img, boxes)
+        finally:
+            whole_pass.exception()  # wait: the next call may use the same model
+        if len(found) == self.max_people:
+            return found
 
         def known(obs: PartObservation) -> bool:  # already found in a person box
             o = self._to_image(obs, None, 0, width, height)
@@ -191,7 +195,7 @@ class MediaPipeBodyExpert(TasksExpert):
 
         seen = (self._to_image(p, None, 0, width, height)
                 for p in self._poses(img, self._image_pose, self._mirror_pose, width, height,
-                                     known))
+                                     known, whole_pass.result()))
         whole = sorted((o for o in seen if o is not None),
                        key=lambda o: -o.score * box_area(o.box))  # type: ignore[arg-type]
         for obs in whole:
@@ -201,6 +205,19 @@ class MediaPipeBodyExpert(TasksExpert):
                 found.append(obs)
         if self.second_look:
             self._look_again(img, [b for b, _ in boxes], found)
+        return found
+
+    def _in_boxes(self, img: np.ndarray, boxes: list[tuple[Box, float]]
+                  ) -> list[PartObservation]:
+        """The people found in the person detector's ``boxes`` (:meth:`_in_box`), at most
+        ``max_people``."""
+        found: list[PartObservation] = []
+        for box, _ in boxes:
+            if len(found) == self.max_people:
+                break
+            obs = self._in_box(img, box, found)
+            if obs is not None:
+                found.append(obs)
         return found
 
     def _look_again(self, img: np.ndarray, boxes: list[Box],
@@ -238,7 +255,7 @@ class MediaPipeBodyExpert(TasksExpert):
         centre = box_centre(box)
         size = int(min(self.crop_size, max(side, 64)))
         crop, used = crop_square(img, square_box(centre[0], centre[1], side), size)
-        poses = self._poses(crop, self._crop_pose, self._crop_pose, size, size)
+        poses = self._poses(crop, self._crop_pose, self._crop_mirror, size, size)
         obs = self._to_image(poses[0], used, size, width, height) if poses else None
         if self._new(obs, box, found):
             return obs
@@ -271,19 +288,29 @@ class MediaPipeBodyExpert(TasksExpert):
             for f in found)
 
     def _poses(self, img: np.ndarray, model: PoseModel, mirror_model: PoseModel, width: int,
-               height: int, known: Callable[[PartObservation], bool] | None = None
-               ) -> list[PartObservation]:
+               height: int, known: Callable[[PartObservation], bool] | None = None,
+               plain: list[PoseLandmarks] | None = None) -> list[PartObservation]:
         """The people BlazePose finds in ``img`` (with the flip test if on), in ``img``'s
-        pixels; confidences not yet limited to the image. People ``known`` already are left
-        out before the mirrored run, which is skipped when nobody is left."""
-        plain = [self._observation(p, width, height, self.model) for p in model.process(img)]
+        pixels; confidences not yet limited to the image. ``plain``: ``model``'s result on
+        ``img`` when it ran already. People ``known`` already are left out before the
+        mirrored run, which is skipped when nobody is left; with nothing known, the plain
+        and mirrored runs go side by side (two models, two cores)."""
+        def mirror() -> list[PoseLandmarks]:
+            return mirror_model.process(np.ascontiguousarray(img[:, ::-1]))
+
+        flipped = None
+        if plain is None and known is None and self.flip_test:
+            plain, flipped = side_by_side(lambda: model.process(img), mirror)
+        elif plain is None:
+            plain = model.process(img)
+        seen = [self._observation(p, width, height, self.model) for p in plain]
         if known is not None:
-            plain = [p for p in plain if not known(p)]
-        if not self.flip_test or not plain:
-            return plain
+            seen = [p for p in seen if not known(p)]
+        if not self.flip_test or not seen:
+            return seen
         mirrored = [self._unmirror(self._observation(p, width, height, self.model), width)
-                    for p in mirror_model.process(np.ascontiguousarray(img[:, ::-1]))]
-        return [self._average(obs, mirrored, width, height) for obs in plain]
+                    for p in (mirror() if flipped is None else flipped)]
+        return [self._average(obs, mirrored, width, height) for obs in seen]
 
     @staticmethod
     def _observation(p: PoseLandmarks, width: int, height: int, model: str) -> PartObservation:

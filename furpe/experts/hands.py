@@ -13,6 +13,7 @@ import numpy as np
 
 from furpe.core.boxes import (Box, as_rgb_uint8, crop_square, mostly_outside,
                               crop_to_image, hand_crop_box, points_inside, square_box)
+from furpe.core.threads import side_by_side
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
 from furpe.experts.boxnets import HandBoxLandmarker
@@ -108,6 +109,8 @@ class MediaPipeHandExpert(TasksExpert):
         self.min_hand_length = min_hand_length
         self._box_model = HandBoxLandmarker(min_presence_confidence)
         self._crop_model = HandModel(2, min_detection_confidence, min_presence_confidence)
+        self._other_crop_model = HandModel(2, min_detection_confidence,
+                                           min_presence_confidence)
         self._image_model = HandModel(2 * max_people, min_detection_confidence,
                                       min_presence_confidence)
 
@@ -123,10 +126,9 @@ class MediaPipeHandExpert(TasksExpert):
             body = person.get("body")
             if body is None or body.convention != "mediapipe_pose":
                 continue
-            for side in ("left", "right"):
-                if f"{side}_hand" in person.parts or self._too_small(body, side):
-                    continue
-                obs = self.observe_hand(img, body, side)
+            sides = [side for side in ("left", "right")
+                     if f"{side}_hand" not in person.parts and not self._too_small(body, side)]
+            for side, obs in zip(sides, self._hands(img, body, sides)):
                 if obs is not None:
                     person.parts[f"{side}_hand"] = obs
                 elif body.confidence[_HAND_POSE_INDICES[side][0]] >= self.min_wrist_visibility:
@@ -143,6 +145,16 @@ class MediaPipeHandExpert(TasksExpert):
             drop_shared_hand(person)
         return people
 
+    def _hands(self, img: np.ndarray, body: PartObservation, sides: list[str]
+               ) -> list[PartObservation | None]:
+        """:meth:`observe_hand` for each of ``sides``; two sides side by side (two models,
+        two cores)."""
+        if len(sides) == 2:
+            return list(side_by_side(
+                lambda: self._observe_hand(img, body, sides[0], self._crop_model),
+                lambda: self._observe_hand(img, body, sides[1], self._other_crop_model)))
+        return [self._observe_hand(img, body, side, self._crop_model) for side in sides]
+
     def observe_hand(
         self, image: np.ndarray, body: PartObservation, side: str
     ) -> PartObservation | None:
@@ -150,6 +162,10 @@ class MediaPipeHandExpert(TasksExpert):
         img = as_rgb_uint8(image)
         if img is None:
             return None
+        return self._observe_hand(img, body, side, self._crop_model)
+
+    def _observe_hand(self, img: np.ndarray, body: PartObservation, side: str,
+                      model: HandModel) -> PartObservation | None:
         wrist_idx = _HAND_POSE_INDICES[side][0]
         if body.confidence[wrist_idx] < self.min_wrist_visibility or self._too_small(body, side):
             return None
@@ -159,7 +175,7 @@ class MediaPipeHandExpert(TasksExpert):
             if box is None:
                 return None
             hand_length = (box[2] - box[0]) / (2.0 * scale)  # the box side is 2 * scale * L
-            obs = self._detect_in_crop(img, box, wrist, hand_length, side)
+            obs = self._detect_in_crop(img, box, wrist, hand_length, side, model)
             if obs is not None:
                 return obs
         return None
@@ -217,12 +233,14 @@ class MediaPipeHandExpert(TasksExpert):
         return None
 
     def _detect_in_crop(self, img: np.ndarray, box: Box, wrist: np.ndarray | None,
-                        hand_length: float, side: str | None) -> PartObservation | None:
+                        hand_length: float, side: str | None,
+                        model: HandModel | None = None) -> PartObservation | None:
         height, width = img.shape[:2]
         if mostly_outside(box, width, height):
             return None  # the crop barely touches the image
         crop, used = crop_square(img, box, self.crop_size)
-        hands = [(h, crop_to_image(h.uv, used)) for h in self._crop_model.process(crop)]
+        model = model or self._crop_model
+        hands = [(h, crop_to_image(h.uv, used)) for h in model.process(crop)]
         if not hands:
             return None
         if wrist is None:
