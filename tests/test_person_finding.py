@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from furpe.core.exposure import is_dark, normalise_exposure
+from furpe.core.threads import one_core
 from furpe.experts.body import MediaPipeBodyExpert, mask_boxes, taken_share
 from furpe.experts.boxnets import PoseBoxLandmarker, refine_from_heatmaps
 from furpe.experts.tasks import PersonDetector, tile_origins
@@ -102,6 +103,29 @@ def test_box_landmarks_find_who_blazepose_misses(scene, monkeypatch) -> None:
             assert 0.6 < legs < 1.1  # hip to ankle in metres
             body.box_landmarks = False
             assert body.detect(image) == []
+
+
+@pytest.mark.mediapipe
+def test_experts_on_one_core_skip_the_runs_they_do_not_need(scene, monkeypatch) -> None:
+    """Side by side, the crop's mirrored run starts with the plain one and the whole-image
+    pass with the person boxes; under one_core (the look-ahead, beside the fit) the mirrored
+    run waits for a plain result that needs it and the whole image runs after the boxes: with
+    BlazePose's own detector finding nobody in the crop, the mirrored crop run is skipped, and
+    the same person comes out either way."""
+    image, truth = scene
+    with MediaPipeBodyExpert() as body:
+        runs: list[str] = []
+        for name in ("_crop_pose", "_crop_mirror"):
+            monkeypatch.setattr(getattr(body, name), "process",
+                                lambda img, _n=name: runs.append(_n) or [])
+        (both,) = body.detect(image)
+        assert runs.count("_crop_mirror") == 1
+        runs.clear()
+        with one_core():
+            (one,) = body.detect(image)
+        assert runs == ["_crop_pose"]
+        np.testing.assert_allclose(one.keypoints_2d, both.keypoints_2d)
+        assert np.median(np.linalg.norm(one.keypoints_2d - truth.keypoints_2d, axis=1)) < 10
 
 
 @pytest.mark.mediapipe

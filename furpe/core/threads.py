@@ -38,10 +38,16 @@ def one_core() -> Iterator[None]:
         _LOCAL.serial = before
 
 
+def on_one_core() -> bool:
+    """Whether this thread is inside :func:`one_core` (then a call that might be skipped is
+    better left until it is known to be needed)."""
+    return getattr(_LOCAL, "serial", False)
+
+
 def background(fn: Callable[..., T], *args: Any) -> Future:
     """``fn(*args)`` started in a shared helper thread (inside :func:`one_core`: run now, in
     this thread); ``.result()`` waits for it (and raises its error)."""
-    if getattr(_LOCAL, "serial", False):
+    if on_one_core():
         done: Future = Future()
         try:
             done.set_result(fn(*args))

@@ -18,7 +18,7 @@ from furpe.core import vocab as C
 from furpe.core.boxes import (Box, as_rgb_uint8, box_area, box_centre, box_intersection, box_iou,
                               crop_square, crop_to_image, expand_box, landmark_box,
                               points_inside, square_box)
-from furpe.core.threads import background, side_by_side
+from furpe.core.threads import background, on_one_core, side_by_side
 from furpe.core.vocab import Part
 from furpe.experts.base import PartObservation, PersonObservation
 from furpe.experts.boxnets import POSE_INPUT_SIZE, PoseBoxLandmarker
@@ -177,13 +177,14 @@ class MediaPipeBodyExpert(TasksExpert):
             return []
         height, width = img.shape[:2]
         # BlazePose on the whole image (for people the detector misses) runs beside the
-        # person boxes' passes, on the other core.
-        whole_pass = background(self._image_pose.process, img)
+        # person boxes' passes, on the other core (on one core: after them, when needed).
+        whole_pass = None if on_one_core() else background(self._image_pose.process, img)
         try:
             boxes = self._detector.process(img) if self.person_detector else []
             found = self._in_boxes(img, boxes)
         finally:
-            whole_pass.exception()  # wait: the next call may use the same model
+            if whole_pass is not None:
+                whole_pass.exception()  # wait: the next call may use the same model
         if len(found) == self.max_people:
             return found
 
@@ -195,7 +196,7 @@ class MediaPipeBodyExpert(TasksExpert):
 
         seen = (self._to_image(p, None, 0, width, height)
                 for p in self._poses(img, self._image_pose, self._mirror_pose, width, height,
-                                     known, whole_pass.result()))
+                                     known, whole_pass and whole_pass.result()))
         whole = sorted((o for o in seen if o is not None),
                        key=lambda o: -o.score * box_area(o.box))  # type: ignore[arg-type]
         for obs in whole:
@@ -294,12 +295,13 @@ class MediaPipeBodyExpert(TasksExpert):
         pixels; confidences not yet limited to the image. ``plain``: ``model``'s result on
         ``img`` when it ran already. People ``known`` already are left out before the
         mirrored run, which is skipped when nobody is left; with nothing known, the plain
-        and mirrored runs go side by side (two models, two cores)."""
+        and mirrored runs go side by side (two models, two cores), except under
+        ``threads.one_core``."""
         def mirror() -> list[PoseLandmarks]:
             return mirror_model.process(np.ascontiguousarray(img[:, ::-1]))
 
         flipped = None
-        if plain is None and known is None and self.flip_test:
+        if plain is None and known is None and self.flip_test and not on_one_core():
             plain, flipped = side_by_side(lambda: model.process(img), mirror)
         elif plain is None:
             plain = model.process(img)
