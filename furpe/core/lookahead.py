@@ -97,8 +97,7 @@ def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
 
 def _timed_one_core(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
     """:func:`_timed` with the experts' native calls one after the other: in the
-    look-ahead's thread they share the cores with the fit (side by side there, they slowed
-    a folder of renders from 1.14 to 1.40 s per image)."""
+    look-ahead's thread they share the cores with the fit."""
     with one_core():
         return _timed(fn, *args)
 
