@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterator, TypeVar
 T = TypeVar("T")
 
 HELPER_THREADS = 4
-"""Threads of the shared pool (two model calls at a time suit two cores; the pool is shared by
-every expert and look-ahead of the process)."""
+"""Threads of the pool shared by every expert of the process, whatever thread calls them (one
+helper call per caller suits two cores; more callers, such as two reconstructors in two
+threads, queue)."""
 
 _POOL: ThreadPoolExecutor | None = None
 _LOCK = threading.Lock()
