@@ -223,7 +223,8 @@ class MediaPipeHandExpert(TasksExpert):
         for scale in (1.0, self.retry_scale):
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
             side_px = scale * max(box[2] - box[0], box[3] - box[1])
-            obs = self._detect_in_crop(img, square_box(cx, cy, side_px), None, 0.0, side)
+            obs = self._detect_in_crop(img, square_box(cx, cy, side_px), None, 0.0, side,
+                                       self._crop_model)
             if obs is not None:
                 return obs
         if self.box_landmarks and not mostly_outside(box, w, h):
@@ -234,12 +235,11 @@ class MediaPipeHandExpert(TasksExpert):
 
     def _detect_in_crop(self, img: np.ndarray, box: Box, wrist: np.ndarray | None,
                         hand_length: float, side: str | None,
-                        model: HandModel | None = None) -> PartObservation | None:
+                        model: HandModel) -> PartObservation | None:
         height, width = img.shape[:2]
         if mostly_outside(box, width, height):
             return None  # the crop barely touches the image
         crop, used = crop_square(img, box, self.crop_size)
-        model = model or self._crop_model
         hands = [(h, crop_to_image(h.uv, used)) for h in model.process(crop)]
         if not hands:
             return None
