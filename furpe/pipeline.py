@@ -1,6 +1,7 @@
 """The reconstruction pipeline as explicit stages: observe -> fit -> select -> result.
 
-* :func:`observe`: the experts' :class:`~furpe.experts.base.PersonObservation` per person;
+* :func:`observe`: the experts' :class:`~furpe.experts.base.PersonObservation` per person
+  (for a single image, the hand and face experts still run while the fit places the bodies);
 * :class:`~furpe.fitting.fit.Fitter`: one body model instance per person, fitted to them;
 * :func:`~furpe.selection.select`: per-part verdicts and the parameters to keep (a new
   dict: rejected hands and faces at rest);
@@ -27,7 +28,7 @@ from furpe.core.errors import FurpeError, NoPersonError, SetupError
 from furpe.core.exposure import normalise_exposure
 from furpe.core.lookahead import Lookahead
 from furpe.core.vocab import DETAIL_PARTS, EXPERT_CONVENTIONS, PARTS, part_convention
-from furpe.experts import build_experts, reset_experts, run_experts
+from furpe.experts import Finish, build_experts, reset_experts, run_experts, start_experts
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 from furpe.fitting.fit import Fitter, FitOutput
 from furpe.results import FrameResult, KeypointSet, PartResult, PersonResult
@@ -52,8 +53,30 @@ def resolve_device(device: str) -> torch.device:
 def observe(experts: Sequence[Expert], image: np.ndarray,
             max_people: int) -> list[PersonObservation]:
     """Stage 1: run the experts; one :class:`PersonObservation` per person with a body."""
-    people = run_experts(experts, image)
+    return keep_bodies(run_experts(experts, image), max_people)
+
+
+def keep_bodies(people: Sequence[PersonObservation], max_people: int
+                ) -> list[PersonObservation]:
+    """The first ``max_people`` of ``people`` that have a body."""
     return [p for p in people if p.get("body") is not None][:max_people]
+
+
+class _Deferred:
+    """The experts still running on an image (:func:`~furpe.experts.start_experts`), waited
+    for by the fit (``later``) or, at the latest, when the call ends: the people they saw
+    (every one, those they added too), the seconds they ran, and those the fit waited."""
+
+    def __init__(self, finish: Finish) -> None:
+        self._finish = finish
+        self.people: list[PersonObservation] | None = None
+        self.seconds = self.waited = 0.0
+
+    def __call__(self) -> None:
+        if self.people is None:
+            t = time.perf_counter()
+            self.people, self.seconds = self._finish()
+            self.waited = time.perf_counter() - t
 
 
 def assemble(model: BodyModel, people: Sequence[PersonObservation], fit: FitOutput,
@@ -288,6 +311,8 @@ class Reconstructor:
                 frame.timings["total"] = time.perf_counter() - t0
                 return frame
             previous = frame  # the fit starts from the network's people
+        if previous is None and track is None and not self._lookahead.started:
+            return self._overlapped(experts, image, K, reset, t0)
         people, seconds = self._lookahead.take(experts, image, observe, experts, image,
                                                self.config.max_people)
         if not people:
@@ -298,11 +323,35 @@ class Reconstructor:
                             self.config.fit.refine_fallback if refine else None,
                             experts_s=None if refine else seconds)
 
+    def _overlapped(self, experts: Sequence[Expert], image: np.ndarray, K: np.ndarray | None,
+                    reset: bool, t0: float) -> FrameResult:
+        """One image, its people placed by their bodies while the hand and face experts run
+        (:func:`~furpe.experts.start_experts`, the fit's ``later``): on two cores these
+        overlap. ``experts`` in the timings is the experts' own time, ``fit`` the fit's
+        without its wait for them."""
+        people, finish = start_experts(experts, image)
+        body_s = time.perf_counter() - t0
+        people = keep_bodies(people, self.config.max_people)
+        deferred = _Deferred(finish)
+        try:
+            if not people:
+                raise NoPersonError("no person found")
+            frame = self._finish(people, image, K, None, t0, reset, later=deferred)
+        finally:
+            deferred()  # no expert outlives the call
+        everyone = keep_bodies(deferred.people or [], self.config.max_people)
+        if len(everyone) > len(people):  # an expert added people: fit them all
+            frame = self._finish(everyone, image, K, None, t0, reset)
+        frame.timings["experts"] = body_s + deferred.seconds
+        frame.timings["fit"] -= deferred.waited
+        return frame
+
     def _finish(self, people: list[PersonObservation], image: np.ndarray, K: np.ndarray | None,
                 previous: FrameResult | None, t0: float, reset: bool = True,
                 track: TrackHook | None = None, warm_iters: float | None = None,
                 fallback: Mapping[str, float] | None = None,
-                experts_s: float | None = None, keep_unobserved: bool = False) -> FrameResult:
+                experts_s: float | None = None, keep_unobserved: bool = False,
+                later: Callable[[], None] | None = None) -> FrameResult:
         """Fit, select, assemble. Each person starts from the ``previous`` person matched to
         them (the network's estimate of this image), then ``track`` (a video session) gives
         the others their own track's last parameters; ``warm_iters`` and ``fallback``: see
@@ -310,7 +359,7 @@ class Reconstructor:
         (default: since ``t0``); with a look-ahead they ran before this call, and ``total``,
         the call's own time, is less than ``experts + fit``. ``keep_unobserved``: the parts
         a warm-started person was not observed in keep their starting values
-        (:func:`keep_unobserved_parts`)."""
+        (:func:`keep_unobserved_parts`). ``later``: see :meth:`~furpe.fitting.fit.Fitter.fit`."""
         t1 = time.perf_counter()
         h, w = image.shape[:2]
         K = camera(K, w, h, self.config.focal)
@@ -319,7 +368,7 @@ class Reconstructor:
             sources = track(people, sources)
         init, warm = self._warm_start(sources)
         fit = self.fitter.fit(people, K, init=init, warm=warm, device=self.device,
-                              warm_iters=warm_iters, fallback=fallback)
+                              warm_iters=warm_iters, fallback=fallback, later=later)
         chosen = select(self.selection, self.body_model, people, fit, reset=reset)
         if keep_unobserved and init is not None:
             chosen = keep_unobserved_parts(self.body_model, chosen, init, warm)

@@ -49,12 +49,13 @@ def spy_fit(monkeypatch, fitter) -> FitCalls:
     calls = FitCalls()
     fit = fitter.fit
 
-    def spy(people, K, init=None, warm=None, device="cpu", warm_iters=None, fallback=None):
+    def spy(people, K, init=None, warm=None, device="cpu", warm_iters=None, fallback=None,
+            later=None):
         calls.append((init, warm))
         calls.shares.append(warm_iters)
         calls.fallbacks.append(fallback)
         return fit(people, K, init=init, warm=warm, device=device, warm_iters=warm_iters,
-                   fallback=fallback)
+                   fallback=fallback, later=later)
 
     monkeypatch.setattr(fitter, "fit", spy)
     return calls

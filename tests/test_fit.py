@@ -20,7 +20,7 @@ from furpe.core.errors import FurpeError
 from furpe import metrics
 from furpe.core.camera import intrinsics, project
 from furpe.experts.base import PersonObservation
-from furpe.fitting.fit import Fitter
+from furpe.fitting.fit import FitConfig, Fitter
 from furpe.synthetic import exact_observations, sample_params
 
 
@@ -455,3 +455,44 @@ def test_bone_directions_keep_the_2d_fit_when_the_expert_limbs_are_longer(anny_m
         err[name] = float(np.linalg.norm(px, axis=1).mean())
     print(f"\nmean wrist reprojection error (px): {err}")
     assert err["positions and directions"] < 0.7 * err["positions"]
+
+
+def test_later_parts_are_read_once_the_body_has_placed_the_model(anny_model, cold_fit):
+    """``later`` (experts still filling in hands and face) is waited for after the placement
+    stage of a cold fit, before anything else, so the fit equals one given every part at
+    once; a warm fit waits for it first."""
+    params, _, people, _, _ = cold_fit
+    quick = FitConfig(iters_global=6, iters_body3d=4, iters_body=6, iters_parts=6)
+    full = Fitter(anny_model, quick).fit(people, intrinsics(W, H))
+
+    def bodies_then_parts():
+        partial = [PersonObservation({"body": p.parts["body"]}) for p in people]
+        stages: list[int] = []
+        fitter = Fitter(anny_model, quick)
+        energy = fitter.energy
+
+        def counted(*args, **kwargs):
+            stages.append(len(args[3]))  # the parts the stage's energy looks at
+            return energy(*args, **kwargs)
+
+        fitter.energy = counted
+
+        def later() -> None:
+            seen.append(len(stages))
+            for mine, theirs in zip(partial, people):
+                mine.parts.update(theirs.parts)
+
+        seen: list[int] = []
+        return fitter, partial, later, seen
+
+    fitter, partial, later, seen = bodies_then_parts()
+    got = fitter.fit(partial, intrinsics(W, H), later=later)
+    assert seen == [6]  # after the 6 placement iterations, once
+    for k in full.params:
+        assert torch.equal(got.params[k], full.params[k]), k
+    assert set(got.targets) == set(full.targets)
+
+    fitter, partial, later, seen = bodies_then_parts()
+    warm = fitter.fit(partial, intrinsics(W, H), init=params, later=later)
+    assert seen == [0]
+    assert "left_hand" in warm.targets

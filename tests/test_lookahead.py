@@ -17,6 +17,7 @@ from furpe.core.camera import intrinsics
 from furpe.core.registry import register, unregister
 from furpe.fitting.fit import FitConfig
 from furpe.core.lookahead import Lookahead, one_ahead
+from furpe.experts.base import PersonObservation
 from furpe.pipeline import Reconstructor
 from furpe.runner import run
 from furpe.synthetic import exact_observations, sample_params
@@ -197,6 +198,95 @@ def test_prefetch_runs_the_next_images_experts_during_this_fit(anny_model, watch
         session.reconstruct_frame(images[1])
     assert [k for k, _ in watched.calls] == [2, 0, 1]
     assert first.people[0].track_id is not None
+
+
+class Bodies:
+    """A body expert giving the bodies of :attr:`full` (prepared people)."""
+
+    full: list = []
+
+    def __init__(self) -> None:
+        self.name, self.parts = "test_bodies", ("body",)
+
+    def observe(self, image, people):
+        return people + [PersonObservation({"body": p.parts["body"]}) for p in Bodies.full]
+
+
+class Details:
+    """A hand and face expert filling in the other parts of :attr:`Bodies.full`; it waits
+    (5 s at most) for the fit to start, records whether it did and in which thread it ran,
+    and with :attr:`adds` also adds a person of its own."""
+
+    started = threading.Event()
+    calls: list[tuple[bool, str]] = []
+    adds: list = []
+
+    def __init__(self) -> None:
+        self.name, self.parts = "test_details", ("left_hand", "right_hand", "face")
+
+    def observe(self, image, people):
+        Details.calls.append((Details.started.wait(5), threading.current_thread().name))
+        time.sleep(0.02)
+        for person, full in zip(people, Bodies.full):
+            person.parts.update({k: v for k, v in full.parts.items() if k != "body"})
+        return people + list(Details.adds)
+
+
+@pytest.fixture()
+def split_experts(anny_model):
+    rng = np.random.default_rng(3)
+    people = []
+    for shift in (-0.4, 0.4):
+        p = sample_params(anny_model, rng, distance=4.0)
+        p["transl"][0, 0] = shift
+        with torch.no_grad():
+            people += exact_observations(anny_model, anny_model(p), K)
+    Bodies.full, Details.adds, Details.calls = people[:1], [], []
+    Details.started.clear()
+    register("expert", "test_bodies", Bodies)
+    register("expert", "test_details", Details)
+    yield people
+    unregister("expert", "test_bodies")
+    unregister("expert", "test_details")
+
+
+def test_hand_and_face_experts_run_while_the_body_places_the_model(anny_model, split_experts,
+                                                                   monkeypatch) -> None:
+    config = ReconstructConfig(device="cpu", experts=("test_bodies", "test_details"), fit=FAST)
+    rec = Reconstructor(config, body_model=anny_model)
+    fit = rec.fitter.fit
+
+    def fit_starts(*args, **kwargs):
+        Details.started.set()  # the detail expert waits for this; run before the fit, it
+        return fit(*args, **kwargs)  # times out
+
+    monkeypatch.setattr(rec.fitter, "fit", fit_starts)
+    image = _images()[0]
+    overlapped = rec.reconstruct_image(image)
+    assert Details.calls[0][0], "the hand and face expert ran before the fit started"
+    assert Details.calls[0][1].startswith("furpe-job")
+    assert overlapped.timings["experts"] >= 0.02  # the detail expert's own time counts
+    # The same result as the experts one after the other (the look-ahead's way).
+    rec.prefetch(image)
+    in_turn = rec.reconstruct_image(image)
+    assert not Details.calls[1][1].startswith("furpe-job")
+    person = overlapped.people[0]
+    assert np.array_equal(person.vertices, in_turn.people[0].vertices)
+    assert set(person.keypoints_2d) >= {"left_hand", "right_hand", "face"}
+    for part in ("left_hand", "right_hand", "face"):  # what the detail expert saw was fitted
+        observed = person.keypoints_2d[part].observed
+        assert observed is not None
+        assert np.allclose(observed, split_experts[0].parts[part].keypoints_2d)
+
+
+def test_people_added_by_a_later_expert_are_fitted_too(anny_model, split_experts) -> None:
+    Details.started.set()
+    Details.adds = [PersonObservation({"body": split_experts[1].parts["body"]})]
+    config = ReconstructConfig(device="cpu", experts=("test_bodies", "test_details"), fit=FAST)
+    frame = Reconstructor(config, body_model=anny_model).reconstruct_image(_images()[0])
+    assert len(frame.people) == 2
+    xs = sorted(float(np.ravel(p.params["transl"])[0]) for p in frame.people)
+    assert xs[0] < -0.2 and xs[1] > 0.2
 
 
 # -- the batch runner ---------------------------------------------------------------------

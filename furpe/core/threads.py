@@ -24,6 +24,7 @@ helper call per caller suits two cores; more callers, such as two reconstructors
 threads, queue)."""
 
 _POOL: ThreadPoolExecutor | None = None
+_JOBS: ThreadPoolExecutor | None = None
 _LOCK = threading.Lock()
 _LOCAL = threading.local()
 
@@ -60,6 +61,17 @@ def background(fn: Callable[..., T], *args: Any) -> Future:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(HELPER_THREADS, thread_name_prefix="furpe-native")
     return _POOL.submit(fn, *args)
+
+
+def own_thread(fn: Callable[..., T], *args: Any) -> Future:
+    """``fn(*args)`` started in a thread of its own, not a helper, so that it may itself
+    use :func:`background` and :func:`side_by_side` (the experts still to run on an image
+    while the caller fits what the others found); ``.result()`` waits for it."""
+    global _JOBS
+    with _LOCK:
+        if _JOBS is None:
+            _JOBS = ThreadPoolExecutor(HELPER_THREADS, thread_name_prefix="furpe-job")
+    return _JOBS.submit(fn, *args)
 
 
 def side_by_side(first: Callable[[], T], second: Callable[[], Any]) -> tuple[T, Any]:

@@ -18,12 +18,14 @@ the fitting code: implement :class:`~furpe.experts.base.Expert` and register it:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterable, Mapping, Sequence
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from furpe.core.exposure import normalise_exposure
 from furpe.core.registry import lookup
+from furpe.core.threads import own_thread
 from furpe.experts.base import Expert, PartObservation, PersonObservation
 
 
@@ -57,6 +59,44 @@ def run_experts(experts: Iterable[Expert], image: np.ndarray) -> list[PersonObse
     return people
 
 
+Finish = Callable[[], tuple[list[PersonObservation], float]]
+
+
+def start_experts(experts: Sequence[Expert], image: np.ndarray
+                  ) -> tuple[list[PersonObservation], Finish]:
+    """:func:`run_experts` in two steps, for a caller with other work to do meanwhile: the
+    experts up to the last one that finds bodies (``"body"`` in its ``parts``) run now and
+    their people are returned; the others, which fill in parts of those people (hands,
+    face), start in a thread of their own on copies of them. ``finish()`` waits for them,
+    puts what they found into the people returned (the same objects) and gives the whole
+    list (with any people those experts added) and the seconds they ran."""
+    image = normalise_exposure(image)
+    bodies = max((i + 1 for i, e in enumerate(experts) if "body" in e.parts), default=0)
+    people: list[PersonObservation] = []
+    for expert in experts[:bodies]:
+        people = expert.observe(image, people)
+    rest = experts[bodies:]
+    if not rest or not people:
+        return people, lambda: (people, 0.0)
+
+    def run(copies: list[PersonObservation]) -> tuple[list[PersonObservation], float]:
+        t = time.perf_counter()
+        for expert in rest:
+            copies = expert.observe(image, copies)
+        return copies, time.perf_counter() - t
+
+    job = own_thread(run, [PersonObservation(dict(p.parts)) for p in people])
+
+    def finish() -> tuple[list[PersonObservation], float]:
+        copies, seconds = job.result()
+        for person, copy in zip(people, copies):
+            person.parts.clear()
+            person.parts.update(copy.parts)
+        return people + copies[len(people):], seconds
+
+    return people, finish
+
+
 def _call_each(experts: Iterable[object], method: str) -> None:
     for expert in experts:
         fn = getattr(expert, method, None)
@@ -75,4 +115,4 @@ def close_experts(experts: Iterable[object]) -> None:
 
 
 __all__ = ["Expert", "PartObservation", "PersonObservation", "build_experts", "close_experts",
-           "reset_experts", "run_experts"]
+           "reset_experts", "run_experts", "start_experts"]

@@ -25,7 +25,7 @@ the model on the few vertices the correspondences use (:class:`KeypointSampler`)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -440,6 +440,7 @@ class Fitter:
         device: torch.device | str = "cpu",
         warm_iters: float | None = None,
         fallback: Mapping[str, float] | None = None,
+        later: Callable[[], None] | None = None,
     ) -> FitOutput:
         """Fit one model instance per person.
 
@@ -452,11 +453,18 @@ class Fitter:
         runs. With ``fallback`` (part -> residual limit), a warm-started person with an
         observed part whose residual ends above its limit (the start was too far off to
         recover from) is fitted again, cold.
+
+        ``later``, when given, waits for observations still being made of ``people`` (their
+        hands and face, by experts running meanwhile): a cold fit calls it once the body has
+        placed the model (the first stage, which reads nothing else), any other fit first.
         """
         B = len(people)
         is_warm = np.zeros(B, dtype=bool)
         if init is not None:
             is_warm = np.ones(B, dtype=bool) if warm is None else np.asarray(warm, dtype=bool)
+        if later is not None and is_warm.any():
+            later()
+            later = None
         if is_warm.any() and not is_warm.all():
             params: dict[str, torch.Tensor] = {}
             for rows, start in ((np.flatnonzero(is_warm), init), (np.flatnonzero(~is_warm), None)):
@@ -468,7 +476,7 @@ class Fitter:
                                     self.config.world_landmarks)
         else:
             params, targets = self._optimise(people, K, init if is_warm.any() else None,
-                                             device, warm_iters)
+                                             device, warm_iters, later)
         result = self._output(params, targets, K, device)
         if not fallback or not is_warm.any():
             return result
@@ -486,14 +494,21 @@ class Fitter:
 
     def _optimise(self, people: list[PersonObservation], K: np.ndarray,
                   init: dict[str, torch.Tensor] | None, device: torch.device | str,
-                  warm_iters: float | None = None
+                  warm_iters: float | None = None, later: Callable[[], None] | None = None
                   ) -> tuple[dict[str, torch.Tensor], dict[str, PartTargets]]:
         """The fitted parameters (and the targets) of ``people``: all warm-started from
-        ``init`` on the short schedule, or (``init`` None) all cold."""
+        ``init`` on the short schedule, or (``init`` None) all cold; ``later``: see
+        :meth:`fit`."""
         cfg = self.config
         model = self.model
         targets = build_targets(self.regressors, people, device, model.name,
                                 cfg.world_landmarks)
+        if later is not None and (init is not None or "body" not in targets
+                                  or not bool(targets["body"].present.any())):
+            later()  # the body does not place everyone alone
+            later = None
+            targets = build_targets(self.regressors, people, device, model.name,
+                                    cfg.world_landmarks)
         B = len(people)
         Kt = torch.as_tensor(K, dtype=torch.float32, device=device)
         params = model.neutral_params(B, device=device)
@@ -506,16 +521,27 @@ class Fitter:
             params["global_orient"] = torch.as_tensor(orient, dtype=torch.float32,
                                                       device=device)[:, None]
             params["transl"] = torch.as_tensor(transl, dtype=torch.float32, device=device)
-        blend = blendshape_targets(model, people, device) if cfg.w_blendshapes > 0 else None
-        if blend is not None and not warm_all:  # cold people start from the expert's blendshapes
-            params[blend.block] = torch.where(blend.mask > 0, blend.values, params[blend.block])
         prev = None
         if warm_all:
             prev = {k: v.detach().clone() for k, v in params.items()}
             prev["_warm"] = torch.ones(B, dtype=torch.float32, device=device)
-        stages = self._plan(targets, warm_all,
-                            cfg.warm_iters if warm_iters is None else warm_iters)
-        for k, stage in enumerate(stages):
+
+        wi = cfg.warm_iters if warm_iters is None else warm_iters
+        stages = self._plan(targets, warm_all, wi)
+        # The blendshapes start the face once the body has placed the model (the placement
+        # reads the body alone; part-only input is placed by its part, with them).
+        by_body = anchor_part(targets) == "body"
+        blend = None if by_body else self._blend(params, people, device, warm_all)
+        for k in range(len(stages)):
+            if k == 1 and by_body:
+                if later is not None:
+                    later()
+                    later = None
+                    targets = build_targets(self.regressors, people, device, model.name,
+                                            cfg.world_landmarks)
+                    stages = self._plan(targets, warm_all, wi)
+                blend = self._blend(params, people, device, warm_all)
+            stage = stages[k]
             iters, names = stage.iters, stage.blocks
             if iters <= 0:
                 continue
@@ -550,7 +576,22 @@ class Fitter:
                 self._project_bounds(params)
         for p in params.values():
             p.requires_grad_(False)
+        if later is not None:  # no stage after the placement
+            later()
+            targets = build_targets(self.regressors, people, device, model.name,
+                                    cfg.world_landmarks)
         return {k: v.detach() for k, v in params.items()}, targets
+
+    def _blend(self, params: dict[str, torch.Tensor], people: list[PersonObservation],
+               device: torch.device | str, warm: bool) -> BlendshapeTargets | None:
+        """The face expert's blendshape targets (None: none, or their weight is 0); a cold
+        fit's facial actions start from them (in ``params``)."""
+        if self.config.w_blendshapes <= 0:
+            return None
+        blend = blendshape_targets(self.model, people, device)
+        if blend is not None and not warm:
+            params[blend.block] = torch.where(blend.mask > 0, blend.values, params[blend.block])
+        return blend
 
     def _output(self, params: dict[str, torch.Tensor], targets: dict[str, PartTargets],
                 K: np.ndarray, device: torch.device | str) -> FitOutput:
