@@ -5,7 +5,8 @@
 
 For each of ``n`` renders (``make_person(model, seed + i, 640, 640, distance=2.6)``) it runs
 ``Reconstructor.reconstruct_image`` and renders the overlay (``furpe.render.overlay``), and
-collects per-stage times and errors, then prints a Markdown table (median and 90th percentile)
+collects per-stage times and errors (torch on the threads ``furpe reconstruct`` gives a fit:
+one), then prints a Markdown table (median and 90th percentile)
 and writes it, with what the rows mean, into its section of ``docs/results.md`` (``_report``;
 ``--no-write`` only prints).
 
@@ -48,6 +49,7 @@ import numpy as np
 import torch
 
 import _report
+from furpe.cli import _one_thread_for_fits
 from furpe.bodymodels.anny_model import AnnyBodyModel, load_anny
 from furpe.bodymodels.base import apply_regressor
 from furpe.core.errors import NoPersonError
@@ -175,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     second_load = time.perf_counter() - t
     fresh = None if args.no_subprocess_load else _fresh_load_seconds()
     config = ReconstructConfig() if args.config is None else load_config(args.config)
-    rec = Reconstructor(config.replace(device=args.device), body_model=model)
+    # Torch as `furpe reconstruct` sets it for fits (one thread: the fit gains nothing from a
+    # second, and the hand and face experts run on the other core during its first stage).
+    rec = _one_thread_for_fits(Reconstructor(config.replace(device=args.device),
+                                             body_model=model))
 
     times: dict[str, list[float]] = {"experts": [], "fit": [], "render": [], "total": []}
     errs: dict[str, list[float]] = {k: [] for k in (
