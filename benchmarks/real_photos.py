@@ -42,8 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import _report
+from furpe.cli import _one_thread_for_fits
 from furpe.config import ReconstructConfig, load_config
 from furpe.core.errors import InputError, NoPersonError
 from furpe.core.vocab import FACE_TO_IBUG68, MEDIAPIPE_HAND, MEDIAPIPE_POSE
@@ -83,7 +85,8 @@ per set. "Observed" scores the experts' 2D landmarks (`keypoints_2d[part].observ
 the fitted model's keypoints projected (`.fitted`): observed over the keypoints the experts
 returned, fitted over every labelled one (keypoint counts "observed / fitted"). With `method:
 network` nothing is observed: people and hands are matched by their fitted keypoints. Times are the median wall-clock seconds of
-one call (`reconstruct_image` on a photo, `reconstruct_part` on a crop), experts and fit.
+one call (`reconstruct_image` on a photo, `reconstruct_part` on a crop), experts and fit, torch
+on the threads `furpe reconstruct` gives the configuration (one for a fit).
 
 - **people found** (body sets): annotated people with at least {MIN_KEYPOINTS} labelled keypoints
   (any of the set's keypoints, visible or occluded), matched one-to-one (Hungarian) to the
@@ -774,9 +777,12 @@ def main(argv: list[str] | None = None) -> int:
     models: dict[tuple, object] = {}
     sections = []
     t_all = time.perf_counter()
+    threads = torch.get_num_threads()
     for label, cfg in configs:
         key = (cfg.body_model, cfg.model_path, cfg.device)
-        rec = Reconstructor(cfg, body_model=models.get(key))
+        # torch on the threads `furpe reconstruct` gives this configuration
+        torch.set_num_threads(threads)
+        rec = _one_thread_for_fits(Reconstructor(cfg, body_model=models.get(key)))
         models[key] = rec.body_model
         t = time.perf_counter()
         rows = run_config(rec, data, args.limit, label)
