@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import _report
+from furpe.cli import _one_thread_for_fits, _torch_threads_kept
 from furpe.datasets.base import ProtocolOptions
 from furpe.datasets.synthetic import SyntheticDataset, generate
 from furpe.config import ReconstructConfig
@@ -180,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{summary.line()} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
     dataset = SyntheticDataset(data, ProtocolOptions())
     config = ReconstructConfig(device=args.device)
-    summary = evaluate(dataset, lambda: create("method", "experts", config), out,
-                       limit=args.limit, resume=args.resume)
+    with _torch_threads_kept():  # torch on the threads furpe evaluate gives a fit: one
+        summary = evaluate(dataset, lambda: _one_thread_for_fits(
+            create("method", "experts", config)), out, limit=args.limit, resume=args.resume)
     print(summary.line(), file=sys.stderr)
     records = latest_records(summary.samples_file, summary.results["sample_ids"])
     text = page(summary.results, records, dataset.manifest, args.device,

@@ -8,11 +8,12 @@ interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import furpe
 from furpe.core.errors import DatasetError, FurpeError, SetupError
@@ -524,10 +525,11 @@ def _evaluate(args: argparse.Namespace, factory: Callable[[str, Any], Any]) -> i
     def action() -> Any:
         config = build_config(args)
         dataset = load_dataset(args.dataset, args.data_root, options)
-        return evaluate(dataset, lambda: factory(args.method, config), out,
-                        method_name=args.method, body_model=config.body_model,
-                        limit=args.limit, resume=args.resume, progress=not args.quiet,
-                        debug=args.debug)
+        with _torch_threads_kept():
+            return evaluate(dataset, lambda: _one_thread_for_fits(factory(args.method, config)),
+                            out, method_name=args.method, body_model=config.body_model,
+                            limit=args.limit, resume=args.resume, progress=not args.quiet,
+                            debug=args.debug)
 
     code, summary = _guarded(args, action)
     if code is not None:
@@ -725,16 +727,29 @@ def _labels_stats(args: argparse.Namespace) -> int:
 
 
 def _one_thread_for_fits(reconstructor: Any) -> Any:
-    """Torch on one CPU thread when the reconstructor fits: the fit's small operations gain
-    nothing from a second one, and the experts of the next input run on the other core
-    meanwhile (``Reconstructor.prefetch``; docs/results.md). The network alone keeps them.
-    The caller restores the thread count."""
+    """Torch on one CPU thread when the reconstructor (or evaluation method) fits: the fit's
+    small operations gain nothing from a second one, and experts run on the other core
+    meanwhile (the next input's, ``Reconstructor.prefetch``, or on a single image the hand
+    and face experts during the fit's first stage; docs/results.md). The network alone
+    keeps them. The caller restores the thread count (:func:`_torch_threads_kept`)."""
     config = getattr(reconstructor, "config", None)
     if config is not None and (config.method != "network" or config.refine):
         import torch
 
         torch.set_num_threads(1)
     return reconstructor
+
+
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Torch's thread count as it was, once the block ends."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int:
@@ -757,16 +772,11 @@ def _reconstruct(args: argparse.Namespace, factory: Callable[[Any], Any]) -> int
         errors: list[tuple[str, str]] = []
         config = build_config(args)
         items = collect_inputs(args.inputs, args.recursive, errors=errors, exclude=[out_dir])
-        import torch
-
-        threads = torch.get_num_threads()
-        try:
+        with _torch_threads_kept():
             return run(lambda: _one_thread_for_fits(factory(config)), items, out_dir,
                        overlay=not args.no_overlay, mesh=not args.no_mesh, resume=args.resume,
                        progress=not args.quiet, debug=args.debug, input_errors=errors,
                        side_view=not args.no_side_view, show=args.show)
-        finally:
-            torch.set_num_threads(threads)
 
     code, summary = _guarded(args, action)
     if code is not None:

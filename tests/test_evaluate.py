@@ -139,6 +139,35 @@ def test_resume_skips_done_samples(real_run, data, tmp_path):
 
 # ----------------------------------------------------------------------------- harness
 
+def test_evaluate_fits_on_one_thread_and_restores_it(data, tmp_path):
+    import torch
+
+    from furpe.config import ReconstructConfig
+
+    class Counting(GroundTruthMethod):
+        def __init__(self, method: str) -> None:
+            super().__init__()
+            self.config = ReconstructConfig(method=method)
+            self.threads: list[int] = []
+
+        def predict(self, sample: Sample) -> Prediction:
+            self.threads.append(torch.get_num_threads())
+            return super().predict(sample)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for kind, expected in (("experts", 1), ("network", 2)):  # the network keeps them
+            method = Counting(kind)
+            code, _, err = _run(["evaluate", "--dataset", "synthetic", "--data-root", data,
+                                 "-o", tmp_path / kind, "-q"], method_factory=_fake(method))
+            assert code == 0, err
+            assert method.threads == [expected] * N
+            assert torch.get_num_threads() == 2  # restored for the caller
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_partial_line_is_dropped_and_redone(data, tmp_path):
     out = tmp_path / "out"
     method = GroundTruthMethod()
