@@ -83,6 +83,14 @@ def machine() -> str:
     return "; ".join(parts)
 
 
+def gauge_line(before: float, after: float) -> str:
+    """The sentence that reports :func:`speed_reference` before and after a timed run."""
+    return (f"Machine speed gauge (`_report.speed_reference`: a fixed loop of small tensor "
+            f"operations on one thread, the fit's kind of work): {before:.1f} ms before the "
+            f"run, {after:.1f} ms after. This machine is shared and its speed drifts between "
+            f"and within runs: compare times within one run, or runs whose gauges agree.")
+
+
 def speed_reference(repeats: int = 15) -> float:
     """Milliseconds (median of ``repeats``) of a fixed loop of small tensor operations on one
     thread, the fit's kind of work: a gauge of how fast this machine runs at the moment

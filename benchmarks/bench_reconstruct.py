@@ -311,11 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{np.percentile(h, 10):.3f}, p90 {np.percentile(h, 90):.3f}); signed depth "
                       f"error median {np.median(d) * 1000:+.0f} mm; correlation of the two "
                       f"{np.corrcoef(h, d)[0, 1]:.2f}."]
-    lines += ["", f"Machine speed gauge (`_report.speed_reference`: a fixed loop of small "
-                  f"tensor operations on one thread, the fit's kind of work): "
-                  f"{gauge_start:.1f} ms before the run, {_report.speed_reference():.1f} ms "
-                  f"after. This machine is shared and its speed drifts between and within "
-                  f"runs: compare times within one run, or runs whose gauges agree."]
+    lines += ["", _report.gauge_line(gauge_start, _report.speed_reference())]
     for f in failures:
         lines += ["", f"failure: {f}"]
     title = f"furpe reconstruction benchmark: {run}"
