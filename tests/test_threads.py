@@ -8,7 +8,7 @@ import pytest
 
 from furpe.core import logs
 from furpe.core.lookahead import Lookahead
-from furpe.core.threads import background, one_core, side_by_side
+from furpe.core.threads import background, one_core, own_thread, side_by_side
 
 
 def test_side_by_side_runs_both_at_once() -> None:
@@ -104,3 +104,25 @@ def test_lookahead_runs_submitted_experts_on_one_core() -> None:
         assert ahead.take("experts", other, threads_used, other)[0] == 2
     finally:
         ahead.close()
+
+
+def test_own_thread_runs_in_a_thread_that_ends_with_the_call() -> None:
+    """A pooled thread that ran torch keeps its OpenMP team, which slowed the caller's
+    multi-threaded torch operations afterwards (more OpenMP threads than cores)."""
+    ran_in: list[threading.Thread] = []
+    caller = threading.current_thread()
+
+    def work(x: int) -> int:
+        ran_in.append(threading.current_thread())
+        return 2 * x
+
+    assert own_thread(work, 21).result() == 42
+    assert ran_in[0] is not caller and ran_in[0].name == "furpe-job"
+    ran_in[0].join(5)
+    assert not ran_in[0].is_alive()
+
+    def broken() -> None:
+        raise ValueError("expert failed")
+
+    with pytest.raises(ValueError, match="expert failed"):
+        own_thread(broken).result()
