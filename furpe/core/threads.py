@@ -69,8 +69,7 @@ def own_thread(fn: Callable[..., T], *args: Any) -> Future:
 
     The thread ends with the call: a pooled thread that has run torch operations keeps its
     OpenMP team, and with more OpenMP threads than cores libgomp stops its workers spinning
-    between parallel regions, so the caller's small multi-threaded torch operations ran up
-    to 2.5x slower afterwards (a network forward at batch 1: 0.19 -> 0.45 s)."""
+    between parallel regions, which slows the caller's later multi-threaded torch work."""
     done: Future = Future()
 
     def run() -> None:
