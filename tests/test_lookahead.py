@@ -65,6 +65,34 @@ def test_lookahead_takes_results_by_image_in_order_and_keeps_errors_with_theirs(
     assert [n for n, _ in calls][-2:] == ["a2", "copy"]
 
 
+def test_lookahead_calls_run_one_at_a_time_in_threads_that_end_with_them() -> None:
+    """No lasting thread: one that ran torch would keep its OpenMP team, which slows the
+    caller's multi-threaded torch work (threads.own_thread)."""
+    ahead = Lookahead()
+    running = threading.Lock()
+    ran_in: list[threading.Thread] = []
+
+    def work(name: str) -> str:
+        assert running.acquire(blocking=False), "two calls ran at once"
+        try:
+            time.sleep(0.02)
+            ran_in.append(threading.current_thread())
+            return name
+        finally:
+            running.release()
+
+    owner = object()
+    images = [np.zeros(1) for _ in range(3)]
+    for i, img in enumerate(images):
+        ahead.submit(owner, img, work, str(i))
+    assert [ahead.take(owner, img, work, "x")[0] for img in images] == ["0", "1", "2"]
+    ahead.close()
+    assert len(set(ran_in)) == 3
+    for thread in ran_in:
+        thread.join(5)
+        assert not thread.is_alive()
+
+
 def test_skipped_images_are_dropped_and_drain_waits() -> None:
     ahead = Lookahead()
     done: list[str] = []

@@ -1,17 +1,17 @@
 """Look-ahead: the experts of the next image run while the current one is fitted.
 
 The fit is a long chain of small tensor operations that keeps one core busy; the experts are
-convolutional networks that use the other. :class:`Lookahead` runs the experts in one
-background thread, in the order their images were submitted (the experts are not
-thread-safe, and a video's experts track from frame to frame), and hands each result to the
-call that asks for the same image. Once a look-ahead has started, every expert run goes
-through its thread, so the experts never run twice at once.
+convolutional networks that use the other. :class:`Lookahead` runs the experts in the
+background, one call at a time, in the order their images were submitted (the experts are
+not thread-safe, and a video's experts track from frame to frame), and hands each result to
+the call that asks for the same image. Once a look-ahead has started, every expert run goes
+through it, so the experts never run twice at once.
 """
 from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -28,26 +28,27 @@ class _Job:
 
 
 class Lookahead:
-    """Runs ``fn(*args)`` calls in one background thread, first in, first out; each keyed by
+    """Runs ``fn(*args)`` calls in the background one at a time, first in, first out (a thread
+    per call, started after the call before it has finished); each keyed by
     the objects ``(owner, image)``, compared by identity (the image array must be the one
     given later to :meth:`take`)."""
 
     def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
+        self._started = False
+        self._last: Future | None = None  # the call submitted last
         self._pending: list[_Job] = []
         self._lock = threading.Lock()
 
     @property
     def started(self) -> bool:
         """Whether a look-ahead ever ran (then every call goes through the thread)."""
-        return self._pool is not None
+        return self._started
 
     def submit(self, owner: object, image: object, fn: Callable[..., T], *args: Any) -> None:
         """Start ``fn(*args)`` in the background (after the calls submitted before it)."""
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="furpe-experts")
-            job = _Job(owner, image, self._pool.submit(_timed_one_core, fn, *args))
+            self._started = True
+            job = _Job(owner, image, self._after_last(_timed_one_core, fn, *args))
             self._pending.append(job)
 
     def take(self, owner: object, image: object, fn: Callable[..., T], *args: Any
@@ -60,11 +61,11 @@ class Lookahead:
             found = next((i for i, job in enumerate(self._pending)
                           if job.owner is owner and job.image is image), None)
             if found is None:
-                if self._pool is None:
+                if not self._started:
                     job = None
                 else:
                     # the caller waits for it: the native calls may take both cores
-                    job = _Job(owner, image, self._pool.submit(_timed, fn, *args))
+                    job = _Job(owner, image, self._after_last(_timed, fn, *args))
                 del self._pending[:]
             else:
                 job = self._pending[found]
@@ -73,20 +74,43 @@ class Lookahead:
             return _timed(fn, *args)
         return job.future.result()
 
+    def _after_last(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """``fn(*args)`` in a new thread once the call submitted before it has finished (the
+        experts one at a time, in order). A thread per call, which ends with it: a lasting
+        thread that ran torch operations keeps its OpenMP team, which slows the caller's
+        multi-threaded torch work (see :func:`~furpe.core.threads.own_thread`). Called with
+        the lock held."""
+        done: Future = Future()
+        threading.Thread(target=_after, args=(self._last, done, fn, *args),
+                         name="furpe-experts", daemon=True).start()
+        self._last = done
+        return done
+
     def drain(self) -> None:
         """Wait for every call submitted and forget their results (before running an expert
         outside the look-ahead)."""
         with self._lock:
-            jobs, self._pending = self._pending, []
+            jobs, self._pending, last = self._pending, [], self._last
         for job in jobs:
             job.future.exception()  # waits; the error belonged to an image never taken
+        if last is not None:
+            last.exception()  # and the calls before it
 
     def close(self) -> None:
-        """Wait for the calls under way and stop the thread."""
+        """Wait for the calls under way; the next call starts the look-ahead again."""
         self.drain()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._started = False
+
+
+def _after(previous: Future | None, done: Future, fn: Callable[..., Any], *args: Any) -> None:
+    if previous is not None:
+        previous.exception()  # wait for it; its error belongs to its own image
+    if not done.set_running_or_notify_cancel():
+        return
+    try:
+        done.set_result(fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - handed over as the future's error
+        done.set_exception(exc)
 
 
 def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
