@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from furpe.core.threads import one_core
+from furpe.core.threads import one_core, own_thread
 
 T = TypeVar("T")
 
@@ -54,9 +54,9 @@ class Lookahead:
     def take(self, owner: object, image: object, fn: Callable[..., T], *args: Any
              ) -> tuple[T, float]:
         """The result of the call submitted for ``(owner, image)`` and the seconds it ran;
-        ``fn(*args)`` is run now when none was (in the background thread if it exists, so
-        that it waits for the calls before it). Calls submitted before the one taken are
-        dropped (their images were skipped); their errors are ignored."""
+        ``fn(*args)`` is run now when none was (in the background once the look-ahead has
+        started, so that it waits for the calls before it). Calls submitted before the one
+        taken are dropped (their images were skipped); their errors are ignored."""
         with self._lock:
             found = next((i for i, job in enumerate(self._pending)
                           if job.owner is owner and job.image is image), None)
@@ -75,16 +75,11 @@ class Lookahead:
         return job.future.result()
 
     def _after_last(self, fn: Callable[..., Any], *args: Any) -> Future:
-        """``fn(*args)`` in a new thread once the call submitted before it has finished (the
-        experts one at a time, in order). A thread per call, which ends with it: a lasting
-        thread that ran torch operations keeps its OpenMP team, which slows the caller's
-        multi-threaded torch work (see :func:`~furpe.core.threads.own_thread`). Called with
-        the lock held."""
-        done: Future = Future()
-        threading.Thread(target=_after, args=(self._last, done, fn, *args),
-                         name="furpe-experts", daemon=True).start()
-        self._last = done
-        return done
+        """``fn(*args)`` in a thread of its own once the call submitted before it has finished
+        (the experts one at a time, in order; a thread that ends with the call:
+        :func:`~furpe.core.threads.own_thread`). Called with the lock held."""
+        self._last = own_thread(fn, *args, after=self._last, name="furpe-experts")
+        return self._last
 
     def drain(self) -> None:
         """Wait for every call submitted and forget their results (before running an expert
@@ -100,17 +95,6 @@ class Lookahead:
         """Wait for the calls under way; the next call starts the look-ahead again."""
         self.drain()
         self._started = False
-
-
-def _after(previous: Future | None, done: Future, fn: Callable[..., Any], *args: Any) -> None:
-    if previous is not None:
-        previous.exception()  # wait for it; its error belongs to its own image
-    if not done.set_running_or_notify_cancel():
-        return
-    try:
-        done.set_result(fn(*args))
-    except BaseException as exc:  # noqa: BLE001 - handed over as the future's error
-        done.set_exception(exc)
 
 
 def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:

@@ -62,10 +62,12 @@ def background(fn: Callable[..., T], *args: Any) -> Future:
     return _POOL.submit(fn, *args)
 
 
-def own_thread(fn: Callable[..., T], *args: Any) -> Future:
+def own_thread(fn: Callable[..., T], *args: Any, after: Future | None = None,
+               name: str = "furpe-job") -> Future:
     """``fn(*args)`` started in a new thread, not a helper, so that it may itself use
     :func:`background` and :func:`side_by_side` (the experts still to run on an image while
-    the caller fits what the others found); ``.result()`` waits for it.
+    the caller fits what the others found); with ``after``, once that call has finished
+    (its error is its own). ``.result()`` waits for it.
 
     The thread ends with the call: a pooled thread that has run torch operations keeps its
     OpenMP team, and with more OpenMP threads than cores libgomp stops its workers spinning
@@ -73,6 +75,8 @@ def own_thread(fn: Callable[..., T], *args: Any) -> Future:
     done: Future = Future()
 
     def run() -> None:
+        if after is not None:
+            after.exception()  # waits
         if not done.set_running_or_notify_cancel():
             return
         try:
@@ -80,7 +84,7 @@ def own_thread(fn: Callable[..., T], *args: Any) -> Future:
         except BaseException as exc:  # noqa: BLE001 - handed over as the future's error
             done.set_exception(exc)
 
-    threading.Thread(target=run, name="furpe-job", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return done
 
 
