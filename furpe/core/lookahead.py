@@ -85,11 +85,9 @@ class Lookahead:
         """Wait for every call submitted and forget their results (before running an expert
         outside the look-ahead)."""
         with self._lock:
-            jobs, self._pending, last = self._pending, [], self._last
-        for job in jobs:
-            job.future.exception()  # waits; the error belonged to an image never taken
-        if last is not None:
-            last.exception()  # and the calls before it
+            self._pending, last = [], self._last
+        if last is not None:  # each call starts after the one before: the last ends last
+            last.exception()  # waits; the errors belonged to images never taken
 
     def close(self) -> None:
         """Wait for the calls under way; the next call starts the look-ahead again."""

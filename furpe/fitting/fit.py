@@ -503,7 +503,7 @@ class Fitter:
         model = self.model
         targets = build_targets(self.regressors, people, device, model.name,
                                 cfg.world_landmarks)
-        if later is not None and (init is not None or "body" not in targets
+        if later is not None and ("body" not in targets
                                   or not bool(targets["body"].present.any())):
             later()  # the body does not place everyone alone
             later = None
@@ -576,10 +576,6 @@ class Fitter:
                 self._project_bounds(params)
         for p in params.values():
             p.requires_grad_(False)
-        if later is not None:  # no stage after the placement
-            later()
-            targets = build_targets(self.regressors, people, device, model.name,
-                                    cfg.world_landmarks)
         return {k: v.detach() for k, v in params.items()}, targets
 
     def _blend(self, params: dict[str, torch.Tensor], people: list[PersonObservation],
