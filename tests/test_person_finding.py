@@ -84,6 +84,21 @@ def test_small_person_in_a_large_image_is_found_on_tiles(anny_model) -> None:
 
 
 @pytest.mark.mediapipe
+def test_a_tall_person_in_a_large_image_stays_one_person(anny_model) -> None:
+    """A 2560 x 2560 render of one person (1700 px tall): the 640-pixel tiles see parts of
+    them, boxes the detector ends a little short of a tile's edge; the body expert finds one
+    person, not an upper body and a pair of legs."""
+    from furpe.synthetic import make_person
+
+    image = make_person(anny_model, 100, 2560, 2560, distance=2.6).image
+    with MediaPipeBodyExpert() as body:
+        found = body.detect(image)
+    assert len(found) == 1, [f.box for f in found]
+    x0, y0, x1, y1 = found[0].box
+    assert y1 - y0 > 1400
+
+
+@pytest.mark.mediapipe
 def test_box_landmarks_find_who_blazepose_misses(scene, monkeypatch) -> None:
     """When BlazePose's own detector finds nobody in a person box (forced here), its landmark
     network on the box finds the person, with landmarks where the Tasks landmarker put them;

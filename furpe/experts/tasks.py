@@ -132,6 +132,12 @@ def tile_origins(width: int, height: int, side: int,
     return [(x, y) for y in starts(height) for x in starts(width)]
 
 
+#: A tile's box that ends within this share of the tile's side from an inner edge of the tile
+#: counts as cut by it: the detector ends the box of a person cut by the edge a little short
+#: of it.
+TILE_EDGE = 0.03
+
+
 class PersonDetector(TasksModel):
     """MediaPipe's ObjectDetector (EfficientDet-Lite0, COCO) keeping the ``person`` class:
     ``process(image)`` gives ``[(box, score), ...]``, boxes (x0, y0, x1, y1) in pixels, most
@@ -144,9 +150,9 @@ class PersonDetector(TasksModel):
     It sees 320 x 320 pixels: in a large photo small people shrink below what it finds
     (a 1920 x 1080 crowd: 0.20-0.34 on the whole image, 0.52-0.82 on tiles). An image
     larger than 1.5 x ``tile`` is therefore also looked at in overlapping ``tile``-pixel
-    squares (a quarter overlap); boxes cut by a tile's inner edge are left to the tiles that
-    hold them whole, and boxes of one person (IoU above 0.5) are merged, keeping the most
-    confident. ``tile=None`` looks at the whole image only."""
+    squares (a quarter overlap); boxes cut by a tile's inner edge (``TILE_EDGE``) are left to
+    the tiles that hold them whole, and boxes of one person (IoU above 0.5) are merged, keeping
+    the most confident. ``tile=None`` looks at the whole image only."""
 
     model_file = "object_detector.tflite"
 
@@ -166,13 +172,14 @@ class PersonDetector(TasksModel):
         found = self._square(image)
         if self.tile is not None and max(h, w) > 1.5 * self.tile:
             side = self.tile
+            edge = TILE_EDGE * side
             for x0, y0 in tile_origins(w, h, side):
                 tile = image[y0:y0 + side, x0:x0 + side]
                 th, tw = tile.shape[:2]
                 for box, score in self._square(tile):
-                    cut = ((x0 > 0 and box[0] <= 1) or (y0 > 0 and box[1] <= 1)
-                           or (x0 + tw < w and box[2] >= tw - 1)
-                           or (y0 + th < h and box[3] >= th - 1))
+                    cut = ((x0 > 0 and box[0] <= edge) or (y0 > 0 and box[1] <= edge)
+                           or (x0 + tw < w and box[2] >= tw - edge)
+                           or (y0 + th < h and box[3] >= th - edge))
                     if not cut:
                         found.append(((box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0),
                                       score))
