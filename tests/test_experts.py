@@ -822,6 +822,37 @@ def test_a_hand_found_by_both_wrist_crops_is_kept_once():
     assert set(apart.parts) == {"left_hand", "right_hand"}
 
 
+@pytest.mark.parametrize("wrist_visibility, side, score", [(0.2, "left", 0.95),
+                                                            (0.9, "right", 0.475)])
+def test_a_hand_at_a_doubtful_wrist_takes_the_landmarkers_side(monkeypatch, wrist_visibility,
+                                                                side, score):
+    """The right wrist's crop finds a hand the landmarker is sure is a left hand: where the
+    body barely sees that wrist (BlazePose often puts it on the other hand) the hand is the
+    left one; where the body sees it well it stays the right one, its score halved."""
+    from furpe.experts.tasks import HandLandmarks
+
+    kp = np.zeros((33, 2))
+    kp[[11, 12]] = [150, 100], [250, 100]  # shoulders
+    kp[[13, 14]] = [120, 150], [280, 150]  # elbows
+    kp[[15, 16]] = [100, 200], [300, 200]  # wrists
+    kp[[17, 19]] = [95, 215], [105, 215]  # left pinky, index
+    kp[[18, 20]] = [295, 215], [305, 215]  # right pinky, index
+    conf = np.full(33, 0.9)
+    conf[15], conf[16] = 0.0, wrist_visibility  # the left wrist is not looked at
+    person = PersonObservation({"body": PartObservation("body", "mediapipe_pose", kp, conf)})
+    uv = np.full((21, 2), 0.5) + np.linspace(0, 0.1, 21)[:, None]
+    hand = HandLandmarks(uv, np.zeros((21, 3)), "left", 0.95)
+    expert = MediaPipeHandExpert(whole_image=False, box_landmarks=False)
+    for model in (expert._crop_model, expert._other_crop_model):
+        monkeypatch.setattr(model, "process", lambda img: [hand])
+    expert.observe(np.zeros((400, 400, 3), np.uint8), [person])
+    hands = {p: o for p, o in person.parts.items() if p != "body"}
+    assert set(hands) == {f"{side}_hand"}
+    found = hands[f"{side}_hand"]
+    assert found.score == pytest.approx(score)
+    assert np.linalg.norm(found.keypoints_2d[0] - kp[16]) < 30  # at the right wrist
+
+
 def test_face_mesh_to_ibug68_table_is_anatomical(anny_model):
     """The iBUG-68 table: each point is in the matching Face Mesh group, on the right side of
     the face (Anny's Face Mesh correspondences, facing the camera), brows above eyes above the

@@ -1,7 +1,8 @@
 """The hand expert: MediaPipe HandLandmarker on crops placed at each person's wrists.
 
 A hand's side comes from the body (which wrist it sits at), never from the landmarker's
-handedness alone, which is only a consistency check. Where the wrist crop finds nothing, the
+handedness alone, which is a consistency check, and decides only where the body is unsure of
+that wrist and the landmarker sure of its side. Where the wrist crop finds nothing, the
 hands the landmarker finds on the whole image are given to the nearest wrist, and where that
 finds nothing either, the hand network looks at the wrist's crop without the palm detector.
 """
@@ -71,8 +72,12 @@ class MediaPipeHandExpert(TasksExpert):
 
     Returned parts (``"left_hand"`` / ``"right_hand"``, convention ``mediapipe_hand``):
 
-    * the side is the body's; ``score`` is the landmarker's handedness score when its side
-      agrees with the body's, half of it when not;
+    * the side is the body's (the wrist whose crop found the hand), except where the body's
+      visibility of that wrist is below ``doubt_wrist`` and the landmarker's handedness,
+      at least ``trust_handedness``, names the other side: then it is the landmarker's (a
+      wrist BlazePose barely sees is often put on the other hand). ``score`` is the
+      landmarker's handedness score when its side agrees with the one given, half of it
+      when not;
     * ``confidence``: ``score`` per landmark, 0 outside the image;
     * ``keypoints_3d``: the world landmarks (metres, hand-centre origin, x right, y down,
       z away from the camera);
@@ -98,6 +103,8 @@ class MediaPipeHandExpert(TasksExpert):
         video: bool = False,
         min_box_hand_length: float = 24.0,
         min_hand_length: float = 10.0,
+        doubt_wrist: float = 0.5,
+        trust_handedness: float = 0.8,
     ) -> None:
         self.crop_size = crop_size
         self.min_wrist_visibility = min_wrist_visibility
@@ -107,6 +114,7 @@ class MediaPipeHandExpert(TasksExpert):
         self.box_landmarks = (not video) if box_landmarks is None else box_landmarks
         self.min_box_hand_length = min_box_hand_length
         self.min_hand_length = min_hand_length
+        self.doubt_wrist, self.trust_handedness = doubt_wrist, trust_handedness
         self._box_model = HandBoxLandmarker(min_presence_confidence)
         self._crop_model = HandModel(2, min_detection_confidence, min_presence_confidence)
         self._other_crop_model = HandModel(2, min_detection_confidence,
@@ -128,22 +136,29 @@ class MediaPipeHandExpert(TasksExpert):
                 continue
             sides = [side for side in ("left", "right")
                      if f"{side}_hand" not in person.parts and not self._too_small(body, side)]
-            for side, obs in zip(sides, self._hands(img, body, sides)):
-                if obs is not None:
-                    person.parts[f"{side}_hand"] = obs
-                elif body.confidence[_HAND_POSE_INDICES[side][0]] >= self.min_wrist_visibility:
-                    missing.append((person, side))
+            for obs in self._hands(img, body, sides):
+                self._keep(person, obs)
+            missing += [(person, side) for side in sides if f"{side}_hand" not in person.parts
+                        and body.confidence[_HAND_POSE_INDICES[side][0]]
+                        >= self.min_wrist_visibility]
         if missing and self.whole_image:
             self._assign_whole_image_hands(img, missing)
         if self.box_landmarks:
             for person, side in missing:
                 if f"{side}_hand" not in person.parts:
-                    obs = self._hand_at_wrist(img, person.parts["body"], side)
-                    if obs is not None:
-                        person.parts[f"{side}_hand"] = obs
+                    self._keep(person, self._hand_at_wrist(img, person.parts["body"], side))
         for person in people:
             drop_shared_hand(person)
         return people
+
+    def _keep(self, person: PersonObservation, obs: PartObservation | None) -> None:
+        """Give ``obs`` to ``person`` as its side's hand unless that side has one from
+        another expert, or a more confident one of this expert's."""
+        if obs is None:
+            return
+        old = person.parts.get(obs.part)
+        if old is None or (old.expert == self.name and obs.score > old.score):
+            person.parts[obs.part] = obs
 
     def _hands(self, img: np.ndarray, body: PartObservation, sides: list[str]
                ) -> list[PartObservation | None]:
@@ -175,7 +190,8 @@ class MediaPipeHandExpert(TasksExpert):
             if box is None:
                 return None
             hand_length = (box[2] - box[0]) / (2.0 * scale)  # the box side is 2 * scale * L
-            obs = self._detect_in_crop(img, box, wrist, hand_length, side, model)
+            obs = self._detect_in_crop(img, box, wrist, hand_length, side, model,
+                                       float(body.confidence[wrist_idx]))
             if obs is not None:
                 return obs
         return None
@@ -196,10 +212,11 @@ class MediaPipeHandExpert(TasksExpert):
         if found is None:
             return None
         hand, kp2d = found
-        wrist = body.keypoints_2d[_HAND_POSE_INDICES[side][0]]
-        if not self._at_wrist(kp2d, wrist, (box[2] - box[0]) / 2.0):
+        wrist_idx = _HAND_POSE_INDICES[side][0]
+        if not self._at_wrist(kp2d, body.keypoints_2d[wrist_idx], (box[2] - box[0]) / 2.0):
             return None
-        return self._observation(hand, kp2d, box, side, img.shape[1], img.shape[0])
+        return self._observation(hand, kp2d, box, side, img.shape[1], img.shape[0],
+                                 float(body.confidence[wrist_idx]))
 
     def _at_wrist(self, kp2d: np.ndarray, wrist: np.ndarray, hand_length: float) -> bool:
         """The hand's wrist landmark lies within ``max_wrist_distance`` hand lengths of the
@@ -234,8 +251,8 @@ class MediaPipeHandExpert(TasksExpert):
         return None
 
     def _detect_in_crop(self, img: np.ndarray, box: Box, wrist: np.ndarray | None,
-                        hand_length: float, side: str | None,
-                        model: HandModel) -> PartObservation | None:
+                        hand_length: float, side: str | None, model: HandModel,
+                        wrist_visibility: float = 1.0) -> PartObservation | None:
         height, width = img.shape[:2]
         if mostly_outside(box, width, height):
             return None  # the crop barely touches the image
@@ -249,7 +266,7 @@ class MediaPipeHandExpert(TasksExpert):
             hand, kp2d = min(hands, key=lambda item: float(np.linalg.norm(item[1][0] - wrist)))
             if not self._at_wrist(kp2d, wrist, hand_length):
                 return None
-        return self._observation(hand, kp2d, used, side, width, height)
+        return self._observation(hand, kp2d, used, side, width, height, wrist_visibility)
 
     def _assign_whole_image_hands(self, img: np.ndarray,
                                   missing: list[tuple[PersonObservation, str]]) -> None:
@@ -280,11 +297,18 @@ class MediaPipeHandExpert(TasksExpert):
             hand, kp2d = hands[j]
             hand_box = (float(kp2d[:, 0].min()), float(kp2d[:, 1].min()),
                         float(kp2d[:, 0].max()), float(kp2d[:, 1].max()))
-            person.parts[f"{side}_hand"] = self._observation(hand, kp2d, hand_box, side,
-                                                             width, height)
+            visibility = person.parts["body"].confidence[_HAND_POSE_INDICES[side][0]]
+            self._keep(person, self._observation(hand, kp2d, hand_box, side, width, height,
+                                                 float(visibility)))
 
     def _observation(self, hand: HandLandmarks, kp2d: np.ndarray, box: Box, side: str | None,
-                     width: int, height: int) -> PartObservation:
+                     width: int, height: int, wrist_visibility: float = 1.0) -> PartObservation:
+        """The observation of ``hand`` as the ``side`` hand (None: the landmarker's side),
+        whose body wrist has ``wrist_visibility`` (see the class: when the landmarker's side
+        replaces it)."""
+        if side and hand.side and hand.side != side and wrist_visibility < self.doubt_wrist \
+                and hand.side_score >= self.trust_handedness:
+            side = hand.side
         side = side or hand.side or "right"
         score = 1.0
         if hand.side:
