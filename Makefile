@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench results bench-real bench-label bench-network bench-video bench-real-network clean
+.PHONY: install demo test bench bench-attribution results bench-real bench-label bench-network bench-video bench-real-network clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -35,6 +35,11 @@ test: install
 # each writes its own section of docs/results.md (the rest of the file is kept)
 bench: install
 	$(PY) benchmarks/bench_reconstruct.py --n 50 --seed 0
+
+# where the expert path's error comes from: the fit again with each expert output replaced by
+# the truth (2D or 3D landmarks of body, hands, face) on 40 renders
+bench-attribution: install
+	$(PY) benchmarks/bench_attribution.py --n 40 --seed 100
 
 # the results page: the standard synthetic set (200 images, seed 0) evaluated per part
 results: install
