@@ -83,6 +83,31 @@ def test_small_person_in_a_large_image_is_found_on_tiles(anny_model) -> None:
     assert sum(len(found[seed, None]) for seed in (1, 2)) == 0
 
 
+def test_a_tile_box_near_an_inner_edge_is_dropped_only_inside_a_larger_box(monkeypatch) -> None:
+    """Tiles of a 2560 x 2560 image (the detector faked; each pixel holds its position): the
+    box of a tall person's upper half, ending 12 px short of its tile's lower edge, lies in
+    the whole-image box of that person and is dropped; a small person's box ending as near
+    an edge, inside no larger box, is kept; a box on an inner edge is dropped."""
+    y, x = np.mgrid[0:2560, 0:2560]
+    image = np.stack([x // 16, y // 16, np.zeros_like(x)], -1).astype(np.uint8)
+    image[..., 2] = (x // 16 >= 256) * 1 + (y // 16 >= 256) * 2  # the 9th bits
+    detections = {None: [((1000.0, 500.0, 1600.0, 2200.0), 0.8)],
+                  (960, 480): [((100.0, 60.0, 450.0, 628.0), 0.9)],
+                  (0, 0): [((100.0, 100.0, 200.0, 630.0), 0.7)],
+                  (0, 480): [((100.0, 0.0, 200.0, 150.0), 0.6)]}
+
+    def fake(self, tile):
+        if tile.shape[:2] == image.shape[:2]:
+            return detections[None]
+        b = tile[0, 0].astype(int)
+        origin = (16 * (b[0] + 256 * (b[2] & 1)), 16 * (b[1] + 256 * (b[2] >> 1)))
+        return detections.get(origin, [])
+
+    monkeypatch.setattr(PersonDetector, "_square", fake)
+    boxes = [box for box, _ in PersonDetector(0.3, 8, 640).process(image)]
+    assert sorted(boxes) == [(100.0, 100.0, 200.0, 630.0), (1000.0, 500.0, 1600.0, 2200.0)]
+
+
 @pytest.mark.mediapipe
 def test_a_tall_person_in_a_large_image_stays_one_person(anny_model) -> None:
     """A 2560 x 2560 render of one person (1700 px tall): the 640-pixel tiles see parts of

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from furpe.core.boxes import Box, box_iou
+from furpe.core.boxes import Box, box_area, box_intersection, box_iou, expand_box
 from furpe.core.logs import native_quiet, quiet_environment, silence_native_stderr
 from furpe.experts.models import model_path
 
@@ -133,8 +133,9 @@ def tile_origins(width: int, height: int, side: int,
 
 
 #: A tile's box that ends within this share of the tile's side from an inner edge of the tile
-#: counts as cut by it: the detector ends the box of a person cut by the edge a little short
-#: of it.
+#: may be a person cut by it (the detector ends such a box a little short of the edge): it is
+#: dropped when most of it lies in a much larger box found elsewhere, grown by 5% (that
+#: person, whole).
 TILE_EDGE = 0.03
 
 
@@ -150,9 +151,9 @@ class PersonDetector(TasksModel):
     It sees 320 x 320 pixels: in a large photo small people shrink below what it finds
     (a 1920 x 1080 crowd: 0.20-0.34 on the whole image, 0.52-0.82 on tiles). An image
     larger than 1.5 x ``tile`` is therefore also looked at in overlapping ``tile``-pixel
-    squares (a quarter overlap); boxes cut by a tile's inner edge (``TILE_EDGE``) are left to
-    the tiles that hold them whole, and boxes of one person (IoU above 0.5) are merged, keeping
-    the most confident. ``tile=None`` looks at the whole image only."""
+    squares (a quarter overlap); boxes cut by a tile's inner edge are left to the tiles that
+    hold them whole (and those that end near it to a box that holds them, ``TILE_EDGE``), and
+    boxes of one person (IoU above 0.5) are merged, keeping the most confident. ``tile=None`` looks at the whole image only."""
 
     model_file = "object_detector.tflite"
 
@@ -172,17 +173,24 @@ class PersonDetector(TasksModel):
         found = self._square(image)
         if self.tile is not None and max(h, w) > 1.5 * self.tile:
             side = self.tile
-            edge = TILE_EDGE * side
+            near_edge: list[tuple[Box, float]] = []
             for x0, y0 in tile_origins(w, h, side):
                 tile = image[y0:y0 + side, x0:x0 + side]
                 th, tw = tile.shape[:2]
                 for box, score in self._square(tile):
-                    cut = ((x0 > 0 and box[0] <= edge) or (y0 > 0 and box[1] <= edge)
-                           or (x0 + tw < w and box[2] >= tw - edge)
-                           or (y0 + th < h and box[3] >= th - edge))
-                    if not cut:
-                        found.append(((box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0),
-                                      score))
+                    def at(margin: float) -> bool:  # the box is within margin of an inner edge
+                        return ((x0 > 0 and box[0] <= margin) or (y0 > 0 and box[1] <= margin)
+                                or (x0 + tw < w and box[2] >= tw - margin)
+                                or (y0 + th < h and box[3] >= th - margin))
+                    if at(1.0):
+                        continue
+                    placed = (box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0), score
+                    (near_edge if at(TILE_EDGE * side) else found).append(placed)
+            found += [(box, score) for box, score in near_edge
+                      if not any(box_intersection(box, expand_box(other, 0.05))
+                                 >= 0.8 * box_area(box)
+                                 and box_area(other) >= 1.5 * box_area(box)
+                                 for other, _ in found)]
         kept: list[tuple[Box, float]] = []
         for box, score in sorted(found, key=lambda item: -item[1]):
             if not any(box_iou(box, other) > 0.5 for other, _ in kept):
