@@ -13,6 +13,7 @@ between consecutive frames). None of them is thread-safe.
 from __future__ import annotations
 
 import atexit
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,17 @@ def tile_origins(width: int, height: int, side: int,
     return [(x, y) for y in starts(height) for x in starts(width)]
 
 
+def inner_edge_gap(box: Box, origin: tuple[int, int], tile: tuple[int, int],
+                   image: tuple[int, int]) -> float:
+    """Pixels between ``box`` (in the tile's pixels) and the nearest edge of its tile
+    (``origin`` x, y and size ``tile`` w, h in an ``image`` w x h) that lies inside the image;
+    inf for a tile that is the whole image."""
+    (x0, y0), (tw, th), (w, h) = origin, tile, image
+    gaps = [box[0] if x0 > 0 else math.inf, box[1] if y0 > 0 else math.inf,
+            tw - box[2] if x0 + tw < w else math.inf, th - box[3] if y0 + th < h else math.inf]
+    return min(gaps)
+
+
 #: A tile's box that ends within this share of the tile's side from an inner edge of the tile
 #: may be a person cut by it (the detector ends such a box a little short of the edge): it is
 #: dropped when most of it lies in a much larger box found elsewhere, grown by 5% (that
@@ -153,7 +165,8 @@ class PersonDetector(TasksModel):
     larger than 1.5 x ``tile`` is therefore also looked at in overlapping ``tile``-pixel
     squares (a quarter overlap); boxes cut by a tile's inner edge are left to the tiles that
     hold them whole (and those that end near it to a box that holds them, ``TILE_EDGE``), and
-    boxes of one person (IoU above 0.5) are merged, keeping the most confident. ``tile=None`` looks at the whole image only."""
+    boxes of one person (IoU above 0.5) are merged, keeping the most confident. ``tile=None``
+    looks at the whole image only."""
 
     model_file = "object_detector.tflite"
 
@@ -178,14 +191,11 @@ class PersonDetector(TasksModel):
                 tile = image[y0:y0 + side, x0:x0 + side]
                 th, tw = tile.shape[:2]
                 for box, score in self._square(tile):
-                    def at(margin: float) -> bool:  # the box is within margin of an inner edge
-                        return ((x0 > 0 and box[0] <= margin) or (y0 > 0 and box[1] <= margin)
-                                or (x0 + tw < w and box[2] >= tw - margin)
-                                or (y0 + th < h and box[3] >= th - margin))
-                    if at(1.0):
+                    gap = inner_edge_gap(box, (x0, y0), (tw, th), (w, h))
+                    if gap <= 1.0:
                         continue
                     placed = (box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0), score
-                    (near_edge if at(TILE_EDGE * side) else found).append(placed)
+                    (near_edge if gap <= TILE_EDGE * side else found).append(placed)
             found += [(box, score) for box, score in near_edge
                       if not any(box_intersection(box, expand_box(other, 0.05))
                                  >= 0.8 * box_area(box)

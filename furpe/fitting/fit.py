@@ -60,9 +60,9 @@ class FitConfig:
     iters_body: int = 40
     iters_parts: int = 40
     lr: float = 0.05
-    #: Robust scale of the 2D term, as a fraction of the part's observed size: residuals well
-    #: above it count less and less (Geman-McClure). The body's is wide: a model whose
-    #: landmarks cannot all be matched then keeps close to most of them, rather than to a few.
+    #: Robust scale of the 2D term, as a fraction of the part's observed size (Geman-McClure:
+    #: quadratic well below it, saturating well above it). The body's is wide, a fifth of its
+    #: size: only landmarks far off it are given up on.
     sigma: dict[str, float] = field(
         default_factory=lambda: {"body": 0.2, "left_hand": 0.1, "right_hand": 0.1, "face": 0.05}
     )
