@@ -21,12 +21,11 @@ import numpy as np
 import torch
 
 import _report
-from bench_reconstruct import HANDS, _at_rest, _coco, pa_error
+from bench_reconstruct import HANDS, _at_rest, _coco, expression_errors, pa_error
 from furpe.bodymodels.anny_model import load_anny
 from furpe.config import ReconstructConfig, load_config
 from furpe.experts.base import PersonObservation
-from furpe.metrics import displacement_error
-from furpe.pipeline import Reconstructor, camera, observe
+from furpe.pipeline import Reconstructor, camera, observe, person_box
 from furpe.selection import select
 from furpe.synthetic import exact_observations, make_person
 
@@ -90,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         found += 1
         with torch.no_grad():
             exact = exact_observations(model, model(sp.params), sp.intrinsics)[0]
-            gt_rest = model(model.at_rest(sp.params, "face")).vertices[0].numpy()[pv["face"]]
         # the person nearest the image centre is the synthetic one
-        b = int(np.argmin([abs(sum(p.get("body").box[::2]) / 2 - 320) for p in people]))
-        gt_face = sp.vertices[pv["face"]]
+        b = int(np.argmin([abs(sum(person_box(p.get("body"))[::2]) / 2 - 320)
+                           for p in people]))
         for label, parts, what in VARIANTS:
             batch = list(people)
             batch[b] = replaced(people[b], exact, parts, what)
@@ -118,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                     rest_hand.append(r)
                     if seen:
                         rest_seen.append(r)
-            face_rest = _at_rest(model, params, "face")[pv["face"]]
-            row["expr"].append(displacement_error(v[pv["face"]], face_rest, gt_face, gt_rest))
+            fitted, at_rest = expression_errors(model, sp, v,
+                                                _at_rest(model, params, "face")[pv["face"]])
+            row["expr"].append(fitted)
             if not parts:
-                rest_expr.append(displacement_error(face_rest, face_rest, gt_face, gt_rest))
+                rest_expr.append(at_rest)
         print(f"seed {args.seed + i}: " + ", ".join(
             f"{label.split(':')[0]} {rows[label]['body'][-1] * 1000:.1f}"
             for label, _, _ in VARIANTS[:3]), file=sys.stderr, flush=True)

@@ -76,6 +76,18 @@ def _at_rest(model, params: dict[str, np.ndarray], part: str) -> np.ndarray:
         return model(model.at_rest(p, part)).vertices[0].cpu().numpy()
 
 
+def expression_errors(model, sp, vertices: np.ndarray, rest: np.ndarray) -> tuple[float, float]:
+    """(fitted, at rest) face expression errors in mm (``furpe.metrics.displacement_error``)
+    of a fitted person's ``vertices`` whose face at rest is ``rest`` (the face's vertices,
+    :func:`_at_rest`), against the render ``sp``; at rest it is the true expression's size."""
+    face = model.part_vertices["face"]
+    with torch.no_grad():
+        gt_rest = model(model.at_rest(sp.params, "face")).vertices[0].cpu().numpy()[face]
+    gt_face = sp.vertices[face]
+    return (displacement_error(vertices[face], rest, gt_face, gt_rest),
+            displacement_error(rest, rest, gt_face, gt_rest))
+
+
 def _height(vertices: np.ndarray) -> float:
     """A standing person's height: the vertical (camera y) extent of the mesh."""
     return float(np.ptp(vertices[:, 1]))
@@ -235,13 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         errs["face PA-PVE (all)"].append(face)
         rest = _at_rest(model, person.params, "face")[pv["face"]]
         errs["face PA-PVE, fit, face at rest (all)"].append(pa_error(rest, sp.vertices[pv["face"]]))
-        with torch.no_grad():
-            gt_rest = model(model.at_rest(sp.params, "face")).vertices[0].cpu().numpy()[pv["face"]]
-        gt_face = sp.vertices[pv["face"]]
-        errs["face expression error (all)"].append(
-            displacement_error(v[pv["face"]], rest, gt_face, gt_rest) / 1000.0)
-        errs["face expression error, face at rest (all)"].append(
-            displacement_error(rest, rest, gt_face, gt_rest) / 1000.0)
+        fitted, at_rest = expression_errors(model, sp, v, rest)
+        errs["face expression error (all)"].append(fitted / 1000.0)
+        errs["face expression error, face at rest (all)"].append(at_rest / 1000.0)
         if person.parts["face"].accepted:
             faces_accepted += 1
             errs["face PA-PVE (face accepted)"].append(face)
