@@ -4,9 +4,10 @@
                                        [--results-file docs/results.md] [--no-write]
 
 Scores, on the first ``--n`` images of the standard synthetic set (``make results``' set,
-generated if missing), the network (``--method network``), with ``--refine`` and with
-``--fit-landmarks``, the expert path (``--method experts``) and the mean pose (the neutral
-body, which PA-MPJPE only rotates and scales into place): medians over the same images.
+generated if missing), the network (``--method network``), with ``--flip-test``, with
+``--refine`` and with ``--fit-landmarks``, the expert path (``--method experts``) and the mean
+pose (the neutral body, which PA-MPJPE only rotates and scales into place): medians over the
+same images.
 Then the speed of the network per person crop at batch 1 and batch 32 on PyTorch and ONNX
 Runtime (CPU, two torch threads), against the expert path's seconds per image, and of each
 path per image (torch on the threads ``furpe reconstruct`` gives it: one where it fits).
@@ -63,6 +64,7 @@ def _median(records: list[dict], key: str) -> str:
 
 
 NETWORK_PATH = "furpe reconstruct --method network (detector + network + mesh)"
+FLIP_PATH = "furpe reconstruct --method network --flip-test (each crop also mirrored)"
 REFINE_PATH = "furpe reconstruct --method network --refine (network, experts, fit from it)"
 FIT_PATH = ("furpe reconstruct --method network --fit-landmarks (network, fit to its encoder's "
             "landmarks)")
@@ -98,6 +100,8 @@ def _speed(checkpoint: str | None, images: list[np.ndarray], config: Reconstruct
                 rows.append((f"network forward, {runtime}, batch {batch}: s per person",
                              statistics.median(times) / batch))
     for name, cfg in ((NETWORK_PATH, config.replace(method="network", checkpoint=checkpoint)),
+                      (FLIP_PATH, config.replace(method="network", checkpoint=checkpoint,
+                                                 flip_test=True)),
                       (REFINE_PATH, config.replace(method="network", checkpoint=checkpoint,
                                                    refine=True)),
                       (FIT_PATH, config.replace(method="network", checkpoint=checkpoint,
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         "mean pose": lambda: MeanPose(base),
         "network": lambda: create("method", "network",
                                   base.replace(method="network", checkpoint=args.checkpoint)),
+        "network --flip-test": lambda: create("method", "network", base.replace(
+            method="network", checkpoint=args.checkpoint, flip_test=True)),
         "network --refine": lambda: create("method", "network", base.replace(
             method="network", checkpoint=args.checkpoint, refine=True)),
         "network --fit-landmarks": lambda: create("method", "network", base.replace(
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"Network forward at batch 1 vs the expert path (one person per image): "
                   f"x{expert_image / net_person:.0f} faster per person; whole `--method "
                   f"network` reconstruction (person detector, network, mesh): "
-                  f"x{expert_image / secs[f'{NETWORK_PATH}: s per image']:.1f}; `--refine`: "
+                  f"x{expert_image / secs[f'{NETWORK_PATH}: s per image']:.1f}; `--flip-test`: "
+                  f"x{expert_image / secs[f'{FLIP_PATH}: s per image']:.1f}; `--refine`: "
                   f"x{expert_image / secs[f'{REFINE_PATH}: s per image']:.2f}; "
                   f"`--fit-landmarks`: x{expert_image / secs[f'{FIT_PATH}: s per image']:.1f}.",
               "", _report.gauge_line(gauge, gauge_end)]

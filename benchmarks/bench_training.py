@@ -27,6 +27,9 @@ each person side by side), the distillation variant runs the encoders every step
 batch / P`` examples (a longer training for the same encoder time), and distillation, which
 cannot use a pool, is not run (the table says so).
 
+Every network is scored twice: as it is and with its flip test (``flip_test``: each crop
+also mirrored, the two estimates averaged), as the expert fit's body expert does by default.
+
 Runs already finished under ``--runs`` are scored again without training (delete a run's
 folder to train it again); an interrupted run resumes from its ``last.pt``.
 """
@@ -58,6 +61,8 @@ from furpe.training.trainer import train
 REPO = _report.REPO
 TITLE = "Training from pseudo labels, and the recipes' ablation"
 BASE_CONFIG = REPO / "configs" / "train-small.yaml"
+#: Name suffix of a network scored with its flip test (``flip_test: true``).
+FLIP = ", flip test"
 
 
 def variants(truth: str, labels: str) -> dict[str, dict[str, Any]]:
@@ -187,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                                "expert fit": lambda: create("method", "experts", base)}
     for name, changes in chosen.items():
         ckpt = _run(name, changes, args)
-        methods[f"network: {name}"] = (lambda c=ckpt: create(
-            "method", "network", base.replace(method="network", checkpoint=str(c))))
+        for flip in (False, True):
+            methods[f"network: {name}" + FLIP * flip] = (lambda c=ckpt, f=flip: create(
+                "method", "network", base.replace(method="network", checkpoint=str(c),
+                                                  flip_test=f)))
 
     records: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,13 +206,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {summary.line()}", file=sys.stderr)
 
     expert = _median(records["expert fit"], "pa_mpjpe_mm")
-    lines = ["| method | " + " | ".join(m for m, _ in METRICS) + " | PA-MPJPE / expert fit |",
-             "|---|" + "---:|" * (len(METRICS) + 1)]
+
+    def ratio(value: float | None) -> str:
+        return f"{value / expert:.2f}" if value is not None and expert else "-"
+
+    lines = ["| method | " + " | ".join(m for m, _ in METRICS) + " | PA-MPJPE / expert fit "
+             "| with the flip test: PA-MPJPE | PA-PVE | / expert fit |",
+             "|---|" + "---:|" * (len(METRICS) + 4)]
     for name, recs in records.items():
+        if name.endswith(FLIP):
+            continue
         cells = [_median(recs, k) for _, k in METRICS]
-        ratio = f"{cells[0] / expert:.2f}" if cells[0] is not None and expert else "-"
+        flipped = records.get(name + FLIP)
+        more = (["-"] * 3 if flipped is None else
+                [f"{_median(flipped, 'pa_mpjpe_mm'):.1f}", f"{_median(flipped, 'pa_pve_mm'):.1f}",
+                 ratio(_median(flipped, "pa_mpjpe_mm"))])
         lines.append(f"| {name} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells)
-                     + f" | {ratio} |")
+                     + f" | {ratio(cells[0])} | " + " | ".join(more) + " |")
     text = "\n".join(lines)
     print(f"\n## {TITLE}\n\n{text}")
     if not args.no_write:
@@ -222,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.batch_size} on CPU, on the same training renders (`--truth "
                 f"{args.truth}`, `--labels {args.labels}`); {pool}. Scored on the first "
                 f"{args.n} images of the standard synthetic set (seed 0, 640x640, held out: "
-                f"other seed, other preset); medians in mm.")
+                f"other seed, other preset); medians in mm. The last three columns: the same "
+                f"network with its flip test (`flip_test: true`, as the expert fit's body "
+                f"expert runs by default).")
         title = TITLE if args.section == "bench_training" else f"{TITLE}: {args.section}"
         body = "\n".join([_report.header(title, _report.command_line("bench_training.py", argv)),
                           what, "", text])

@@ -44,11 +44,12 @@ def build_config(args: argparse.Namespace) -> Any:
 
     config = load_config(args.config) if getattr(args, "config", None) else ReconstructConfig()
     keys = ["body_model", "model_path", "device", "focal", "max_people", "checkpoint", "onnx",
-            "refine", "fit_landmarks"]
+            "refine", "fit_landmarks", "flip_test"]
     if args.command == "reconstruct":  # evaluate's --method names the evaluated method
         keys.append("method")
     changes = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
-    if any(changes.get(k) for k in ("refine", "fit_landmarks", "checkpoint", "onnx")):
+    if any(changes.get(k) for k in ("refine", "fit_landmarks", "flip_test", "checkpoint",
+                                      "onnx")):
         changes.setdefault("method", "network")
     smooth = getattr(args, "smooth", None)
     if smooth is not None:  # 0: off; else a strength relative to the default settings
@@ -186,8 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_network(p: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, ``--onnx``, ``--refine`` and ``--fit-landmarks`` (each implies the
-    network method)."""
+    """``--checkpoint``, ``--onnx``, ``--refine``, ``--fit-landmarks`` and ``--flip-test``
+    (each implies the network method)."""
     p.add_argument("--checkpoint", metavar="CKPT",
                    help="network checkpoint (model.pt or last.pt of 'furpe train'; default: "
                         "the shipped one)")
@@ -200,6 +201,9 @@ def _add_network(p: argparse.ArgumentParser) -> None:
                    help="fit each person's body to the landmarks the network's pose encoder "
                         "saw, from the network's estimate (no experts; about 0.6 s more per "
                         "image)")
+    p.add_argument("--flip-test", action="store_true", default=None,
+                   help="also run each person crop mirrored and average the two estimates "
+                        "(twice the network's time; more accurate)")
 
 
 def _add_train(sub: Any) -> None:

@@ -55,6 +55,9 @@ class ReconstructConfig:
             that the network's BlazePose encoder saw (2D and metric 3D, as the body expert
             gives them), starting from the network's estimate (``refine``'s short schedule and
             fallback); no expert runs.
+        flip_test: with ``method: network``, run each person crop mirrored as well and
+            average the two estimates (the mirrored one mirrored back): twice the network's
+            time per person.
         tracking: videos: how people are followed from frame to frame (``max_age``: frames
             a lost person keeps their id; ``gate``, ``keypoint_weight``, ``min_confidence``:
             the association), see :class:`~furpe.tracking.TrackingConfig`.
@@ -77,13 +80,14 @@ class ReconstructConfig:
     onnx: str | None = None
     refine: bool = False
     fit_landmarks: bool = False
+    flip_test: bool = False
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
 
     def __post_init__(self) -> None:
         if self.method not in ("experts", "network"):
             raise SetupError(f"config: unknown method '{self.method}'; use experts or network")
-        for key in ("refine", "fit_landmarks"):
+        for key in ("refine", "fit_landmarks", "flip_test"):
             if getattr(self, key) and self.method != "network":
                 raise SetupError(f"config: {key} applies to method network")
         if self.refine and self.fit_landmarks:

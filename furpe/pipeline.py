@@ -443,7 +443,8 @@ class NetworkRun:
         self.model = model
         self.max_people = config.max_people
         self.predictor = NetworkPredictor(load_network(config.checkpoint, model, device),
-                                          onnx=config.onnx)
+                                          onnx=config.onnx, flip_test=config.flip_test,
+                                          body_model=model)
         if config.fit_landmarks and not self.predictor.net.body_encoder.has_pose_landmarks:
             raise SetupError("fit_landmarks needs a network whose body encoder is BlazePose "
                              "with network.features: landmarks (the shipped one is)")

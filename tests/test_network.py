@@ -201,6 +201,87 @@ def test_left_hand_is_read_as_a_mirrored_right_hand(net):
     assert (out["crop_left_hand"] - out["crop_right_hand"]).abs().max() > 0.1
 
 
+# -- flip test ---------------------------------------------------------------------------------
+
+
+def _mirrored_image(image: np.ndarray, boxes: list, K: np.ndarray) -> tuple:
+    """The image flipped left to right, its boxes and the camera that sees it so."""
+    W = image.shape[1]
+    K_m = K.copy()
+    K_m[0, 2] = W - 1 - K[0, 2]
+    boxes_m = [[W - 1 - x1, y0, W - 1 - x0, y1] for x0, y0, x1, y1 in boxes]
+    return np.ascontiguousarray(image[:, ::-1]), boxes_m, K_m
+
+
+def test_average_mirrored_is_the_mean_of_the_estimate_and_the_mirrored_one(net, anny_model):
+    """A perfectly mirror-equivariant estimate comes back unchanged; two different estimates
+    meet halfway (values: their mean; rotations: equally far from both)."""
+    from furpe.bodymodels.mirror import mirror_params
+    from furpe.networks.inference import average_mirrored
+    from furpe.networks.params import to_model_params
+
+    gen = torch.Generator().manual_seed(5)
+
+    def estimate() -> dict[str, torch.Tensor]:
+        values = net.codec.decode(net.codec.neutral()[None].repeat(2, 1)
+                                  + 0.5 * torch.randn(2, net.codec.size, generator=gen))
+        return {**values, "transl": torch.randn(2, 3, generator=gen)}
+
+    def mirrored(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return from_model_params(mirror_params(anny_model, to_model_params(values))[0],
+                                 values)
+
+    P, Q = estimate(), estimate()
+    same = average_mirrored(anny_model, P, mirrored(P))
+    for k in P:
+        torch.testing.assert_close(same[k], P[k], atol=1e-5, rtol=0)
+    mean = average_mirrored(anny_model, P, mirrored(Q))
+    torch.testing.assert_close(mean["transl"], (P["transl"] + Q["transl"]) / 2)
+    for k in ("phenotype", "facial_actions"):
+        torch.testing.assert_close(mean[k], (P[k] + Q[k]) / 2)
+    from furpe.core.rotations import geodesic
+
+    to_p, to_q = geodesic(mean["body_pose"], P["body_pose"]), geodesic(mean["body_pose"],
+                                                                       Q["body_pose"])
+    assert float((P["body_pose"] - Q["body_pose"]).abs().max()) > 0.1
+    torch.testing.assert_close(to_p, to_q, atol=1e-4, rtol=0)
+
+
+def test_flip_test_makes_the_predictor_mirror_equivariant(net, anny_model):
+    """With the flip test, the people of the mirrored image are the mirror images of the
+    people of the image (to float precision); the plain network is not."""
+    from furpe.bodymodels.mirror import mirror_params
+
+    rng = np.random.default_rng(7)
+    H, W = 200, 260
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    K = np.array([[280.0, 0, 120.0], [0, 280.0, 95.0], [0, 0, 1]])
+    boxes = [[30.0, 20.0, 130.0, 190.0], [140.0, 40.0, 230.0, 170.0]]
+    image_m, boxes_m, K_m = _mirrored_image(image, boxes, K)
+    for flip in (True, False):
+        predictor = NetworkPredictor(net, flip_test=flip, body_model=anny_model)
+        got = predictor.predict([image], [boxes], [K])[0]
+        back = mirror_params(anny_model, predictor.predict([image_m], [boxes_m], [K_m])[0])[0]
+        worst = max(float((got[k] - back[k]).abs().max()) for k in back)
+        print(f"flip test {flip}: max difference to the mirrored image's people {worst:.3g}")
+        if flip:
+            assert worst < 1e-3
+        else:
+            assert worst > 1e-2
+
+
+def test_flip_test_is_a_network_option():
+    """``--flip-test`` selects the network with its flip test; the experts have their own."""
+    from furpe.cli import build_config, build_parser
+    from furpe.config import ReconstructConfig
+
+    with pytest.raises(SetupError, match="flip_test applies to method network"):
+        ReconstructConfig(flip_test=True)
+    config = build_config(build_parser().parse_args(
+        ["reconstruct", "x.jpg", "-o", "o", "--flip-test"]))
+    assert config.method == "network" and config.flip_test
+
+
 # -- ONNX ------------------------------------------------------------------------------------
 
 

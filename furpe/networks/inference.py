@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from furpe.bodymodels.base import BodyModel
+from furpe.bodymodels.mirror import param_mirror_plan
 from furpe.core.camera import PERSON_CROP_EXPAND, crop_transform
 from furpe.core.errors import SetupError
+from furpe.core.rotations import mirror_rotmat
 from furpe.networks.params import to_model_params
 from furpe.networks.wholebody import NetworkConfig, WholeBodyNet
 
@@ -102,6 +104,48 @@ def person_crops(images: Sequence[np.ndarray], boxes: Sequence[Sequence[Sequence
     return Crops(np.stack(crops), np.stack(cams), np.stack(maps))
 
 
+def mirrored_crops(crops: Crops) -> Crops:
+    """The crops flipped left to right, with the cameras that see them so (the principal
+    point mirrored, as the training loader's flip does)."""
+    size = crops.images.shape[-1]
+    K = crops.K.copy()
+    K[:, 0, 2] = size - 1 - K[:, 0, 2]
+    A = crops.A.copy()  # image -> flipped crop: u' = size - 1 - u
+    A[:, 0] = -A[:, 0]
+    A[:, 0, 2] += size - 1
+    return Crops(np.ascontiguousarray(crops.images[..., ::-1]), K, A)
+
+
+def _mean_rotation(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
+    """The rotation nearest to the mean of two rotation matrices (chordal mean)."""
+    U, _, Vh = torch.linalg.svd(R1 + R2)
+    d = torch.sign(torch.linalg.det(U @ Vh))
+    fix = torch.ones(d.shape + (3,), dtype=R1.dtype, device=R1.device)
+    fix[..., 2] = d
+    return (U * fix[..., None, :]) @ Vh
+
+
+def average_mirrored(model: BodyModel, plain: dict[str, torch.Tensor],
+                     mirrored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The mean of decoded parameters (rotation blocks as matrices) of the plain crops and
+    of the mirrored crops, the latter mirrored back (left and right swapped, see
+    :mod:`furpe.bodymodels.mirror`); a block without a mirror keeps the plain value."""
+    out = {}
+    for name, how in param_mirror_plan(model).items():
+        if name not in plain:
+            continue
+        if how is None or how[0] not in mirrored:
+            out[name] = plain[name]
+            continue
+        src, rows, sign = how
+        x = mirrored[src][:, torch.as_tensor(rows)]
+        if x.dim() == 4:  # rotation matrices
+            out[name] = _mean_rotation(plain[name], mirror_rotmat(x, sign))
+        else:
+            out[name] = (plain[name] + x * x.new_tensor(sign)) / 2
+    return out
+
+
 class NetworkPredictor:
     """Parameters of the people in images from a trained network (PyTorch or ONNX Runtime).
 
@@ -112,8 +156,13 @@ class NetworkPredictor:
     """
 
     def __init__(self, net: WholeBodyNet, *, onnx: str | Path | None = None,
-                 batch_size: int = 32) -> None:
+                 batch_size: int = 32, flip_test: bool = False,
+                 body_model: BodyModel | None = None) -> None:
+        if flip_test and body_model is None:
+            raise ValueError("flip_test needs the body model (to mirror parameters)")
         self.net = net
+        self.flip_test = flip_test
+        self.body_model = body_model
         self.size = net.config.input_size
         self.batch_size = batch_size
         self.session = None
@@ -157,11 +206,19 @@ class NetworkPredictor:
         counts = [len(b) for b in boxes]
         if not len(crops.images):
             return [({}, None) for _ in images]
-        out = self.raw(crops)
         device = next(self.net.parameters()).device
-        with torch.no_grad():
-            params = to_model_params(self.net.decode(
-                {k: v.to(device) for k, v in out.items()}, torch.as_tensor(crops.K, device=device)))
+
+        def decoded(c: Crops) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+            out = self.raw(c)
+            with torch.no_grad():
+                return out, self.net.decode({k: v.to(device) for k, v in out.items()},
+                                            torch.as_tensor(c.K, device=device))
+
+        out, values = decoded(crops)
+        if self.flip_test:
+            assert self.body_model is not None
+            values = average_mirrored(self.body_model, values, decoded(mirrored_crops(crops))[1])
+        params = to_model_params(values)
         landmarks = None
         if "landmarks_body" in out:
             lm = out["landmarks_body"].double().cpu().numpy()
