@@ -21,6 +21,7 @@ from furpe.bodymodels.mirror import param_mirror_plan
 from furpe.core.camera import PERSON_CROP_EXPAND, crop_transform
 from furpe.core.errors import SetupError
 from furpe.core.rotations import mirror_rotmat
+from furpe.core.vocab import POSE_FLIP
 from furpe.networks.params import to_model_params
 from furpe.networks.wholebody import NetworkConfig, WholeBodyNet
 
@@ -208,24 +209,31 @@ class NetworkPredictor:
             return [({}, None) for _ in images]
         device = next(self.net.parameters()).device
 
-        def decoded(c: Crops) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        def run(c: Crops) -> tuple[dict[str, torch.Tensor], np.ndarray | None]:
+            """Decoded parameters and the pose encoder's landmarks of crops ``c``."""
             out = self.raw(c)
             with torch.no_grad():
-                return out, self.net.decode({k: v.to(device) for k, v in out.items()},
-                                            torch.as_tensor(c.K, device=device))
-
-        out, values = decoded(crops)
-        if self.flip_test:
-            assert self.body_model is not None
-            values = average_mirrored(self.body_model, values, decoded(mirrored_crops(crops))[1])
-        params = to_model_params(values)
-        landmarks = None
-        if "landmarks_body" in out:
+                values = self.net.decode({k: v.to(device) for k, v in out.items()},
+                                         torch.as_tensor(c.K, device=device))
+            if "landmarks_body" not in out:
+                return values, None
             lm = out["landmarks_body"].double().cpu().numpy()
             # NaN from an ONNX file exported before the network handed on world landmarks
             world = (out["world_body"].double().cpu().numpy() if "world_body" in out
                      else np.full(lm[..., :3].shape, np.nan))
-            landmarks = np.concatenate([crops.to_image(lm[..., :2]), lm[..., 2:3], world], -1)
+            return values, np.concatenate([c.to_image(lm[..., :2]), lm[..., 2:3], world], -1)
+
+        values, landmarks = run(crops)
+        if self.flip_test:
+            assert self.body_model is not None
+            values_m, landmarks_m = run(mirrored_crops(crops))
+            values = average_mirrored(self.body_model, values, values_m)
+            if landmarks is not None and landmarks_m is not None:
+                # landmark i of the mirrored crop is the person's POSE_FLIP[i]
+                landmarks_m = landmarks_m[:, list(POSE_FLIP)]
+                landmarks_m[..., 3] *= -1  # metric x
+                landmarks = (landmarks + landmarks_m) / 2
+        params = to_model_params(values)
         result, start = [], 0
         for n in counts:
             result.append(({k: v[start:start + n] for k, v in params.items()} if n else {},
