@@ -15,17 +15,20 @@ variants:
 * ``truth``: the renders' exact truth (``furpe make-synthetic --format webdataset``);
 * ``expert labels``: the expert system's labels of the same renders (``furpe label``), not
   their truth: standard recipe without distillation;
-* ``+ distillation``: with feature distillation for the body, hands and face;
+* ``body encoder trained``, ``+ distillation``: the expert labels with the body encoder
+  (BlazePose Full from its bundled weights) trained, without and with feature distillation
+  from the body expert's network (BlazePose Heavy, frozen) on the same crops; the hand and
+  face encoders stay frozen (distilling a frozen encoder changes only its converter);
 * ``multi-loss`` and ``EMA``: the other two recipes on the expert labels;
 * ``no selection``: every observed part used, accepted by the selection scheme or not.
 
 Every variant sees ``steps x batch`` augmented examples. With ``--passes 1`` (default) they
 are all fresh: variants whose encoders are frozen compute their features once
 (``data.feature_cache``, the same examples in another order; EMA's pool holds two views of
-each person side by side), the distillation variant runs the encoders every step; with
-``--passes P`` the frozen-encoder variants draw their batches P times over a pool of ``steps x
-batch / P`` examples (a longer training for the same encoder time), and distillation, which
-cannot use a pool, is not run (the table says so).
+each person side by side), the variants with a trained encoder run the encoders every step;
+with ``--passes P`` the frozen-encoder variants draw their batches P times over a pool of
+``steps x batch / P`` examples (a longer training for the same encoder time), and the variants
+with a trained encoder, which cannot use a pool, are not run (the table says so).
 
 Every network is scored twice: as it is and with its flip test (``flip_test``: each crop
 also mirrored, the two estimates averaged), as the expert fit's body expert does by default.
@@ -68,11 +71,16 @@ FLIP = ", flip test"
 def variants(truth: str, labels: str) -> dict[str, dict[str, Any]]:
     """Overrides of the base config per variant (dotted keys)."""
     on_labels = {"data.sources": [{"shards": labels, "weight": 1.0}]}
+    trained_body = {**on_labels, "network.body_backbone": "mediapipe_pose_full",
+                    "network.freeze": ["hand", "head"]}
     return {
         "truth": {"data.sources": [{"shards": truth, "weight": 1.0}]},
         "expert labels": on_labels,
-        "expert labels + distillation": {
-            **on_labels, "distill": {"body": True, "hands": True, "face": True}},
+        # distillation reaches the network through a trained encoder only: the body's
+        # (BlazePose Full, from its bundled weights) trains in both of these
+        "expert labels, body encoder trained": trained_body,
+        "expert labels, body encoder trained + distillation": {
+            **trained_body, "distill": {"body": True, "hands": False, "face": False}},
         "expert labels, multi-loss": {**on_labels, "recipe": "multiloss"},
         "expert labels, EMA": {**on_labels, "recipe": "ema"},
         "expert labels, no selection": {**on_labels, "data.selection": False},
@@ -95,9 +103,11 @@ def _override(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def needs_fresh_views(changes: dict[str, Any]) -> bool:
-    """Whether a variant runs its encoders every step (distillation reads the crops): it
-    cannot draw from a feature pool."""
-    return any(changes.get("distill", {}).values())
+    """Whether a variant runs its encoders every step (one of them trains, or distillation
+    reads the crops): it cannot draw from a feature pool."""
+    return (any(changes.get("distill", {}).values())
+            or set(changes.get("network.freeze", ("body", "hand", "head")))
+            != {"body", "hand", "head"})
 
 
 def _run(name: str, changes: dict[str, Any], args: argparse.Namespace) -> Path:
@@ -232,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.passes} passes over a pool of {examples // args.passes} augmented "
                 f"examples whose features are computed once (`data.feature_cache`; EMA's "
                 f"pool: both views of each person, so half as many people)"
-                + (f"; {' and '.join(repr(n) for n in left_out)} not run: the experts it "
-                   f"distils from need new crops every step" if left_out else ""))
+                + (f"; {' and '.join(repr(n) for n in left_out)} not run: a trained "
+                   f"encoder needs new crops every step" if left_out else ""))
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
                 f"regressors, box head and converters train), {args.steps} steps of batch "
                 f"{args.batch_size} on CPU, on the same training renders (`--truth "

@@ -145,7 +145,7 @@ class Supervision(nn.Module):
 
 
 #: The expert network each distilled part learns from, and which crop of the forward it sees.
-TEACHERS = {"body": ("pose_full", None), "hands": ("hand", ("left_hand", "right_hand")),
+TEACHERS = {"body": ("pose_heavy", None), "hands": ("hand", ("left_hand", "right_hand")),
             "face": ("face", ("face",))}
 
 
