@@ -65,10 +65,11 @@ bench-real: install
 	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/fast.yaml \
 		--config configs/no-person-detector.yaml
 
-# the shipped network, alone, with --refine and with --fit-landmarks, against the expert path on the same photos
+# the shipped network, alone, with --flip-test, --refine and --fit-landmarks, against the expert path on the same photos
 bench-real-network: install
 	$(PY) benchmarks/real_photos.py --config configs/default.yaml --config configs/network.yaml \
-		--config configs/network-refine.yaml --config configs/network-fit.yaml \
+		--config configs/network-flip.yaml --config configs/network-refine.yaml \
+		--config configs/network-fit.yaml \
 		--sets crowdpose,ochuman,aic,mpii,mhp,exlpose,jhmdb,posetrack18,panoptic \
 		--section real_photos_network
 
