@@ -16,7 +16,8 @@ variants:
 * ``expert labels``: the expert system's labels of the same renders (``furpe label``), not
   their truth: standard recipe without distillation;
 * ``body encoder trained``, ``+ distillation``: the expert labels with the body encoder
-  (BlazePose Full from its bundled weights) trained, without and with feature distillation
+  (BlazePose Full from its bundled weights) trained at a tenth of the heads' learning rate
+  (``optim.encoder_lr``), without and with feature distillation
   from the body expert's network (BlazePose Heavy, frozen) on the same crops; the hand and
   face encoders stay frozen (distilling a frozen encoder changes only its converter);
 * ``multi-loss`` and ``EMA``: the other two recipes on the expert labels;
@@ -72,7 +73,7 @@ def variants(truth: str, labels: str) -> dict[str, dict[str, Any]]:
     """Overrides of the base config per variant (dotted keys)."""
     on_labels = {"data.sources": [{"shards": labels, "weight": 1.0}]}
     trained_body = {**on_labels, "network.body_backbone": "mediapipe_pose_full",
-                    "network.freeze": ["hand", "head"]}
+                    "network.freeze": ["hand", "head"], "optim.encoder_lr": 1e-4}
     return {
         "truth": {"data.sources": [{"shards": truth, "weight": 1.0}]},
         "expert labels": on_labels,
@@ -244,9 +245,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"pool: both views of each person, so half as many people)"
                 + (f"; {' and '.join(repr(n) for n in left_out)} not run: a trained "
                    f"encoder needs new crops every step" if left_out else ""))
+        trained = [n for n in chosen if needs_fresh_views(chosen[n])]
+        encoders = (f" ('body encoder trained': BlazePose Full as the body encoder, trained "
+                    f"at `optim.encoder_lr` 1e-4, the heads at the config's 1e-3; "
+                    f"distillation from BlazePose Heavy)" if trained else "")
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
-                f"regressors, box head and converters train), {args.steps} steps of batch "
-                f"{args.batch_size} on CPU, on the same training renders (`--truth "
+                f"regressors, box head and converters train){encoders}, {args.steps} steps "
+                f"of batch {args.batch_size} on CPU, on the same training renders (`--truth "
                 f"{args.truth}`, `--labels {args.labels}`); {pool}. Scored on the first "
                 f"{args.n} images of the standard synthetic set (seed 0, 640x640, held out: "
                 f"other seed, other preset); medians in mm. The last three columns: the same "

@@ -552,3 +552,23 @@ def test_config_errors(tmp_path):
     assert load_train_config(path).optim.lr == 0.01
     with pytest.raises(SetupError, match="data.sources"):
         Trainer(train_config_from_dict({"steps": 1}))
+
+
+def test_encoder_lr_puts_the_trained_encoders_in_their_own_group(anny_model):
+    """``optim.encoder_lr``: the encoders that train get their own optimiser group at that
+    rate; the heads keep ``lr``; frozen encoders are in no group."""
+    from furpe.networks.wholebody import NetworkConfig, WholeBodyNet
+    from furpe.training.trainer import parameter_groups
+
+    net = WholeBodyNet(anny_model, NetworkConfig(**{**TINY_NETWORK, "freeze": ("hand",)}))
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    (one,) = parameter_groups(net, None)
+    assert {id(p) for p in one["params"]} == trainable and "lr" not in one
+    heads, encoders = parameter_groups(net, 1e-5)
+    want = {id(p) for b in ("body", "head") for p in net.encoder(b).parameters()}
+    assert {id(p) for p in encoders["params"]} == want and encoders["lr"] == 1e-5
+    assert {id(p) for p in heads["params"]} == trainable - want and "lr" not in heads
+    assert not {id(p) for p in net.encoder("hand").parameters()} & trainable
+    frozen = WholeBodyNet(anny_model, NetworkConfig(**{**TINY_NETWORK,
+                                                       "freeze": ("body", "hand", "head")}))
+    assert len(parameter_groups(frozen, 1e-5)) == 1

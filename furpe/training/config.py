@@ -101,6 +101,9 @@ class EMAConfig:
 @dataclass
 class OptimConfig:
     lr: float = 1e-4
+    #: Learning rate of the encoders that train (pretrained backbones are usually tuned
+    #: slower than the heads); ``None``: ``lr``.
+    encoder_lr: float | None = None
     weight_decay: float = 1e-4
     #: ``constant``, ``cosine`` (to 1% of lr) or ``step`` (x gamma at each milestone).
     schedule: str = "cosine"

@@ -29,6 +29,7 @@ import torch
 from furpe.core.errors import DatasetError, SetupError
 from furpe.core.files import atomic_write, write_json
 from furpe.networks.inference import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from furpe.networks.wholebody import WholeBodyNet
 from furpe.training.config import TrainConfig, train_config_from_dict
 from furpe.training.data import MirrorPlan, PersonCrops, collate, label_dataset
 from furpe.training.features import views
@@ -62,6 +63,20 @@ def total_steps(cfg: TrainConfig, world: int) -> int:
         return int(cfg.steps)
     people = sum(count_people(s.shards) for s in cfg.data.sources)
     return max(1, math.ceil(cfg.epochs * people / (cfg.batch_size * world)))
+
+
+def parameter_groups(net: WholeBodyNet, encoder_lr: float | None) -> list[dict[str, Any]]:
+    """The network's trainable parameters as optimiser groups: one, or with ``encoder_lr``
+    the trained encoders' parameters in a group of their own at that rate."""
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if encoder_lr is None:
+        return [{"params": trainable}]
+    encoders = {id(p) for b in ("body", "hand", "head") if net.encoder(b) is not None
+                for p in net.encoder(b).parameters() if p.requires_grad}
+    groups = [{"params": [p for p in trainable if id(p) not in encoders]}]
+    if encoders:
+        groups.append({"params": [p for p in trainable if id(p) in encoders], "lr": encoder_lr})
+    return groups
 
 
 def _lr_factor(cfg: TrainConfig, total: int):
@@ -126,7 +141,7 @@ class Trainer:
         self.net = WholeBodyNet(self.body_model, cfg.network).to(self.device)
         self.step_module = TrainingStep(cfg, self.body_model, self.net, self.device).to(self.device)
         self.teacher = make_teacher(self.net) if cfg.recipe == "ema" else None
-        groups = [{"params": [p for p in self.net.parameters() if p.requires_grad]}]
+        groups = parameter_groups(self.net, cfg.optim.encoder_lr)
         if self.step_module.loss_parameters():
             groups.append({"params": self.step_module.loss_parameters()})
         if self.step_module.log_vars is not None:
