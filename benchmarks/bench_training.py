@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     def ratio(value: float | None) -> str:
         return f"{value / expert:.2f}" if value is not None and expert else "-"
 
+    def mm(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
     lines = ["| method | " + " | ".join(m for m, _ in METRICS) + " | PA-MPJPE / expert fit "
              "| with the flip test: PA-MPJPE | PA-PVE | / expert fit |",
              "|---|" + "---:|" * (len(METRICS) + 4)]
@@ -230,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         cells = [_median(recs, k) for _, k in METRICS]
         flipped = records.get(name + FLIP)
         more = (["-"] * 3 if flipped is None else
-                [f"{_median(flipped, 'pa_mpjpe_mm'):.1f}", f"{_median(flipped, 'pa_pve_mm'):.1f}",
+                [mm(_median(flipped, "pa_mpjpe_mm")), mm(_median(flipped, "pa_pve_mm")),
                  ratio(_median(flipped, "pa_mpjpe_mm"))])
-        lines.append(f"| {name} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells)
+        lines.append(f"| {name} | " + " | ".join(mm(c) for c in cells)
                      + f" | {ratio(cells[0])} | " + " | ".join(more) + " |")
     text = "\n".join(lines)
     print(f"\n## {TITLE}\n\n{text}")
@@ -245,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"pool: both views of each person, so half as many people)"
                 + (f"; {' and '.join(repr(n) for n in left_out)} not run: a trained "
                    f"encoder needs new crops every step" if left_out else ""))
-        trained = [n for n in chosen if needs_fresh_views(chosen[n])]
+        rates = {c["optim.encoder_lr"] for c in chosen.values() if "optim.encoder_lr" in c}
         encoders = (f" ('body encoder trained': BlazePose Full as the body encoder, trained "
-                    f"at `optim.encoder_lr` 1e-4, the heads at the config's 1e-3; "
-                    f"distillation from BlazePose Heavy)" if trained else "")
+                    f"at `optim.encoder_lr` {', '.join(f'{r:g}' for r in sorted(rates))}, the "
+                    f"heads at the config's `optim.lr`; distillation from BlazePose Heavy)"
+                    if rates else "")
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
                 f"regressors, box head and converters train){encoders}, {args.steps} steps "
                 f"of batch {args.batch_size} on CPU, on the same training renders (`--truth "

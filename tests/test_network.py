@@ -216,7 +216,7 @@ def _mirrored_image(image: np.ndarray, boxes: list, K: np.ndarray) -> tuple:
 def test_average_mirrored_is_the_mean_of_the_estimate_and_the_mirrored_one(net, anny_model):
     """A perfectly mirror-equivariant estimate comes back unchanged; two different estimates
     meet halfway (values: their mean; rotations: equally far from both)."""
-    from furpe.bodymodels.mirror import mirror_params
+    from furpe.bodymodels.mirror import mirror_params, param_mirror_plan
     from furpe.networks.inference import average_mirrored
     from furpe.networks.params import to_model_params
 
@@ -232,10 +232,11 @@ def test_average_mirrored_is_the_mean_of_the_estimate_and_the_mirrored_one(net, 
                                  values)
 
     P, Q = estimate(), estimate()
-    same = average_mirrored(anny_model, P, mirrored(P))
+    plan = param_mirror_plan(anny_model)
+    same = average_mirrored(plan, P, mirrored(P))
     for k in P:
         torch.testing.assert_close(same[k], P[k], atol=1e-5, rtol=0)
-    mean = average_mirrored(anny_model, P, mirrored(Q))
+    mean = average_mirrored(plan, P, mirrored(Q))
     torch.testing.assert_close(mean["transl"], (P["transl"] + Q["transl"]) / 2)
     for k in ("phenotype", "facial_actions"):
         torch.testing.assert_close(mean[k], (P[k] + Q[k]) / 2)

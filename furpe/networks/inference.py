@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from furpe.bodymodels.base import BodyModel
-from furpe.bodymodels.mirror import param_mirror_plan
+from furpe.bodymodels.mirror import BlockMirror, param_mirror_plan
 from furpe.core.camera import PERSON_CROP_EXPAND, crop_transform
 from furpe.core.errors import SetupError
 from furpe.core.rotations import mirror_rotmat
@@ -126,13 +126,14 @@ def _mean_rotation(R1: torch.Tensor, R2: torch.Tensor) -> torch.Tensor:
     return (U * fix[..., None, :]) @ Vh
 
 
-def average_mirrored(model: BodyModel, plain: dict[str, torch.Tensor],
+def average_mirrored(plan: dict[str, BlockMirror], plain: dict[str, torch.Tensor],
                      mirrored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The mean of decoded parameters (rotation blocks as matrices) of the plain crops and
-    of the mirrored crops, the latter mirrored back (left and right swapped, see
-    :mod:`furpe.bodymodels.mirror`); a block without a mirror keeps the plain value."""
+    of the mirrored crops, the latter mirrored back by the body model's ``plan``
+    (:func:`~furpe.bodymodels.mirror.param_mirror_plan`: left and right swapped); a block
+    without a mirror keeps the plain value."""
     out = {}
-    for name, how in param_mirror_plan(model).items():
+    for name, how in plan.items():
         if name not in plain:
             continue
         if how is None or how[0] not in mirrored:
@@ -163,7 +164,8 @@ class NetworkPredictor:
             raise ValueError("flip_test needs the body model (to mirror parameters)")
         self.net = net
         self.flip_test = flip_test
-        self.body_model = body_model
+        #: How the body model's parameters mirror (for the flip test).
+        self.mirror_plan = param_mirror_plan(body_model) if body_model is not None else None
         self.size = net.config.input_size
         self.batch_size = batch_size
         self.session = None
@@ -225,9 +227,9 @@ class NetworkPredictor:
 
         values, landmarks = run(crops)
         if self.flip_test:
-            assert self.body_model is not None
+            assert self.mirror_plan is not None
             values_m, landmarks_m = run(mirrored_crops(crops))
-            values = average_mirrored(self.body_model, values, values_m)
+            values = average_mirrored(self.mirror_plan, values, values_m)
             if landmarks is not None and landmarks_m is not None:
                 # landmark i of the mirrored crop is the person's POSE_FLIP[i]
                 landmarks_m = landmarks_m[:, list(POSE_FLIP)]
