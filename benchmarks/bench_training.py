@@ -15,6 +15,8 @@ variants:
 * ``truth``: the renders' exact truth (``furpe make-synthetic --format webdataset``);
 * ``expert labels``: the expert system's labels of the same renders (``furpe label``), not
   their truth: standard recipe without distillation;
+* ``body flip`` (on the truth and on the labels): the body encoder also reads the crop
+  mirrored and hands on the mean of both landmark outputs (``network.body_flip``);
 * ``body encoder trained``, ``+ distillation``: the expert labels with the body encoder
   (BlazePose Full from its bundled weights) trained at a tenth of the heads' learning rate
   (``optim.encoder_lr``), without and with feature distillation
@@ -74,9 +76,13 @@ def variants(truth: str, labels: str) -> dict[str, dict[str, Any]]:
     on_labels = {"data.sources": [{"shards": labels, "weight": 1.0}]}
     trained_body = {**on_labels, "network.body_backbone": "mediapipe_pose_full",
                     "network.freeze": ["hand", "head"], "optim.encoder_lr": 1e-4}
+    on_truth = {"data.sources": [{"shards": truth, "weight": 1.0}]}
+    flip = {"network.body_flip": True}
     return {
-        "truth": {"data.sources": [{"shards": truth, "weight": 1.0}]},
+        "truth": on_truth,
+        "truth, body flip": {**on_truth, **flip},
         "expert labels": on_labels,
+        "expert labels, body flip": {**on_labels, **flip},
         # distillation reaches the network through a trained encoder only: the body's
         # (BlazePose Full, from its bundled weights) trains in both of these
         "expert labels, body encoder trained": trained_body,
@@ -152,6 +158,51 @@ def _share_pool(config: Any, out: Path, runs: Path) -> None:
                 os.link(chunk, target / chunk.name)
             print(f"{out.name}: features of {folder.parent.name} reused", file=sys.stderr)
             return
+
+
+def label_errors(labels: str | Path, renders: str | Path) -> dict[str, float]:
+    """Medians (mm) of the expert labels' ``pa_mpjpe_mm`` and ``pa_pve_mm`` against the
+    exact truth of the renders they label (``renders``: the ``furpe make-synthetic`` folder),
+    scored as the held-out images are: what the label-trained networks learn from. Each
+    render's person is the labelled one whose box is nearest the truth's."""
+    import numpy as np
+
+    from furpe.bodymodels import load_body_model
+    from furpe.datasets.base import Prediction
+    from furpe.labels.shards import iter_samples, list_shards
+
+    dataset = SyntheticDataset(Path(renders), ProtocolOptions())
+    samples = {s.id: s for s in dataset.samples()}
+    model = load_body_model("anny")
+    scores: dict[str, list[float]] = {"pa_mpjpe_mm": [], "pa_pve_mm": []}
+    for shard in list_shards(labels):
+        for item in iter_samples(shard, only=("json",)):
+            doc = item["json"]
+            sample = samples.get(Path(doc.get("source", "")).stem)
+            if sample is None or not doc.get("people"):
+                continue
+            box = np.asarray(sample.gt["box"], dtype=np.float64)
+            person = min(doc["people"], key=lambda p: float(
+                np.abs(np.asarray(p["box"], dtype=np.float64) - box).sum()))
+            params = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None]
+                      for k, v in person["params"].items()}
+            with torch.no_grad():
+                out = model(params)
+                coco = model.keypoints(out, "coco")[0].numpy()
+            metrics = dataset.score(sample, Prediction(
+                "anny", vertices=out.vertices[0].numpy(), keypoints={"coco": coco}))
+            for key in scores:
+                scores[key].append(metrics[key])
+    return {k: statistics.median(v) for k, v in scores.items() if v} | {
+        "people": len(scores["pa_mpjpe_mm"])}
+
+
+def _describe(renders: str | Path) -> str:
+    """A synthetic set's seed, image size and preset, from its manifest."""
+    doc = json.loads((Path(renders) / "manifest.json").read_text())
+    size = doc["image_size"]
+    return (f"seed {doc['seed']}, {size['width']}x{size['height']}, preset "
+            f"{doc.get('preset', 'evaluation')}")
 
 
 def _median(records: list[dict], key: str) -> float | None:
@@ -237,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
                  ratio(_median(flipped, "pa_mpjpe_mm"))])
         lines.append(f"| {name} | " + " | ".join(mm(c) for c in cells)
                      + f" | {ratio(cells[0])} | " + " | ".join(more) + " |")
+    renders = Path(args.truth).parent
+    learned = (label_errors(args.labels, renders)
+               if any("data.sources" in c and c["data.sources"][0]["shards"] == args.labels
+                      for c in chosen.values()) else {})
+    if learned:
+        lines.append(f"| (the expert labels themselves, on their {learned['people']} training "
+                     f"renders) | {mm(learned['pa_mpjpe_mm'])} | | {mm(learned['pa_pve_mm'])} "
+                     "| | | | | | | |")
     text = "\n".join(lines)
     print(f"\n## {TITLE}\n\n{text}")
     if not args.no_write:
@@ -256,11 +315,14 @@ def main(argv: list[str] | None = None) -> int:
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
                 f"regressors, box head and converters train){encoders}, {args.steps} steps "
                 f"of batch {args.batch_size} on CPU, on the same training renders (`--truth "
-                f"{args.truth}`, `--labels {args.labels}`); {pool}. Scored on the first "
-                f"{args.n} images of the standard synthetic set (seed 0, 640x640, held out: "
-                f"other seed, other preset); medians in mm. The last three columns: the same "
-                f"network with its flip test (`flip_test: true`, as the expert fit's body "
-                f"expert runs by default).")
+                f"{args.truth}`, `--labels {args.labels}`: {_describe(renders)}); {pool}. "
+                f"Scored on the first {args.n} images of the standard synthetic set "
+                f"({_describe(args.data)}; held out); medians in mm. The last three columns: "
+                f"the same network with its flip test (`flip_test: true`, as the expert fit's "
+                f"body expert runs by default)."
+                + (" The last row: the labels scored against the truth of the renders they "
+                   "label, as the held-out images are (the person nearest each truth box)."
+                   if learned else ""))
         title = TITLE if args.section == "bench_training" else f"{TITLE}: {args.section}"
         body = "\n".join([_report.header(title, _report.command_line("bench_training.py", argv)),
                           what, "", text])

@@ -153,6 +153,46 @@ def test_encoder_landmark_features() -> None:
         Encoder("mediapipe_hand", features="heatmaps")
 
 
+def test_encoder_flip_averages_the_mirrored_landmarks(person: np.ndarray) -> None:
+    """``flip``: the landmark outputs are the mean of the crop's and its mirror's, mirrored
+    back, so a mirrored crop gives exactly the mirrored landmarks (the plain network is off
+    by pixels); the feature map stays the plain crop's."""
+    from furpe.core.errors import SetupError
+    from furpe.core.vocab import POSE_FLIP
+    from furpe.networks.encoders import Encoder
+
+    plain = Encoder("mediapipe_pose_full", features="landmarks").eval()
+    flip = Encoder("mediapipe_pose_full", features="landmarks", flip=True).eval()
+    assert flip.dim == plain.dim
+    h, w = person.shape[:2]
+    side = min(h, w)
+    crop = np.ascontiguousarray(person[(h - side) // 2:(h + side) // 2,
+                                       (w - side) // 2:(w + side) // 2])
+    x = torch.nn.functional.interpolate(
+        torch.as_tensor(crop).permute(2, 0, 1)[None].float() / 255, size=(256, 256),
+        mode="bilinear", align_corners=False)
+    x = torch.cat([x, x.flip(-1)])
+    with torch.no_grad():
+        fp, ff = plain(x), flip(x)
+    torch.testing.assert_close(ff[:, :288 * 4], fp[:, :288 * 4])
+
+    def mirrored_back(enc: Encoder, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lm, world = enc.pose_landmarks(f)[:, list(POSE_FLIP)], enc.pose_world(f)[:, list(POSE_FLIP)]
+        lm = torch.cat([255 - lm[..., :1], lm[..., 1:]], -1)  # pixel centres 0..255
+        return lm, torch.cat([-world[..., :1], world[..., 1:]], -1)
+
+    gaps = {}
+    for name, enc, f in (("plain", plain, fp), ("flip", flip, ff)):
+        lm, world = mirrored_back(enc, f[1:])
+        gaps[name] = (float((lm[..., :2] - enc.pose_landmarks(f[:1])[..., :2]).abs().max()),
+                      float((world - enc.pose_world(f[:1])).abs().max()))
+    print(f"mirrored crop vs crop, max px / m: {gaps}")
+    assert gaps["flip"][0] < 1e-3 and gaps["flip"][1] < 1e-4
+    assert gaps["plain"][0] > 1.0 and gaps["plain"][1] > 0.01
+    with pytest.raises(SetupError, match="body_flip needs a BlazePose body backbone"):
+        Encoder("mediapipe_pose_full", flip=True)
+
+
 def test_unsupported_op_is_named() -> None:
     """The hand model with its LOGISTIC op code rewritten to HARD_SWISH (not implemented)."""
     import tflite

@@ -20,6 +20,11 @@ the map itself where it is small enough to keep its layout (pose and face: 2 x 2
 outputs (:attr:`TFLiteNet.head_output_names`: landmarks in crop pixels, world landmarks,
 scores), so the heads see where the expert puts every joint. The other backbones have no
 landmark head and take ``pooled`` only.
+
+``flip`` (a BlazePose encoder with ``landmarks`` features; ``NetworkConfig.body_flip``): the
+network also reads the crop mirrored, and the landmark outputs handed on are the mean of
+both, the mirrored ones mirrored back (sides swapped, x reflected), as the body expert
+averages its runs on the image and its mirror; the feature map stays the plain crop's.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import torch
 from torch import nn
 
 from furpe.core.errors import SetupError
+from furpe.core.vocab import POSE_FLIP
 
 MEDIAPIPE = {"mediapipe_pose_full": "pose_full", "mediapipe_pose_heavy": "pose_heavy",
              "mediapipe_hand": "hand", "mediapipe_face": "face"}
@@ -46,9 +52,10 @@ class Encoder(nn.Module):
     dim: int
 
     def __init__(self, name: str, *, width: float = 1.0, weights: str | None = None,
-                 features: str = "pooled") -> None:
+                 features: str = "pooled", flip: bool = False) -> None:
         super().__init__()
         self.name = name
+        self.flip = False  # (set below, once the plain feature's layout is known)
         if name not in encoder_names():
             raise SetupError(f"unknown backbone '{name}'; choose from "
                              f"{', '.join(encoder_names())}")
@@ -71,6 +78,10 @@ class Encoder(nn.Module):
                 size = self.net.input_size
                 self.dim = int(self(torch.zeros(1, 3, size, size)).shape[1])
             self._landmarks_at = self._pose_landmarks_offset()
+            if flip and self._landmarks_at is None:
+                raise SetupError(f"network.body_flip needs a BlazePose body backbone with "
+                                 f"features 'landmarks' (not {name}, {features})")
+            self.flip = flip
         else:
             from furpe.networks.backbones import build_backbone
 
@@ -120,15 +131,33 @@ class Encoder(nn.Module):
         at = self._landmarks_at + POSE_LANDMARKS * 5 + 1  # after the landmarks and presence
         return feature[:, at:at + POSE_LANDMARKS * 3].reshape(-1, POSE_LANDMARKS, 3)[:, :33]
 
+    def _mirrored_back(self, outputs: torch.Tensor, width: int) -> torch.Tensor:
+        """BlazePose's outputs (B, 313) for a mirrored crop of ``width`` pixels as those of
+        the crop: landmarks and world landmarks with sides swapped (:data:`POSE_FLIP`; the
+        6 auxiliary points keep their places) and x reflected."""
+        n = POSE_LANDMARKS
+        order = torch.as_tensor(list(POSE_FLIP) + list(range(33, n)), device=outputs.device)
+        lm = outputs[:, :n * 5].reshape(-1, n, 5)[:, order]
+        lm = torch.cat([width - lm[..., :1], lm[..., 1:]], -1)
+        world = outputs[:, n * 5 + 1:n * 8 + 1].reshape(-1, n, 3)[:, order]
+        world = torch.cat([-world[..., :1], world[..., 1:]], -1)
+        return torch.cat([lm.flatten(1), outputs[:, n * 5:n * 5 + 1], world.flatten(1),
+                          outputs[:, n * 8 + 1:]], 1)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.mediapipe:
             if self.features == "pooled":
                 return self.net.features(image)["feature"]
-            got = self.net.features(image, outputs=True)
-            fmap = got["feature_map"]
+            B = image.shape[0]
+            got = self.net.features(torch.cat([image, image.flip(-1)]) if self.flip else image,
+                                    outputs=True)
+            fmap = got["feature_map"][:B]
             kept = fmap.flatten(1) if fmap.shape[2] * fmap.shape[3] <= KEEP_MAP \
-                else got["feature"]
-            return torch.cat([kept, got["outputs"]], 1)
+                else got["feature"][:B]
+            outputs = got["outputs"]
+            if self.flip:
+                outputs = (outputs[:B] + self._mirrored_back(outputs[B:], image.shape[-1])) / 2
+            return torch.cat([kept, outputs], 1)
         fmap = self.net((image - self.mean) / self.std)
         return fmap.mean((2, 3))
 

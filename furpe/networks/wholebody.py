@@ -69,6 +69,9 @@ class NetworkConfig:
     #: Branches (``body``, ``hand``, ``head``) whose encoder is not trained. A frozen
     #: MediaPipe encoder keeps the bundled weights, so checkpoints leave it out.
     freeze: tuple[str, ...] = ()
+    #: The body encoder also reads its crop mirrored and hands on the mean of both landmark
+    #: outputs (a BlazePose encoder with ``landmarks`` features; :class:`Encoder` ``flip``).
+    body_flip: bool = False
 
     def __post_init__(self) -> None:
         if self.merge not in ("part", "body"):
@@ -160,7 +163,8 @@ class WholeBodyNet(nn.Module):
         self.body_model_name = model.name
         self.codec = ParamCodec(model, [n for n in model.blocks if n != "transl"])
         self.body_encoder = Encoder(cfg.body_backbone, width=cfg.width,
-                                    weights=cfg.weights.get("body"), features=cfg.features)
+                                    weights=cfg.weights.get("body"), features=cfg.features,
+                                    flip=cfg.body_flip)
         # Encoder features come at their own scale (a frozen MediaPipe network's vary by
         # about 0.01 from person to person): standardised per dimension before the heads.
         self.body_norm = nn.BatchNorm1d(self.body_encoder.dim)
@@ -186,7 +190,8 @@ class WholeBodyNet(nn.Module):
                                          features=cfg.features),
                                  self.part_codecs["face"], cfg)
         for branch in cfg.freeze:
-            for p in self.encoder(branch).parameters():
+            encoder = self.encoder(branch)
+            for p in () if encoder is None else encoder.parameters():
                 p.requires_grad_(False)
         plan = param_mirror_plan(model)
         self._hand_mirror = {name: (plan[name][1], plan[name][2])
