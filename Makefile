@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench bench-attribution results bench-real bench-label bench-network bench-video bench-real-network clean
+.PHONY: install demo test bench bench-attribution results bench-real bench-label bench-network bench-training bench-video bench-real-network clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -54,6 +54,20 @@ bench-label: install
 # the trained network (shipped checkpoint) against the expert path: accuracy and speed
 bench-network: install
 	$(PY) benchmarks/bench_network.py --n 50
+
+# learning from pseudo labels and the recipes' ablation: 960 renders of the evaluation set's
+# scenes (another seed), their exact truth and their expert labels, one network per variant
+# (about 2 hours on 2 CPU cores, most of it labelling and the features)
+out/train-eval-6/manifest.json: | install
+	$(PY) -m furpe make-synthetic out/train-eval-6 --n 960 --seed 6000 --size 640 \
+		--format webdataset --shard-size 240 -q
+out/train-labels-6/index.json: out/train-eval-6/manifest.json
+	$(PY) -m furpe label out/train-eval-6/images -o out/train-labels-6 --shard-size 240 \
+		--workers 2 -q
+bench-training: out/train-labels-6/index.json
+	$(PY) benchmarks/bench_training.py --steps 500 --batch-size 64 --passes 25 \
+		--truth out/train-eval-6/shards --labels out/train-labels-6 \
+		--runs runs/bench-training-eval6 --n 100
 
 # videos: identity switches, jitter (acceleration error) and MPJPE on a generated two-person
 # clip with exact truth, per frame cold vs a video session without and with smoothing; tracks
