@@ -56,7 +56,7 @@ class LossConfig:
     keypoints_2d: dict[str, float] = field(default_factory=lambda: {
         "body": 5.0, "left_hand": 5.0, "right_hand": 5.0, "face": 5.0})
     keypoints_3d: dict[str, float] = field(default_factory=lambda: {
-        "body": 5.0, "left_hand": 5.0, "right_hand": 5.0, "face": 2.0})
+        "body": 25.0, "left_hand": 5.0, "right_hand": 5.0, "face": 2.0})
     boxes: float = 1.0
     prior_shape: float = 0.01
     prior_face: float = 0.01
