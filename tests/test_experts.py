@@ -81,6 +81,24 @@ def test_pose_flip() -> None:
     assert flip[0] == 0
 
 
+def test_mirror_pose_points_swaps_sides_reflects_x_and_keeps_auxiliary_points() -> None:
+    import torch
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 256, (2, 39, 5))
+    out = C.mirror_pose_points(pts, 256.0)
+    names = C.MEDIAPIPE_POSE
+    lw, rw = names.index("left_wrist"), names.index("right_wrist")
+    assert np.allclose(out[:, lw, 0], 256 - pts[:, rw, 0])  # the other side, reflected
+    assert np.allclose(out[:, lw, 1:], pts[:, rw, 1:])
+    assert np.allclose(out[:, 33:, 1:], pts[:, 33:, 1:])  # auxiliary points keep their rows
+    assert np.allclose(C.mirror_pose_points(out, 256.0), pts)  # an involution
+    metric = C.mirror_pose_points(pts, column=3)  # metric x in column 3: negated
+    assert np.allclose(metric[:, lw, 3], -pts[:, rw, 3])
+    assert np.allclose(metric[:, lw, :3], pts[:, rw, :3])
+    assert np.allclose(C.mirror_pose_points(torch.as_tensor(pts), 256.0).numpy(), out)
+
+
 class _FaceConnections:
     """MediaPipe's face-landmark connection sets, as sets of (start, end) pairs."""
 

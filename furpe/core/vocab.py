@@ -23,7 +23,9 @@ lists (the test suite checks them against the installed package).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 Part = Literal["body", "left_hand", "right_hand", "face"]
 #: The parts of a person, body first (the body places everything else).
@@ -175,6 +177,26 @@ def _swap_sides(names: tuple[str, ...]) -> tuple[int, ...]:
 POSE_FLIP: tuple[int, ...] = _swap_sides(MEDIAPIPE_POSE)
 """Left/right permutation for ``mediapipe_pose``: after flipping an image horizontally,
 ``kp_flipped[i]`` corresponds to ``kp[POSE_FLIP[i]]`` (with x mirrored)."""
+
+
+def mirror_pose_points(points: Any, reflect: float | None = None, column: int = 0) -> Any:
+    """BlazePose's landmarks (..., N, D) seen in a mirrored view, as the person's in the plain
+    view: rows swapped by :data:`POSE_FLIP` (rows past the 33 body landmarks, BlazePose's
+    auxiliary points, keep their places) and x, the ``column``-th value, mirrored: ``reflect
+    - x`` for pixels (``reflect``: the view's width, or width - 1 with pixel centres at whole
+    numbers), ``-x`` for metric points (``reflect`` None). NumPy arrays or torch tensors (in
+    the graph: differentiable and exported to ONNX)."""
+    order = list(POSE_FLIP) + list(range(len(POSE_FLIP), points.shape[-2]))
+    moved = points[..., order, :]
+    x = moved[..., column:column + 1]
+    x = -x if reflect is None else reflect - x
+    parts = [moved[..., :column], x, moved[..., column + 1:]]
+    if isinstance(points, np.ndarray):
+        return np.concatenate(parts, -1)
+    import torch
+
+    return torch.cat(parts, -1)
+
 
 HAND_FLIP: tuple[int, ...] = tuple(range(len(MEDIAPIPE_HAND)))
 """Identity: a mirrored hand keeps its landmark order; it is the hand's *side* that swaps."""

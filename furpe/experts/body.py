@@ -327,13 +327,11 @@ class MediaPipeBodyExpert(TasksExpert):
     @staticmethod
     def _unmirror(obs: PartObservation, width: int) -> PartObservation:
         """A person seen in the mirrored image, back in the plain image (left/right swapped)."""
-        perm = list(C.POSE_FLIP)
-        kp2d = obs.keypoints_2d[perm].copy()
-        kp2d[:, 0] = (width - 1) - kp2d[:, 0]
-        kp3d = obs.keypoints_3d[perm] * np.array([-1.0, 1.0, 1.0])  # type: ignore[index]
+        kp2d = C.mirror_pose_points(obs.keypoints_2d, width - 1)
+        kp3d = C.mirror_pose_points(obs.keypoints_3d)
         box = None if obs.box is None else (width - 1 - obs.box[2], obs.box[1],
                                             width - 1 - obs.box[0], obs.box[3])
-        return replace(obs, keypoints_2d=kp2d, confidence=obs.confidence[perm],
+        return replace(obs, keypoints_2d=kp2d, confidence=obs.confidence[list(C.POSE_FLIP)],
                        keypoints_3d=kp3d, box=box)
 
     def _average(self, obs: PartObservation, mirrored: list[PartObservation], width: int,

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from furpe.core.errors import SetupError
-from furpe.core.vocab import POSE_FLIP
+from furpe.core.vocab import mirror_pose_points
 
 MEDIAPIPE = {"mediapipe_pose_full": "pose_full", "mediapipe_pose_heavy": "pose_heavy",
              "mediapipe_hand": "hand", "mediapipe_face": "face"}
@@ -133,14 +133,10 @@ class Encoder(nn.Module):
 
     def _mirrored_back(self, outputs: torch.Tensor, width: int) -> torch.Tensor:
         """BlazePose's outputs (B, 313) for a mirrored crop of ``width`` pixels as those of
-        the crop: landmarks and world landmarks with sides swapped (:data:`POSE_FLIP`; the
-        6 auxiliary points keep their places) and x reflected."""
+        the crop: landmarks and world landmarks mirrored back (:func:`mirror_pose_points`)."""
         n = POSE_LANDMARKS
-        order = torch.as_tensor(list(POSE_FLIP) + list(range(33, n)), device=outputs.device)
-        lm = outputs[:, :n * 5].reshape(-1, n, 5)[:, order]
-        lm = torch.cat([width - lm[..., :1], lm[..., 1:]], -1)
-        world = outputs[:, n * 5 + 1:n * 8 + 1].reshape(-1, n, 3)[:, order]
-        world = torch.cat([-world[..., :1], world[..., 1:]], -1)
+        lm = mirror_pose_points(outputs[:, :n * 5].reshape(-1, n, 5), width)
+        world = mirror_pose_points(outputs[:, n * 5 + 1:n * 8 + 1].reshape(-1, n, 3))
         return torch.cat([lm.flatten(1), outputs[:, n * 5:n * 5 + 1], world.flatten(1),
                           outputs[:, n * 8 + 1:]], 1)
 

@@ -21,7 +21,7 @@ from furpe.bodymodels.mirror import BlockMirror, param_mirror_plan
 from furpe.core.camera import PERSON_CROP_EXPAND, crop_transform
 from furpe.core.errors import SetupError
 from furpe.core.rotations import mirror_rotmat
-from furpe.core.vocab import POSE_FLIP
+from furpe.core.vocab import mirror_pose_points
 from furpe.networks.params import to_model_params
 from furpe.networks.wholebody import NetworkConfig, WholeBodyNet
 
@@ -231,10 +231,8 @@ class NetworkPredictor:
             values_m, landmarks_m = run(mirrored_crops(crops))
             values = average_mirrored(self.mirror_plan, values, values_m)
             if landmarks is not None and landmarks_m is not None:
-                # landmark i of the mirrored crop is the person's POSE_FLIP[i]
-                landmarks_m = landmarks_m[:, list(POSE_FLIP)]
-                landmarks_m[..., 3] *= -1  # metric x
-                landmarks = (landmarks + landmarks_m) / 2
+                # in image pixels already: only the metric x (column 3) is mirrored
+                landmarks = (landmarks + mirror_pose_points(landmarks_m, column=3)) / 2
         params = to_model_params(values)
         result, start = [], 0
         for n in counts:
