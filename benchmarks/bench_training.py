@@ -164,11 +164,10 @@ def label_errors(labels: str | Path, renders: str | Path) -> dict[str, float]:
     """Medians (mm) of the expert labels' ``pa_mpjpe_mm`` and ``pa_pve_mm`` against the
     exact truth of the renders they label (``renders``: the ``furpe make-synthetic`` folder),
     scored as the held-out images are: what the label-trained networks learn from. Each
-    render's person is the labelled one whose box is nearest the truth's."""
-    import numpy as np
-
+    render's person is picked as the evaluation picks it (:func:`pick_person`)."""
     from furpe.bodymodels import load_body_model
-    from furpe.datasets.base import Prediction
+    from furpe.core.errors import FurpeError
+    from furpe.evaluation.methods import pick_person, prediction_from_person
     from furpe.labels.shards import iter_samples, list_shards
 
     dataset = SyntheticDataset(Path(renders), ProtocolOptions())
@@ -179,18 +178,19 @@ def label_errors(labels: str | Path, renders: str | Path) -> dict[str, float]:
         for item in iter_samples(shard, only=("json",)):
             doc = item["json"]
             sample = samples.get(Path(doc.get("source", "")).stem)
-            if sample is None or not doc.get("people"):
+            if sample is None:
                 continue
-            box = np.asarray(sample.gt["box"], dtype=np.float64)
-            person = min(doc["people"], key=lambda p: float(
-                np.abs(np.asarray(p["box"], dtype=np.float64) - box).sum()))
-            params = {k: torch.as_tensor(np.asarray(v, dtype=np.float32))[None]
+            people = doc.get("people") or []
+            try:
+                person = people[pick_person([p["box"] for p in people], sample.gt["box"])]
+            except FurpeError:  # nobody labelled there
+                continue
+            params = {k: torch.as_tensor(v, dtype=torch.float32)[None]
                       for k, v in person["params"].items()}
             with torch.no_grad():
                 out = model(params)
-                coco = model.keypoints(out, "coco")[0].numpy()
-            metrics = dataset.score(sample, Prediction(
-                "anny", vertices=out.vertices[0].numpy(), keypoints={"coco": coco}))
+            metrics = dataset.score(sample, prediction_from_person(
+                model, out.vertices[0].numpy(), out.joints[0].numpy()))
             for key in scores:
                 scores[key].append(metrics[key])
     return {k: statistics.median(v) for k, v in scores.items() if v} | {
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the same network with its flip test (`flip_test: true`, as the expert fit's "
                 f"body expert runs by default)."
                 + (" The last row: the labels scored against the truth of the renders they "
-                   "label, as the held-out images are (the person nearest each truth box)."
+                   "label, as the held-out images are (the person the evaluation would pick)."
                    if learned else ""))
         title = TITLE if args.section == "bench_training" else f"{TITLE}: {args.section}"
         body = "\n".join([_report.header(title, _report.command_line("bench_training.py", argv)),
