@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench bench-attribution results bench-real bench-label bench-network bench-training bench-video bench-real-network clean
+.PHONY: install demo test bench bench-attribution results bench-real bench-label bench-network bench-training bench-training-distill bench-video bench-real-network clean
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -68,6 +68,18 @@ bench-training: out/train-labels-6/index.json
 	$(PY) benchmarks/bench_training.py --steps 500 --batch-size 64 --passes 25 \
 		--truth out/train-eval-6/shards --labels out/train-labels-6 \
 		--runs runs/bench-training-eval6 --n 100
+
+# the distillation ablation per part: the body (BlazePose Full) or hand encoder trains, so
+# every step runs the encoders on fresh views (no feature pool); same renders and held-out
+# set as above (about 2 h on 2 CPU cores: 19, 27, 31 and 38 minutes of training, 7 scoring)
+bench-training-distill: out/train-labels-6/index.json
+	$(PY) benchmarks/bench_training.py --steps 500 --batch-size 16 --passes 1 \
+		--only 'expert labels, body encoder trained' \
+		'expert labels, body encoder trained + distillation' \
+		'expert labels, hand encoder trained' \
+		'expert labels, hand encoder trained + distillation' \
+		--truth out/train-eval-6/shards --labels out/train-labels-6 \
+		--runs runs/bench-training-distill-eval6 --section bench_training_distill --n 100
 
 # videos: identity switches, jitter (acceleration error) and MPJPE on a generated two-person
 # clip with exact truth, per frame cold vs a video session without and with smoothing; tracks

@@ -22,6 +22,9 @@ variants:
   (``optim.encoder_lr``), without and with feature distillation
   from the body expert's network (BlazePose Heavy, frozen) on the same crops; the hand and
   face encoders stay frozen (distilling a frozen encoder changes only its converter);
+* ``hand encoder trained``, ``+ distillation``: the same for the hands: the hand encoder (the
+  hand expert's landmark network) trains, without and with distillation from the frozen
+  hand expert on the same hand crops; body (BlazePose Heavy) and face encoders stay frozen;
 * ``multi-loss`` and ``EMA``: the other two recipes on the expert labels;
 * ``no selection``: every observed part used, accepted by the selection scheme or not.
 
@@ -76,6 +79,7 @@ def variants(truth: str, labels: str) -> dict[str, dict[str, Any]]:
     on_labels = {"data.sources": [{"shards": labels, "weight": 1.0}]}
     trained_body = {**on_labels, "network.body_backbone": "mediapipe_pose_full",
                     "network.freeze": ["hand", "head"], "optim.encoder_lr": 1e-4}
+    trained_hand = {**on_labels, "network.freeze": ["body", "head"], "optim.encoder_lr": 1e-4}
     on_truth = {"data.sources": [{"shards": truth, "weight": 1.0}]}
     flip = {"network.body_flip": True}
     return {
@@ -88,6 +92,9 @@ def variants(truth: str, labels: str) -> dict[str, dict[str, Any]]:
         "expert labels, body encoder trained": trained_body,
         "expert labels, body encoder trained + distillation": {
             **trained_body, "distill": {"body": True, "hands": False, "face": False}},
+        "expert labels, hand encoder trained": trained_hand,
+        "expert labels, hand encoder trained + distillation": {
+            **trained_hand, "distill": {"body": False, "hands": True, "face": False}},
         "expert labels, multi-loss": {**on_labels, "recipe": "multiloss"},
         "expert labels, EMA": {**on_labels, "recipe": "ema"},
         "expert labels, no selection": {**on_labels, "data.selection": False},
@@ -308,10 +315,16 @@ def main(argv: list[str] | None = None) -> int:
                 + (f"; {' and '.join(repr(n) for n in left_out)} not run: a trained "
                    f"encoder needs new crops every step" if left_out else ""))
         rates = {c["optim.encoder_lr"] for c in chosen.values() if "optim.encoder_lr" in c}
-        encoders = (f" ('body encoder trained': BlazePose Full as the body encoder, trained "
-                    f"at `optim.encoder_lr` {', '.join(f'{r:g}' for r in sorted(rates))}, the "
-                    f"heads at the config's `optim.lr`; distillation from BlazePose Heavy)"
-                    if rates else "")
+        trained = [n for n in ("body", "hand") if any(f"{n} encoder trained" in c
+                                                        for c in chosen)]
+        encoders = "; ".join(
+            {"body": "'body encoder trained': BlazePose Full as the body encoder, distilled "
+                     "from BlazePose Heavy",
+             "hand": "'hand encoder trained': the hand landmark network, distilled from "
+                     "its frozen original"}[n] for n in trained)
+        encoders = (f" ({encoders}; trained at `optim.encoder_lr` "
+                    f"{', '.join(f'{r:g}' for r in sorted(rates))}, the heads at the "
+                    f"config's `optim.lr`)" if rates else "")
         what = (f"Every network: `configs/train-small.yaml` (frozen MediaPipe encoders; the "
                 f"regressors, box head and converters train){encoders}, {args.steps} steps "
                 f"of batch {args.batch_size} on CPU, on the same training renders (`--truth "
