@@ -318,10 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         trained = [n for n in ("body", "hand") if any(f"{n} encoder trained" in c
                                                         for c in chosen)]
         encoders = "; ".join(
-            {"body": "'body encoder trained': BlazePose Full as the body encoder, distilled "
-                     "from BlazePose Heavy",
-             "hand": "'hand encoder trained': the hand landmark network, distilled from "
-                     "its frozen original"}[n] for n in trained)
+            {"body": "'body encoder trained': BlazePose Full as the body encoder, its "
+                     "distillation teacher BlazePose Heavy",
+             "hand": "'hand encoder trained': the hand landmark network, its distillation "
+                     "teacher its frozen original"}[n] for n in trained)
         encoders = (f" ({encoders}; trained at `optim.encoder_lr` "
                     f"{', '.join(f'{r:g}' for r in sorted(rates))}, the heads at the "
                     f"config's `optim.lr`)" if rates else "")
